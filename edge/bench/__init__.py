@@ -1,0 +1,1 @@
+"""Benchmarks: each compares our path against a bare baseline in the same run."""

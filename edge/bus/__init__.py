@@ -1,0 +1,1 @@
+"""The control bus: envelope, message types, topics, broker and client."""

@@ -1,0 +1,273 @@
+"""The bus client every process uses: publish, subscribe by prefix, request, serve.
+
+One ZeroMQ context per process (:func:`context`). Publishing is a plain
+non-blocking call, safe from async code: a PUB socket never waits (at its high
+water mark it drops), so there is nothing to await and no future to allocate on
+the hot path. Subscriptions, requests and serving are asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from edge.bus import envelope
+from edge.bus.broker import ERR, REG, REP, REQ
+from edge.bus.endpoints import Endpoints
+from edge.bus.envelope import Envelope, MalformedFrame
+from edge.bus.messages import Message, Reply
+
+log = logging.getLogger(__name__)
+
+REGISTER_EVERY_S = 1.0
+SUB_HWM = 50_000
+RECV_BATCH = 256
+
+
+def context() -> zmq.asyncio.Context:
+    """The process's one ZeroMQ context (asyncio flavour; sync sockets shadow it)."""
+    return zmq.asyncio.Context.instance()
+
+
+class RequestError(Exception):
+    """A request that got no reply: the broker said why, or time ran out."""
+
+
+class RequestTimeout(RequestError):
+    pass
+
+
+@dataclass
+class ClientStats:
+    published: int = 0
+    received: int = 0
+    gaps: int = 0
+    missed: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+
+
+class Subscription:
+    """Messages under one topic prefix, in order, malformed ones dropped and counted."""
+
+    def __init__(self, client: BusClient, prefixes: tuple[str, ...], raw: bool) -> None:
+        self._client = client
+        self._raw = raw
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self.socket = client.ctx.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, SUB_HWM)
+        self.socket.connect(client.endpoints.sub)
+        for p in prefixes:
+            self.socket.setsockopt(zmq.SUBSCRIBE, p.encode())
+        # Awaiting each message costs a future and a loop round trip; once one
+        # has arrived, whatever else is queued is taken synchronously in a batch.
+        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.socket.underlying)
+        self._batch: deque[list[bytes]] = deque()
+
+    def _drain(self) -> None:
+        recv, batch = self._sync.recv_multipart, self._batch
+        for _ in range(RECV_BATCH):
+            try:
+                batch.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+
+    async def recv(self) -> Envelope:
+        while True:
+            if not self._batch:
+                self._batch.append(await self.socket.recv_multipart())
+                self._drain()
+            frames = self._batch.popleft()
+            try:
+                env = envelope.decode(frames, raw=self._raw)
+            except MalformedFrame as e:
+                self._client.note_malformed(e)
+                continue
+            self._client.stats.received += 1
+            key = (env.header.source, env.topic)
+            last = self._last_seq.get(key)
+            seq = env.header.seq
+            if last is not None and seq <= last:
+                # The broker's last-value cache replays what we may already hold.
+                env.replayed = True
+            else:
+                if last is not None and seq > last + 1:
+                    env.gap = seq - last - 1
+                    self._client.stats.gaps += 1
+                    self._client.stats.missed += env.gap
+                self._last_seq[key] = seq
+            return env
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        return await self.recv()
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self._client._subscriptions.discard(self)
+
+
+Handler = Callable[[Envelope], Awaitable[Message]]
+
+
+class BusClient:
+    def __init__(self, endpoints: Endpoints, source: str) -> None:
+        self.endpoints = endpoints
+        self.source = source
+        self.ctx = context()
+        self.stats = ClientStats()
+        # Sync shadow of the same context: publish() never awaits.
+        self._pub: zmq.Socket[bytes] = zmq.Context.shadow(self.ctx.underlying).socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.setsockopt(zmq.SNDHWM, 10_000)
+        self._pub.connect(endpoints.pub)
+        self._seq: dict[str, int] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dealer: zmq.asyncio.Socket | None = None
+        self._pending: dict[bytes, asyncio.Future[list[bytes]]] = {}
+        self._reqids = itertools.count(1)
+        self._servers: list[zmq.asyncio.Socket] = []
+        self._logged_kinds: set[str] = set()
+        self.closed = False
+
+    # -- publishing --------------------------------------------------------------
+    def publish(self, topic: str, message: Message, *blobs: bytes) -> None:
+        seq = self._seq.get(topic, 0) + 1
+        self._seq[topic] = seq
+        self._pub.send_multipart(envelope.encode(topic, message, self.source, seq, blobs),
+                                 copy=len(blobs) == 0)
+        self.stats.published += 1
+
+    # -- subscribing -------------------------------------------------------------
+    def subscribe(self, *prefixes: str, raw: bool = False) -> Subscription:
+        """Everything under any of `prefixes` ("" is everything). `raw` skips typing bodies."""
+        sub = Subscription(self, prefixes or ("",), raw)
+        self._subscriptions.add(sub)
+        return sub
+
+    def note_malformed(self, err: MalformedFrame) -> None:
+        self.stats.malformed[err.kind] += 1
+        if err.kind not in self._logged_kinds:
+            self._logged_kinds.add(err.kind)
+            log.warning("dropped malformed bus message (%s); further ones are only counted", err)
+
+    # -- requests ----------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def request(
+        self, service: str, message: Message, timeout: float | None = None
+    ) -> Envelope:
+        """Send `message` to the service registered as `service`; its reply, or an error."""
+        timeout = self.endpoints.request_timeout_s if timeout is None else timeout
+        if self._dealer is None:
+            self._dealer = self.ctx.socket(zmq.DEALER)
+            self._dealer.setsockopt(zmq.LINGER, 0)
+            self._dealer.connect(self.endpoints.router)
+            self._spawn(self._read_replies(self._dealer), "bus-replies")
+        reqid = next(self._reqids).to_bytes(8, "big")
+        fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[reqid] = fut
+        topic, header, body = envelope.encode("", message, self.source, int(reqid.hex(), 16))
+        try:
+            await self._dealer.send_multipart([b"", REQ, service.encode(), reqid, header, body])
+            frames = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply from {service} within {timeout:g} s") from None
+        finally:
+            self._pending.pop(reqid, None)
+        if frames[0] == ERR:
+            raise RequestError(frames[1].decode(errors="replace"))
+        try:
+            return envelope.decode([b"", *frames[1:]])
+        except MalformedFrame as e:
+            raise RequestError(f"malformed reply from {service}: {e}") from None
+
+    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            # [b"", REP|ERR, reqid, ...]
+            if len(frames) < 4 or frames[1] not in (REP, ERR):
+                self.note_malformed(MalformedFrame("bad reply", f"{len(frames)} frame(s)"))
+                continue
+            fut = self._pending.get(frames[2])
+            if fut is not None and not fut.done():
+                fut.set_result([frames[1], *frames[3:]])
+
+    # -- serving -----------------------------------------------------------------
+    def serve(self, name: str, handler: Handler) -> None:
+        """Answer requests addressed to `name` until the client closes."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoints.router)
+        self._servers.append(sock)
+        self._spawn(self._register(sock, name), f"bus-register-{name}")
+        self._spawn(self._serve(sock, handler), f"bus-serve-{name}")
+
+    async def _register(self, sock: zmq.asyncio.Socket, name: str) -> None:
+        # Repeated so a restarted broker learns us again without anyone noticing.
+        while True:
+            await sock.send_multipart([b"", REG, name.encode()])
+            await asyncio.sleep(REGISTER_EVERY_S)
+
+    async def _serve(self, sock: zmq.asyncio.Socket, handler: Handler) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            if len(frames) < 6 or frames[1] != REQ:
+                self.note_malformed(MalformedFrame("bad request", f"{len(frames)} frame(s)"))
+                continue
+            self._spawn(self._answer(sock, handler, frames[2], frames[3], frames[4:]), "bus-answer")
+
+    async def _answer(
+        self, sock: zmq.asyncio.Socket, handler: Handler, client: bytes, reqid: bytes,
+        payload: list[bytes],
+    ) -> None:
+        try:
+            req = envelope.decode([b"", *payload])
+            reply = await handler(req)
+        except MalformedFrame as e:
+            self.note_malformed(e)
+            reply = Reply(status="error", detail=f"malformed request: {e}")
+        except Exception as e:  # a handler's bug must not end serving; the caller learns of it
+            log.exception("request handler failed")
+            reply = Reply(status="error", detail=f"{type(e).__name__}: {e}")
+        _, header, body = envelope.encode("", reply, self.source, 0)
+        await sock.send_multipart([b"", REP, client, reqid, header, body])
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sub in list(self._subscriptions):
+            sub.close()
+        for sock in [self._dealer, *self._servers]:
+            if sock is not None:
+                sock.close(linger=0)
+        self._pub.close(linger=0)
+
+
+def default_source(service: str) -> str:
+    return f"{service}[{os.getpid()}]" if service == "cli" else service

@@ -1,0 +1,113 @@
+"""The wire envelope shared by every bus message.
+
+Frames: ``[topic, header, body, *blobs]``
+
+- topic: UTF-8 text, the subscription key (see :mod:`edge.bus.topics`);
+- header: msgpack array ``[type, v, src, seq, ts]``: message type name,
+  schema version, publishing source, a sequence number per (source, topic) so
+  a subscriber of any prefix can tell what it missed, and wall-clock ns.
+  Readers ignore elements after the fifth, so the header can grow. (An array,
+  not a map: it is on every message, and positions pack and parse faster.)
+- body: msgpack map of the message's fields (:mod:`edge.bus.messages`);
+- blobs: raw binary frames (thumbnails, video), never copied into msgpack.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from edge.bus.messages import MESSAGE_TYPES, Message, SchemaError
+
+
+class MalformedFrame(ValueError):
+    """A multipart message that cannot be decoded; `kind` groups them for counting."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+@dataclass(slots=True, frozen=True)
+class Header:
+    type: str
+    version: int
+    source: str
+    seq: int
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A received message: decoded header and body, and the raw blobs."""
+
+    topic: str
+    header: Header
+    message: Message | None  # None when `raw` decoding was asked for, or type unknown
+    body: dict[str, Any]
+    blobs: list[bytes]
+    gap: int = 0  # messages of this (source, topic) missed just before this one
+    replayed: bool = False  # a last-value-cache replay of something older
+
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+_ARRAY5 = b"\x95"
+_prefixes: dict[tuple[str, int, str], bytes] = {}
+
+
+def _header_prefix(type_name: str, version: int, source: str) -> bytes:
+    # type, version and source repeat on every message of a publisher: pack them once.
+    key = (type_name, version, source)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        prefix = _prefixes[key] = _ARRAY5 + _packb(type_name) + _packb(version) + _packb(source)
+    return prefix
+
+
+def encode(
+    topic: str, message: Message, source: str, seq: int, blobs: tuple[bytes, ...] = ()
+) -> list[bytes]:
+    header = _header_prefix(message.TYPE, message.VERSION, source) + _packb(seq) + _packb(
+        time.time_ns())
+    return [topic.encode(), header, _packb(message.to_body()), *blobs]
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack raises many types for garbage input
+        raise MalformedFrame(f"bad {what}", f"{type(e).__name__}: {e}") from None
+
+
+def decode(frames: list[bytes], *, raw: bool = False) -> Envelope:
+    """Decode one multipart message; raise :class:`MalformedFrame` on anything wrong."""
+    if len(frames) < 3:
+        raise MalformedFrame("too few frames", f"{len(frames)} frame(s), expected at least 3")
+    try:
+        topic = frames[0].decode()
+    except UnicodeDecodeError:
+        raise MalformedFrame("bad topic", "topic is not UTF-8") from None
+    h = _unpack(frames[1], "header")
+    if not isinstance(h, list) or len(h) < 5:
+        raise MalformedFrame("bad header", "header is not an array of at least 5 elements")
+    t, v, src, seq, ts = h[:5]
+    if not (isinstance(t, str) and isinstance(src, str) and type(v) is int
+            and type(seq) is int and type(ts) is int):
+        raise MalformedFrame("bad header", "header fields have the wrong types")
+    header = Header(t, v, src, seq, ts)
+    body = _unpack(frames[2], "body")
+    if not isinstance(body, dict):
+        raise MalformedFrame("bad body", f"body is {type(body).__name__}, expected a map")
+    message: Message | None = None
+    if not raw:
+        cls = MESSAGE_TYPES.get(header.type)
+        if cls is None:
+            raise MalformedFrame("unknown type", repr(header.type))
+        try:
+            message = cls.from_body(body)
+        except SchemaError as e:
+            raise MalformedFrame("schema", str(e)) from None
+    return Envelope(topic, header, message, body, frames[3:])

@@ -1,0 +1,368 @@
+"""Every message type on the bus, in one module.
+
+A message is a dataclass registered under a dotted type name; its body on the
+wire is a msgpack map of its fields. Readers tolerate what a newer writer may
+add: unknown fields are ignored and missing fields take their defaults. A field
+of the wrong type makes the whole message malformed (:class:`SchemaError`), so
+a subscriber never sees a half-valid object.
+
+To add a type: write a dataclass here, decorate it with ``@message("family.name")``,
+and give every field a default so that older writers stay readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A body that does not fit its declared type."""
+
+
+Check = Callable[[Any], Any]
+
+
+@dataclass(slots=True, kw_only=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = SCHEMA_VERSION
+    _FIELDS: ClassVar[tuple[tuple[str, Check], ...]] = ()
+
+    def to_body(self) -> dict[str, Any]:
+        return {name: _dump(getattr(self, name)) for name, _ in self._FIELDS}
+
+    @classmethod
+    def from_body(cls: type[M], body: Any) -> M:
+        if not isinstance(body, dict):
+            raise SchemaError(f"{cls.TYPE}: body is {type(body).__name__}, expected a map")
+        kwargs = {}
+        for name, check in cls._FIELDS:
+            if name in body:
+                try:
+                    kwargs[name] = check(body[name])
+                except (TypeError, ValueError) as e:
+                    raise SchemaError(f"{cls.TYPE}.{name}: {e}") from None
+        return cls(**kwargs)
+
+
+M = TypeVar("M", bound=Message)
+
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Message):
+        return value.to_body()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _scalar(kind: type) -> Check:
+    def check(v: Any) -> Any:
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        if kind is int and isinstance(v, bool):
+            raise TypeError("expected int, got bool")
+        if not isinstance(v, kind):
+            raise TypeError(f"expected {kind.__name__}, got {type(v).__name__}")
+        return v
+
+    return check
+
+
+def _checker(hint: Any) -> Check:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _checker(args[0]) if len(args) == 1 else (lambda v: v)
+        return lambda v: None if v is None else inner(v)
+    if origin is list:
+        (arg,) = typing.get_args(hint) or (Any,)
+        item = _checker(arg)
+
+        def check_list(v: Any) -> Any:
+            if not isinstance(v, list):
+                raise TypeError(f"expected list, got {type(v).__name__}")
+            return [item(x) for x in v]
+
+        return check_list
+    if origin is dict:
+        return _scalar(dict)
+    if hint is Any:
+        return lambda v: v
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return hint.from_body
+    if hint is bytes:
+        return _scalar(bytes)
+    if hint in (str, int, float, bool):
+        return _scalar(hint)
+    raise TypeError(f"unsupported field type {hint!r}")
+
+
+def message(type_name: str, version: int = SCHEMA_VERSION) -> Callable[[type[M]], type[M]]:
+    """Register a message dataclass under its wire type name."""
+
+    def register(cls: type[M]) -> type[M]:
+        if type_name in MESSAGE_TYPES:
+            raise ValueError(f"message type {type_name!r} registered twice")
+        hints = typing.get_type_hints(cls)
+        cls.TYPE = type_name
+        cls.VERSION = version
+        cls._FIELDS = tuple((f.name, _checker(hints[f.name])) for f in dataclasses.fields(cls))
+        MESSAGE_TYPES[type_name] = cls
+        return cls
+
+    return register
+
+
+def nested(cls: type[M]) -> type[M]:
+    """A dataclass used only inside other messages (no type name of its own)."""
+    hints = typing.get_type_hints(cls)
+    cls._FIELDS = tuple((f.name, _checker(hints[f.name])) for f in dataclasses.fields(cls))
+    return cls
+
+
+# ---------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------
+@message("svc.health")
+@dataclass(slots=True, kw_only=True)
+class ServiceHealth(Message):
+    service: str = ""
+    pid: int = 0
+    state: str = "running"  # starting | running | degraded | stopping
+    detail: str = ""
+    uptime_s: float = 0.0
+    published: int = 0
+    received: int = 0
+    malformed: int = 0
+    loop_lag_ms: float = 0.0
+
+
+# ---------------------------------------------------------------------------
+# Alerts and the commander's marks
+# ---------------------------------------------------------------------------
+SEVERITIES = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+@message("alert")
+@dataclass(slots=True, kw_only=True)
+class Alert(Message):
+    severity: str = "info"  # one of SEVERITIES
+    source: str = ""  # the device or service it concerns, e.g. "cam/north-gate"
+    text: str = ""
+
+
+@message("event.mark")
+@dataclass(slots=True, kw_only=True)
+class EventMark(Message):
+    note: str = ""
+    author: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Cameras
+# ---------------------------------------------------------------------------
+@message("cam.status")
+@dataclass(slots=True, kw_only=True)
+class CameraStatus(Message):
+    camera_id: str = ""
+    name: str = ""
+    state: str = "connecting"  # live | connecting | down
+    reason: str = ""
+    codec: str = ""
+    profile: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    kbps: float = 0.0
+    gop: int = 0
+    last_frame_age_s: float | None = None
+    reconnects: int = 0
+    frames: int = 0
+    dropped: int = 0
+    lat: float | None = None
+    lon: float | None = None
+
+
+@message("cam.thumbnail")
+@dataclass(slots=True, kw_only=True)
+class CameraThumbnail(Message):
+    """A small JPEG; the image itself travels in the first raw frame."""
+
+    camera_id: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = "jpeg"
+    captured_ns: int = 0
+
+
+@message("cam.stream")
+@dataclass(slots=True, kw_only=True)
+class CameraStream(Message):
+    """Where a camera's media plane is, and what it carries."""
+
+    camera_id: str = ""
+    profile: str = "main"  # main | sub
+    endpoint: str = ""
+    codec: str = ""
+    profile_level_id: str = ""  # H.264 only: from the SPS, for SDP answers
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    parameter_sets: bytes = b""
+
+
+# ---------------------------------------------------------------------------
+# Drones
+# ---------------------------------------------------------------------------
+@message("drone.telemetry")
+@dataclass(slots=True, kw_only=True)
+class DroneTelemetry(Message):
+    drone_id: str = ""
+    sysid: int = 0
+    lat: float | None = None
+    lon: float | None = None
+    alt_msl_m: float | None = None
+    alt_rel_m: float | None = None
+    heading_deg: float | None = None
+    groundspeed_mps: float | None = None
+    climb_mps: float | None = None
+    roll_deg: float | None = None
+    pitch_deg: float | None = None
+    yaw_deg: float | None = None
+    battery_pct: float | None = None
+    battery_v: float | None = None
+    gps_fix: str = ""
+    satellites: int | None = None
+
+
+@message("drone.status")
+@dataclass(slots=True, kw_only=True)
+class DroneStatus(Message):
+    drone_id: str = ""
+    sysid: int = 0
+    link: str = ""
+    state: str = "connecting"  # live | lost
+    autopilot: str = ""
+    vehicle_type: str = ""
+    mode: str = ""
+    armed: bool = False
+    system_status: str = ""
+    link_quality_pct: float | None = None
+    msgs_per_s: float = 0.0
+    last_message_age_s: float | None = None
+    home_lat: float | None = None
+    home_lon: float | None = None
+    home_alt_m: float | None = None
+
+
+@message("drone.video")
+@dataclass(slots=True, kw_only=True)
+class DroneVideo(Message):
+    drone_id: str = ""
+    sysid: int = 0
+    compid: int = 0
+    stream_id: int = 0
+    name: str = ""
+    uri: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+DRONE_ACTIONS = ("rtl", "hold", "land", "goto", "set_mode", "gimbal")
+
+
+@message("drone.command")
+@dataclass(slots=True, kw_only=True)
+class DroneCommand(Message):
+    """A request to the service owning the drone's link. Arming and takeoff do not exist."""
+
+    sysid: int = 0
+    action: str = ""  # one of DRONE_ACTIONS
+    lat: float | None = None
+    lon: float | None = None
+    alt_m: float | None = None
+    mode: str = ""
+    pitch_deg: float | None = None
+    yaw_deg: float | None = None
+
+
+# ---------------------------------------------------------------------------
+# Requests and replies
+# ---------------------------------------------------------------------------
+REPLY_STATUSES = ("accepted", "rejected", "timeout", "busy", "error")
+
+
+@message("reply")
+@dataclass(slots=True, kw_only=True)
+class Reply(Message):
+    status: str = "accepted"  # one of REPLY_STATUSES
+    detail: str = ""
+    elapsed_ms: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@message("ping")
+@dataclass(slots=True, kw_only=True)
+class Ping(Message):
+    """Asks a service to answer; used by tests, `edge bus ping` and the benchmark."""
+
+    payload: str = ""
+
+
+# ---------------------------------------------------------------------------
+# WAN links
+# ---------------------------------------------------------------------------
+@message("link.status")
+@dataclass(slots=True, kw_only=True)
+class LinkStatus(Message):
+    link_id: str = ""
+    name: str = ""
+    kind: str = ""
+    state: str = "unknown"  # up | down | degraded | unknown
+    rtt_ms: float | None = None
+    loss_pct: float | None = None
+    tx_kbps: float | None = None
+    rx_kbps: float | None = None
+
+
+# ---------------------------------------------------------------------------
+# Uplink
+# ---------------------------------------------------------------------------
+@nested
+@dataclass(slots=True, kw_only=True)
+class ViewerSession(Message):
+    session_id: str = ""
+    viewer: str = ""  # remote address (and user agent, shortened)
+    camera_id: str = ""
+    profile: str = ""
+    kbps: float = 0.0
+    rtt_ms: float | None = None
+    started_ns: int = 0
+
+
+@message("uplink.sessions")
+@dataclass(slots=True, kw_only=True)
+class UplinkSessions(Message):
+    sessions: list[ViewerSession] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Bench
+# ---------------------------------------------------------------------------
+@message("bench.sample")
+@dataclass(slots=True, kw_only=True)
+class BenchSample(Message):
+    n: int = 0
+    sent_ns: int = 0
+    pad: bytes = b""

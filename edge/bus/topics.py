@@ -1,0 +1,113 @@
+"""Every topic on the control bus, and which of them are state.
+
+A topic is hierarchical text, `family/device/leaf`. This module is the only
+place a topic is spelled: services and the dashboard build topics and
+subscription prefixes with these functions.
+
+*State* topics (their leaf is in :data:`STATE_LEAVES`) carry the latest value
+of something; the broker keeps the last message of each and replays it to a
+subscriber that joins late (zguide's last-value cache). Everything else is an
+event or a sample and is never replayed.
+"""
+
+from __future__ import annotations
+
+SEP = "/"
+
+# Leaves whose latest message is the state of a thing.
+STATE_LEAVES = frozenset({"status", "health", "info", "sessions", "thumbnail", "stream"})
+_STATE_LEAVES_B = frozenset(leaf.encode() for leaf in STATE_LEAVES)
+
+
+def is_state(topic: bytes) -> bool:
+    """True for a topic whose last value the broker caches (hot path: bytes in)."""
+    return topic.rpartition(b"/")[2] in _STATE_LEAVES_B
+
+
+# --- services -------------------------------------------------------------
+SVC = "svc/"
+
+
+def svc_health(service: str) -> str:
+    return f"svc/{service}/health"
+
+
+# --- cameras --------------------------------------------------------------
+CAM = "cam/"
+
+
+def cam(camera_id: str) -> str:
+    """Prefix of everything about one camera."""
+    return f"cam/{camera_id}/"
+
+
+def cam_status(camera_id: str) -> str:
+    return f"cam/{camera_id}/status"
+
+
+def cam_thumbnail(camera_id: str) -> str:
+    return f"cam/{camera_id}/thumbnail"
+
+
+def cam_stream(camera_id: str) -> str:
+    """Where a camera announces its media-plane endpoint and codec parameters."""
+    return f"cam/{camera_id}/stream"
+
+
+# --- drones ---------------------------------------------------------------
+DRONE = "drone/"
+
+
+def drone(drone_id: str) -> str:
+    return f"drone/{drone_id}/"
+
+
+def drone_status(drone_id: str) -> str:
+    return f"drone/{drone_id}/status"
+
+
+def drone_telemetry(drone_id: str) -> str:
+    return f"drone/{drone_id}/telemetry"
+
+
+def drone_video(drone_id: str) -> str:
+    """A drone camera's announced RTSP stream (state: the camera service ingests it)."""
+    return f"drone/{drone_id}/stream"
+
+
+# --- WAN links -------------------------------------------------------------
+LINK = "link/"
+
+
+def link_status(link_id: str) -> str:
+    return f"link/{link_id}/status"
+
+
+# --- uplink to the city centre --------------------------------------------
+UPLINK = "uplink/"
+UPLINK_SESSIONS = "uplink/sessions"
+
+# --- alerts and the commander's marks --------------------------------------
+ALERT = "alert/"
+
+
+def alert(source: str) -> str:
+    return f"alert/{source}"
+
+
+EVENT = "event/"
+EVENT_MARK = "event/mark"
+
+
+# --- request routing: names a service answers to --------------------------
+def service_address(service: str) -> str:
+    """The name a service registers with the broker for requests (e.g. `drone@alpha`)."""
+    return service
+
+
+def drone_service(link_id: str) -> str:
+    return f"drone@{link_id}"
+
+
+def camera_service(camera_id: str) -> str:
+    return f"camera@{camera_id}"

@@ -1,0 +1,53 @@
+"""The `edge` command. Each subcommand lives in its own module with a `register()`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from edge.config import ConfigError
+
+# Modules that add subcommands, in the order `edge --help` lists them.
+COMMAND_MODULES = (
+    "edge.cli.run",
+    "edge.cli.demo",
+    "edge.cli.config_cmd",
+    "edge.cli.bus_cmd",
+    "edge.cli.bench",
+)
+
+
+class OperatorError(Exception):
+    """A failure to report as one plain line (exit 1), never as a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Onboard software for the mobile command vehicle.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except OperatorError as e:
+        print(f"edge: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if os.environ.get("EDGE_DEBUG"):
+            raise
+        print(f"edge: {type(e).__name__}: {e} (set EDGE_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1

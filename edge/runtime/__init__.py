@@ -1,0 +1,1 @@
+"""What every service process shares: logging, sd_notify, the service base, the supervisor."""

@@ -1,0 +1,255 @@
+"""The demo supervisor: the whole vehicle as subprocesses on one machine.
+
+It starts the broker first, then the simulators, then one process per
+service, each exactly as systemd would (`edge run NAME`), with a private
+runtime dir for ipc endpoints so two demos can run side by side. A child that
+exits is restarted with exponential backoff. Children run in their own process
+groups (a Ctrl-C at the terminal reaches only us, so we control the order of
+shutdown) and die with us even if we are killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.bus import topics
+from edge.bus.client import BusClient
+from edge.bus.endpoints import RUNTIME_DIR_ENV, Endpoints
+from edge.bus.messages import ServiceHealth
+from edge.config import VehicleConfig
+from edge.services import SERVICES
+
+log = logging.getLogger("supervisor")
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+HEALTHY_RUN_S = 30.0  # a child that ran this long restarts quickly again
+STOP_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+CAMERA_SIM = "drivers.sim.camera"
+DRONE_SIM = "drivers.sim.drone"
+SIM_CLI = "edge.cli.sim"
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    kind: str  # "service" | "simulator"
+    proc: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    last_start: float = 0.0
+    backoff: float = BACKOFF_FIRST_S
+    last_exit: int | None = None
+    health: ServiceHealth | None = None
+    log_path: Path | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "started": self.starts > 0 and (self.kind != "service" or self.health is not None),
+            "starts": self.starts,
+            "restarts": max(0, self.starts - 1),
+            "running": self.running,
+            "published": self.health.published if self.health else None,
+            "state": self.health.state if self.health else ("running" if self.running else
+                                                             "stopped"),
+            "last_exit": self.last_exit,
+        }
+
+
+def edge_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge", *args]
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def simulator_children(config: VehicleConfig) -> list[Child]:
+    """The simulated devices `config.demo` asks for, as `edge sim ...` processes."""
+    children: list[Child] = []
+    if not _have(SIM_CLI):
+        if config.demo.sim_cameras or config.demo.sim_drones:
+            log.warning("config asks for simulators, but `edge sim` is not installed")
+        return children
+    if config.demo.sim_cameras and not _have(CAMERA_SIM):
+        log.warning("config asks for simulated cameras but %s is not installed", CAMERA_SIM)
+    if config.demo.sim_drones and not _have(DRONE_SIM):
+        log.warning("config asks for simulated drones but %s is not installed", DRONE_SIM)
+    for cam in config.demo.sim_cameras if _have(CAMERA_SIM) else []:
+        children.append(Child(f"sim-camera@{cam.name}", edge_argv(
+            "sim", "camera", "--name", cam.name, "--port", str(cam.port),
+            "--codec", cam.codec, "--profile", cam.profile), "simulator"))
+    for drone in config.demo.sim_drones if _have(DRONE_SIM) else []:
+        argv = edge_argv("sim", "drone", "--connection", drone.connection,
+                         "--sysid", str(drone.sysid))
+        if drone.home is not None:
+            argv += ["--home", f"{drone.home.lat},{drone.home.lon}"]
+        if drone.camera:
+            argv += ["--camera", drone.camera]
+        children.append(Child(f"sim-drone@{drone.sysid}", argv, "simulator"))
+    return children
+
+
+def plan(config: VehicleConfig, config_path: Path) -> list[Child]:
+    """Every process of the demo, in start order: broker, simulators, services."""
+    services = [
+        Child(name, edge_argv("run", name, "--config", str(config_path)), "service")
+        for spec in SERVICES.values()
+        for name in spec.names(config)
+    ]
+    bus = [c for c in services if c.name == "bus"]
+    rest = [c for c in services if c.name != "bus"]
+    return bus + simulator_children(config) + rest
+
+
+class Supervisor:
+    def __init__(self, config: VehicleConfig, config_path: Path, runtime_dir: Path) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.runtime_dir = runtime_dir
+        self.children = plan(config, config_path)
+        self.log_dir = runtime_dir / "logs"
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.bus: BusClient | None = None
+        self.started_at = time.monotonic()
+
+    @property
+    def endpoints(self) -> Endpoints:
+        os.environ[RUNTIME_DIR_ENV] = str(self.runtime_dir)
+        return Endpoints.from_config(self.config.bus)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env[RUNTIME_DIR_ENV] = str(self.runtime_dir)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("NOTIFY_SOCKET", None)  # our children are not systemd's
+        return env
+
+    async def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = BusClient(self.endpoints, source="supervisor")
+        self._tasks.append(asyncio.create_task(self._watch_health(), name="health-watch"))
+        for child in self.children:
+            self._tasks.append(asyncio.create_task(self._keep(child), name=f"keep-{child.name}"))
+            if child.name == "bus":
+                # Give the broker a moment to bind before its clients start.
+                await self._wait_for_socket(Path(self.endpoints.sub.removeprefix("ipc://")))
+
+    async def _wait_for_socket(self, path: Path, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        # Polling a local path for a few hundred ms; nothing to wait on instead.
+        while time.monotonic() < deadline and not path.exists():  # noqa: ASYNC240, ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def _spawn(self, child: Child) -> asyncio.subprocess.Process:
+        child.log_path = self.log_dir / f"{child.name}.log"
+        # A local file opened once per start: no reason to hop to a thread.
+        logf = open(child.log_path, "ab")  # noqa: ASYNC230
+        try:
+            return await asyncio.create_subprocess_exec(
+                *child.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
+                env=self.env(), process_group=0, preexec_fn=_die_with_parent)
+        finally:
+            logf.close()
+
+    async def _keep(self, child: Child) -> None:
+        while not self._stopping:
+            child.proc = await self._spawn(child)
+            child.starts += 1
+            child.last_start = time.monotonic()
+            code = await child.proc.wait()
+            child.last_exit = code
+            if self._stopping:
+                return
+            ran = time.monotonic() - child.last_start
+            if ran > HEALTHY_RUN_S:
+                child.backoff = BACKOFF_FIRST_S
+            log.warning("%s exited with code %s after %.1f s; restarting in %.1f s (log: %s)",
+                        child.name, code, ran, child.backoff, child.log_path)
+            await asyncio.sleep(child.backoff)
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+
+    async def _watch_health(self) -> None:
+        assert self.bus is not None
+        by_name = {c.name: c for c in self.children}
+        async for env in self.bus.subscribe(topics.SVC):
+            if isinstance(env.message, ServiceHealth) and env.message.service in by_name:
+                by_name[env.message.service].health = env.message
+
+    async def stop(self) -> None:
+        """Services first, then simulators, the broker last; SIGKILL after the grace."""
+        self._stopping = True
+        order = ([c for c in self.children if c.kind == "service" and c.name != "bus"],
+                 [c for c in self.children if c.kind == "simulator"],
+                 [c for c in self.children if c.name == "bus"])
+        for group in order:
+            await self._terminate(group)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.bus is not None:
+            await self.bus.close()
+
+    async def _terminate(self, children: list[Child]) -> None:
+        running = [c for c in children if c.running and c.proc is not None]
+        for c in running:
+            assert c.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGTERM)
+        waits = [c.proc.wait() for c in running if c.proc is not None]
+        if not waits:
+            return
+        _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits],
+                                        timeout=STOP_GRACE_S)
+        for c in running:
+            assert c.proc is not None
+            if c.proc.returncode is None:
+                log.error("%s ignored SIGTERM for %.0f s; killing it", c.name, STOP_GRACE_S)
+            # Anything left in the group (the child's own helpers) goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "runtime_dir": str(self.runtime_dir),
+            "seconds": round(time.monotonic() - self.started_at, 1),
+            "services": {c.name: c.summary() for c in self.children},
+        }
+
+    def status_lines(self) -> list[str]:
+        lines = [f"{'PROCESS':28} {'STATE':10} {'STARTS':>6} {'PUBLISHED':>9}  DETAIL"]
+        for c in self.children:
+            h = c.health
+            state = h.state if h else ("running" if c.running else "down")
+            pub = str(h.published) if h else "-"
+            lines.append(f"{c.name:28} {state:10} {c.starts:>6} {pub:>9}  "
+                         f"{(h.detail if h else '')[:60]}")
+        return lines

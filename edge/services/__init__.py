@@ -1,0 +1,52 @@
+"""The services a vehicle runs, by name: `edge run NAME` and `edge demo` read this table.
+
+A templated service (``camera@ID``) has one process per configured device;
+its ``instances`` lists the ids the config defines. Imports are lazy so the
+CLI starts fast and a service's heavy libraries load only in its own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edge.config import VehicleConfig
+
+if TYPE_CHECKING:
+    from edge.runtime.service import Service
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    kind: str
+    summary: str
+    target: str  # "module:Class"
+    instances: Callable[[VehicleConfig], list[str]] | None = None  # None: one per vehicle
+    enabled: Callable[[VehicleConfig], bool] = lambda cfg: True
+
+    def load(self) -> type[Service]:
+        module, cls = self.target.split(":")
+        loaded: type[Service] = getattr(importlib.import_module(module), cls)
+        return loaded
+
+    def names(self, cfg: VehicleConfig) -> list[str]:
+        """The process names this spec runs for a config (``camera@north-gate``, ``bus``)."""
+        if self.instances is None:
+            return [self.kind] if self.enabled(cfg) else []
+        return [f"{self.kind}@{i}" for i in self.instances(cfg)]
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    spec.kind: spec
+    for spec in (
+        ServiceSpec("bus", "the control-bus broker (proxy, last-value cache, request routing)",
+                    "edge.services.bus:BusService"),
+    )
+}
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    kind, _, instance = name.partition("@")
+    return kind, instance or None

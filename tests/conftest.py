@@ -1,0 +1,53 @@
+"""Fixtures every test may use: a private runtime dir and a real broker on it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.bus.broker import Broker
+from edge.bus.client import BusClient
+from edge.bus.endpoints import Endpoints
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    # Short on purpose: ipc socket paths must fit in 107 bytes.
+    d = Path(tempfile.mkdtemp(prefix="edge-t-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def endpoints(runtime_dir: Path) -> Endpoints:
+    return Endpoints(pub=f"ipc://{runtime_dir}/bus-pub.sock",
+                     sub=f"ipc://{runtime_dir}/bus-sub.sock",
+                     router=f"ipc://{runtime_dir}/bus-router.sock",
+                     runtime_dir=runtime_dir, request_timeout_s=2.0)
+
+
+@pytest.fixture
+def broker(endpoints: Endpoints) -> Iterator[Broker]:
+    """A real broker in a thread of the test process (it has its own context)."""
+    b = Broker(endpoints)
+    b.bind()
+    t = threading.Thread(target=b.run, daemon=True)
+    t.start()
+    yield b
+    b.stop()
+    t.join(5)
+    assert not t.is_alive(), "broker did not stop"
+
+
+@pytest.fixture
+async def bus(endpoints: Endpoints, broker: Broker) -> AsyncIterator[BusClient]:
+    client = BusClient(endpoints, source="test")
+    yield client
+    await client.close()
