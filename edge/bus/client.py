@@ -56,6 +56,11 @@ class ClientStats:
     malformed: Counter[str] = field(default_factory=Counter)
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Subscription:
     """Messages under one topic prefix, in order, malformed ones dropped and counted."""
 
@@ -63,29 +68,43 @@ class Subscription:
         self._client = client
         self._raw = raw
         self._last_seq: dict[tuple[str, str], int] = {}
-        self.socket = client.ctx.socket(zmq.SUB)
+        # A plain socket driven by our own readiness wait: zmq.asyncio costs a
+        # future per message and, with its edge-triggered fd, let messages sit
+        # queued for milliseconds at a few thousand a second.
+        self.socket: zmq.Socket[bytes] = client.sync_ctx.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, SUB_HWM)
         self.socket.connect(client.endpoints.sub)
         for p in prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, p.encode())
-        # Awaiting each message costs a future and a loop round trip; once one
-        # has arrived, whatever else is queued is taken synchronously in a batch.
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.socket.underlying)
         self._batch: deque[list[bytes]] = deque()
 
     def _drain(self) -> None:
-        recv, batch = self._sync.recv_multipart, self._batch
+        recv, batch = self.socket.recv_multipart, self._batch
         for _ in range(RECV_BATCH):
             try:
                 batch.append(recv(zmq.NOBLOCK))
             except zmq.Again:
                 return
 
+    async def _readable(self) -> None:
+        # ZMQ_FD is an edge signal: EVENTS must be checked (which also re-arms
+        # it) before waiting, or a message that came in meanwhile waits forever.
+        sock = self.socket
+        while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[None] = loop.create_future()
+            fd = sock.getsockopt(zmq.FD)
+            loop.add_reader(fd, _resolve, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+
     async def recv(self) -> Envelope:
         while True:
-            if not self._batch:
-                self._batch.append(await self.socket.recv_multipart())
+            while not self._batch:
+                await self._readable()
                 self._drain()
             frames = self._batch.popleft()
             try:
@@ -127,9 +146,10 @@ class BusClient:
         self.endpoints = endpoints
         self.source = source
         self.ctx = context()
+        # The same context, for sockets we drive without zmq.asyncio.
+        self.sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
         self.stats = ClientStats()
-        # Sync shadow of the same context: publish() never awaits.
-        self._pub: zmq.Socket[bytes] = zmq.Context.shadow(self.ctx.underlying).socket(zmq.PUB)
+        self._pub: zmq.Socket[bytes] = self.sync_ctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)
         self._pub.connect(endpoints.pub)

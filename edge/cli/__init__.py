@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "edge.cli.config_cmd",
     "edge.cli.bus_cmd",
     "edge.cli.bench",
+    "edge.cli.drone_cmd",
+    "edge.cli.sim",
 )
 
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 # Each module adds one `edge bench NAME` with its own register().
-BENCH_MODULES = ("edge.bench.bus",)
+BENCH_MODULES = ("edge.bench.bus", "edge.bench.mavlink")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -43,6 +43,9 @@ SERVICES: dict[str, ServiceSpec] = {
     for spec in (
         ServiceSpec("bus", "the control-bus broker (proxy, last-value cache, request routing)",
                     "edge.services.bus:BusService"),
+        ServiceSpec("drone", "one MAVLink link: its vehicles' telemetry, alerts and commands",
+                    "edge.services.drone:DroneService",
+                    instances=lambda cfg: [d.id for d in cfg.drones]),
     )
 }
 

@@ -1,0 +1,125 @@
+"""`edge demo` and its supervisor: summary, restarts, clean stop, no orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.runtime.supervisor import Supervisor
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def bus_only(tmp_path: Path) -> Path:
+    """A vehicle with no devices: just the broker (fast, and no fixed ports)."""
+    p = tmp_path / "bus-only.toml"
+    p.write_text('vehicle = "t"\n[uplink]\nenabled = false\n')
+    return p
+
+
+def processes_in(runtime_dir: str) -> list[int]:
+    """Pids of live processes started for a demo (found by their environment)."""
+    needle = f"EDGE_RUNTIME_DIR={runtime_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def start_demo(config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "demo", "--headless", "--config",
+                             str(config), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    m = re.search(r"logs in (\S+)", line)
+    assert m, line
+    return proc, m.group(1)
+
+
+def wait_for(cond: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(cond) and cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_headless_demo_prints_summary(bus_only: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "edge", "demo", "--headless", "--seconds", "3",
+                        "--config", str(bus_only)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    bus = summary["services"]["bus"]
+    assert bus["started"] and bus["restarts"] == 0 and bus["published"] >= 1
+    assert not Path(summary["runtime_dir"]).exists()  # cleaned up
+
+
+def test_two_demos_side_by_side_and_ctrl_c_leaves_nothing(bus_only: Path) -> None:
+    a, dir_a = start_demo(bus_only)
+    b, dir_b = start_demo(bus_only)
+    try:
+        assert dir_a != dir_b
+        wait_for(lambda: processes_in(dir_a) and processes_in(dir_b))
+        time.sleep(2.5)  # both brokers up and publishing health
+        for proc in (a, b):
+            proc.send_signal(signal.SIGINT)
+        for proc in (a, b):
+            out, _ = proc.communicate(timeout=15)
+            assert proc.returncode == 0
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["services"]["bus"]["started"], summary
+        assert processes_in(dir_a) == [] and processes_in(dir_b) == []
+    finally:
+        for proc in (a, b):
+            proc.kill()
+
+
+def test_killed_supervisor_takes_children_with_it(bus_only: Path) -> None:
+    proc, rundir = start_demo(bus_only)
+    try:
+        wait_for(lambda: len(processes_in(rundir)) >= 1)
+        proc.kill()  # no chance to clean up: the kernel's PDEATHSIG must do it
+        proc.wait(10)
+        wait_for(lambda: processes_in(rundir) == [], timeout=10)
+    finally:
+        proc.kill()
+
+
+async def test_crashed_child_is_restarted(bus_only: Path, runtime_dir: Path) -> None:
+    sup = Supervisor(load_config(bus_only), bus_only, runtime_dir)
+    await sup.start()
+    try:
+        bus = sup.children[0]
+        async with asyncio.timeout(20):
+            while bus.health is None:
+                await asyncio.sleep(0.1)
+            assert bus.proc is not None
+            bus.proc.kill()
+            while bus.starts < 2 or not bus.running:
+                await asyncio.sleep(0.1)
+        assert bus.summary()["restarts"] == 1
+    finally:
+        await sup.stop()
+    assert processes_in(str(runtime_dir)) == []
