@@ -91,10 +91,10 @@ class Subscription:
         # ZMQ_FD is an edge signal: EVENTS must be checked (which also re-arms
         # it) before waiting, or a message that came in meanwhile waits forever.
         sock = self.socket
-        while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
-            fd = sock.getsockopt(zmq.FD)
+            fd = int(sock.getsockopt(zmq.FD))
             loop.add_reader(fd, _resolve, ready)
             try:
                 await ready

@@ -16,7 +16,6 @@ import pytest
 
 from edge.config import load_config
 from edge.runtime.supervisor import Supervisor
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(90)
 
