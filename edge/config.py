@@ -109,8 +109,12 @@ class Position(Model):
 class CameraConfig(Model):
     id: DeviceId
     name: str = Field(min_length=1, max_length=64)
-    main: str
+    main: str | None = None
     sub: str | None = None
+    # A drone's gimbal camera: its RTSP URL is whatever the drone announces
+    # (VIDEO_STREAM_INFORMATION), so `main` is left out. The drone id is
+    # `<drone link id>-<system id>`, e.g. "alpha-1".
+    drone: str | None = Field(default=None, pattern=ID_PATTERN)
     transport: Literal["tcp", "udp"] = "tcp"
     # A file holding "user:password", merged into the URL at connect time only.
     credentials: SecretRef | None = None
@@ -122,6 +126,13 @@ class CameraConfig(Model):
     @classmethod
     def _rtsp(cls, v: str | None) -> str | None:
         return _check_rtsp(v)
+
+    @model_validator(mode="after")
+    def _source(self) -> CameraConfig:
+        if (self.main is None) == (self.drone is None):
+            raise ValueError(f'camera "{self.id}": expected exactly one of `main` (an RTSP URL) '
+                             "or `drone` (a drone id whose camera announces its URL)")
+        return self
 
 
 class MavlinkEndpointConfig(Model):

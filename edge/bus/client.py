@@ -26,6 +26,7 @@ from edge.bus.broker import ERR, REG, REP, REQ
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope, MalformedFrame
 from edge.bus.messages import Message, Reply
+from edge.bus.zmqio import drain, wait_readable
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ class ClientStats:
     malformed: Counter[str] = field(default_factory=Counter)
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class Subscription:
     """Messages under one topic prefix, in order, malformed ones dropped and counted."""
 
@@ -79,33 +75,11 @@ class Subscription:
             self.socket.setsockopt(zmq.SUBSCRIBE, p.encode())
         self._batch: deque[list[bytes]] = deque()
 
-    def _drain(self) -> None:
-        recv, batch = self.socket.recv_multipart, self._batch
-        for _ in range(RECV_BATCH):
-            try:
-                batch.append(recv(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-
-    async def _readable(self) -> None:
-        # ZMQ_FD is an edge signal: EVENTS must be checked (which also re-arms
-        # it) before waiting, or a message that came in meanwhile waits forever.
-        sock = self.socket
-        while not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            loop = asyncio.get_running_loop()
-            ready: asyncio.Future[None] = loop.create_future()
-            fd = int(sock.getsockopt(zmq.FD))
-            loop.add_reader(fd, _resolve, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
-
     async def recv(self) -> Envelope:
         while True:
             while not self._batch:
-                await self._readable()
-                self._drain()
+                await wait_readable(self.socket)
+                drain(self.socket, self._batch, RECV_BATCH)
             frames = self._batch.popleft()
             try:
                 env = envelope.decode(frames, raw=self._raw)

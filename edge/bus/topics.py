@@ -49,9 +49,9 @@ def cam_thumbnail(camera_id: str) -> str:
     return f"cam/{camera_id}/thumbnail"
 
 
-def cam_stream(camera_id: str) -> str:
-    """Where a camera announces its media-plane endpoint and codec parameters."""
-    return f"cam/{camera_id}/stream"
+def cam_stream(camera_id: str, profile: str) -> str:
+    """Where a camera announces a stream's media-plane endpoint and codec parameters."""
+    return f"cam/{camera_id}/{profile}/stream"
 
 
 # --- drones ---------------------------------------------------------------

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "edge.cli.demo",
     "edge.cli.config_cmd",
     "edge.cli.bus_cmd",
+    "edge.cli.camera_cmd",
     "edge.cli.bench",
     "edge.cli.drone_cmd",
     "edge.cli.sim",

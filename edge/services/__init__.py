@@ -43,6 +43,9 @@ SERVICES: dict[str, ServiceSpec] = {
     for spec in (
         ServiceSpec("bus", "the control-bus broker (proxy, last-value cache, request routing)",
                     "edge.services.bus:BusService"),
+        ServiceSpec("camera", "one camera: RTSP ingest onto the media plane, status, thumbnails",
+                    "edge.services.camera:CameraService",
+                    instances=lambda cfg: [c.id for c in cfg.cameras]),
         ServiceSpec("drone", "one MAVLink link: its vehicles' telemetry, alerts and commands",
                     "edge.services.drone:DroneService",
                     instances=lambda cfg: [d.id for d in cfg.drones]),

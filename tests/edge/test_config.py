@@ -38,9 +38,16 @@ def test_unknown_key_refused() -> None:
 
 
 def test_wrong_type_and_missing_key() -> None:
-    out = problems({"uplink": {"max_sessions": "lots"}, "cameras": [{"id": "a", "name": "A"}]})
-    assert "cameras[0].main: required key is missing" in out
+    out = problems({"uplink": {"max_sessions": "lots"}, "cameras": [{"id": "a"}]})
+    assert "cameras[0].name: required key is missing" in out
     assert any(p.startswith("uplink.max_sessions: ") and "'lots'" in p for p in out)
+
+
+def test_camera_needs_a_url_or_a_drone() -> None:
+    out = problems({"cameras": [{"id": "a", "name": "A"}]})
+    assert out == ['cameras[0]: camera "a": expected exactly one of `main` (an RTSP URL) or '
+                   "`drone` (a drone id whose camera announces its URL)"]
+    parse_config({"cameras": [{"id": "a", "name": "A", "drone": "alpha-1"}]})
 
 
 def test_duplicate_ids_refused() -> None:

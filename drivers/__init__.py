@@ -1,0 +1,1 @@
+"""Device drivers: code that talks to cameras, drones and links, with no bus knowledge."""

@@ -1,0 +1,95 @@
+"""Thread-safe ingest counters with a sliding window for bitrate and frame rate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from drivers.rtsp.model import IngestState, IngestStats
+
+
+class StatsCollector:
+    """Written by the reader thread and the event loop, read by either."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._window: deque[tuple[float, int]] = deque()
+        self._window_bytes = 0
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.gop: int | None = None
+        self._since_keyframe: int | None = None
+        self.last_packet_ns: int | None = None
+        self.reconnects = 0
+        self.connect_attempts = 0
+        self.frames_dropped = 0
+        self.frames_skipped = 0
+
+    def record(self, size: int, keyframe: bool, received_ns: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.packets += 1
+            self.bytes += size
+            self.last_packet_ns = received_ns
+            if keyframe:
+                self.keyframes += 1
+                if self._since_keyframe is not None:
+                    self.gop = self._since_keyframe
+                self._since_keyframe = 1
+            elif self._since_keyframe is not None:
+                self._since_keyframe += 1
+            self._window.append((now, size))
+            self._window_bytes += size
+            self._trim(now)
+
+    def connection_lost(self) -> None:
+        with self._lock:
+            # A GOP that spans a reconnect is not a GOP.
+            self._since_keyframe = None
+
+    def add(
+        self, *, dropped: int = 0, skipped: int = 0, attempts: int = 0, reconnects: int = 0
+    ) -> None:
+        with self._lock:
+            self.frames_dropped += dropped
+            self.frames_skipped += skipped
+            self.connect_attempts += attempts
+            self.reconnects += reconnects
+
+    def _trim(self, now: float) -> None:
+        while self._window and now - self._window[0][0] > self.window_s:
+            _, size = self._window.popleft()
+            self._window_bytes -= size
+
+    def snapshot(self, state: IngestState, reason: str) -> IngestStats:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            count = len(self._window)
+            if count >= 2:
+                # Rates over [first sample, now]: they are right while the window
+                # fills and decay to zero when the source stalls.  The first
+                # sample only marks the start of the interval.
+                span = max(now - self._window[0][0], 1e-3)
+                kbps = (self._window_bytes - self._window[0][1]) * 8 / 1000 / span
+                fps = (count - 1) / span
+            else:
+                kbps = fps = 0.0
+            return IngestStats(
+                state=state,
+                reason=reason,
+                packets=self.packets,
+                bytes=self.bytes,
+                keyframes=self.keyframes,
+                kbps=round(kbps, 1),
+                fps=round(fps, 2),
+                gop=self.gop,
+                last_packet_ns=self.last_packet_ns,
+                reconnects=self.reconnects,
+                connect_attempts=self.connect_attempts,
+                frames_dropped=self.frames_dropped,
+                frames_skipped=self.frames_skipped,
+            )

@@ -1,0 +1,1 @@
+"""Simulators that are real protocol servers, so testing the sim path tests the real path."""

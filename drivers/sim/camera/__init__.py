@@ -1,0 +1,55 @@
+"""Simulated 5G dome camera: a real RTSP/1.0 server with synthetic H.264/H.265 video.
+
+Streams: ``rtsp://HOST:PORT/NAME/main`` (1280x720, ~2 Mbit/s) and
+``rtsp://HOST:PORT/NAME/sub`` (640x360, ~512 kbit/s), 30 fps, 1 s GOP, RTP over
+TCP-interleaved or UDP unicast, optional Basic/Digest authentication.
+
+Entry point for ``edge sim camera --name NAME --port P`` (blocks until cancelled)::
+
+    async def run_sim_camera(name: str, port: int, host: str = "127.0.0.1", **options) -> None
+
+`options` are the keyword arguments of `SimCamera`:
+
+    main=(1280, 720), sub=(640, 360) or None, main_bitrate=2_000_000,
+    sub_bitrate=512_000, fps=30, gop=30, codec="h264"|"h265",
+    profile="baseline"|"main"|"high", live=False, loop_seconds=4.0,
+    user=None, password=None, auth="digest"|"basic",
+    garbage=False, close_after_s=None, stall_after_s=None,
+    repeat_parameter_sets=True, session_timeout=60.0, mtu=1400
+
+By default each stream encodes `loop_seconds` once at start-up (libx264
+veryfast, zerolatency, no B-frames) and replays it with live RTP timestamps, so
+an idle camera costs nothing and a viewed one costs only packetisation.
+``live=True`` encodes in real time (preset ultrafast, one encoder thread per
+stream, running only while somebody plays it) so the picture's timestamp blocks
+carry the real encode time; read them back with `decode_timestamp_blocks`.
+In loop mode the blocks carry the time of the start-up encode, which is
+useless for latency measurement.
+
+Fault injection (real server behaviour): ``garbage=True`` sends random bytes
+instead of RTP after PLAY; ``close_after_s=N`` drops the connection N seconds
+after PLAY; ``stall_after_s=N`` stops sending media N seconds after PLAY but
+keeps the connection (a hung encoder); ``repeat_parameter_sets=False`` sends
+SPS/PPS only with the very first IDR of the loop; ``stop()`` then ``start()``
+reopens on the same port.
+
+Also runnable stand-alone: ``python -m drivers.sim.camera --name cam1 --port 8554``.
+"""
+
+from drivers.sim.camera.server import SimCamera, StreamSpec, run_sim_camera
+from drivers.sim.camera.session import SessionInfo
+from drivers.sim.camera.timestamp_blocks import (
+    decode_timestamp_blocks,
+    draw_timestamp_blocks,
+    wall_ms,
+)
+
+__all__ = [
+    "SessionInfo",
+    "SimCamera",
+    "StreamSpec",
+    "decode_timestamp_blocks",
+    "draw_timestamp_blocks",
+    "run_sim_camera",
+    "wall_ms",
+]

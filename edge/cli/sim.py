@@ -1,0 +1,136 @@
+"""`edge sim ...`: simulated devices, each a real protocol server.
+
+`edge demo` starts these beside the services (see ``simulator_children`` in
+:mod:`edge.runtime.supervisor`, which passes exactly the flags defined here).
+Each runs until SIGTERM or SIGINT and then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from edge.runtime.logs import setup_logging
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sim", help="simulated devices for the demo and tests")
+    sim_sub = p.add_subparsers(dest="sim", metavar="DEVICE", required=True)
+    register_drone(sim_sub)
+    register_camera(sim_sub)
+
+
+# --- edge sim camera --------------------------------------------------------
+def register_camera(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sim_sub.add_parser(
+        "camera", help="a simulated 5G dome camera: a real RTSP server",
+        description="A simulated dome camera serving rtsp://HOST:PORT/NAME/main (1280x720) and "
+                    "/NAME/sub (640x360), H.264 or H.265, over TCP or UDP. Runs until SIGTERM "
+                    "or Ctrl-C.")
+    p.add_argument("--name", required=True, help="camera name: the first path segment")
+    p.add_argument("--port", type=int, default=8554, help="RTSP port (default 8554)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--codec", choices=("h264", "h265"), default="h264")
+    p.add_argument("--profile", choices=("baseline", "main", "high"), default="baseline")
+    p.add_argument("--live", action="store_true",
+                   help="encode in real time, with live timestamp blocks (costs a core)")
+    p.add_argument("--user", help="require RTSP authentication with this user")
+    p.add_argument("--password", help="... and this password")
+    p.set_defaults(func=cmd_sim_camera)
+
+
+def cmd_sim_camera(args: argparse.Namespace) -> int:
+    from drivers.sim.camera import run_sim_camera
+    from edge.cli import OperatorError
+
+    if not 1 <= args.port <= 65535:
+        raise OperatorError(f"--port must be 1..65535, got {args.port}")
+    setup_logging(f"sim-camera@{args.name}")
+    try:
+        run_until_stopped(run_sim_camera(
+            args.name, args.port, args.host, codec=args.codec, profile=args.profile,
+            live=args.live, user=args.user, password=args.password))
+    except ValueError as e:
+        raise OperatorError(str(e)) from None
+    except OSError as e:
+        raise OperatorError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+                            ) from None
+    return 0
+
+
+# --- edge sim drone ---------------------------------------------------------
+def _home(text: str) -> tuple[float, float]:
+    lat_s, sep, lon_s = text.partition(",")
+    try:
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        lat = lon = float("nan")
+    if not sep or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees, got {text!r}")
+    return lat, lon
+
+
+def register_drone(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sim_sub.add_parser(
+        "drone", help="a simulated ArduCopter (MAVLink 2) on a real socket",
+        description="A simulated ArduCopter, flying a circle around home, that answers "
+                    "MAVLink like the real autopilot. Runs until SIGTERM or Ctrl-C.")
+    p.add_argument("--connection", default="tcp:127.0.0.1:5760",
+                   help="seen from the vehicle: tcp:HOST:PORT listens (default "
+                        "tcp:127.0.0.1:5760), udpin:HOST:PORT binds, udpout:HOST:PORT sends")
+    p.add_argument("--home", type=_home, default=None, metavar="LAT,LON",
+                   help="home position (default: the simulator's)")
+    p.add_argument("--sysid", type=int, default=1, help="MAVLink system id, 1..254 (default 1)")
+    p.add_argument("--camera", metavar="RTSP_URL", default=None,
+                   help="announce a gimbal camera streaming at this rtsp:// URL")
+    p.set_defaults(func=cmd_sim_drone)
+
+
+def cmd_sim_drone(args: argparse.Namespace) -> int:
+    from drivers.sim.drone import DEFAULT_HOME, run_sim_drone
+    from drivers.sim.drone.server import server_spec
+    from edge.cli import OperatorError
+
+    if not 1 <= args.sysid <= 254:
+        raise OperatorError(f"--sysid must be 1..254, got {args.sysid}")
+    if args.camera is not None and not args.camera.startswith(("rtsp://", "rtsps://")):
+        raise OperatorError(f'--camera: expected an rtsp:// URL, got "{args.camera}"')
+    try:
+        server_spec(args.connection)
+    except ValueError as e:
+        raise OperatorError(str(e)) from None
+    setup_logging(f"sim-drone@{args.sysid}")
+    home = args.home or DEFAULT_HOME
+    try:
+        run_until_stopped(run_sim_drone(args.connection, sysid=args.sysid, home=home,
+                                        camera_rtsp_url=args.camera))
+    except OSError as e:
+        raise OperatorError(f"cannot open {args.connection}: {e.strerror or e}") from None
+    return 0
+
+
+def run_until_stopped(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a simulator coroutine until it ends, SIGTERM or SIGINT; its errors propagate."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sim = asyncio.create_task(coro, name="simulator")
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({sim, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            sim.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sim  # re-raises what ended it, e.g. OSError: address in use
+
+    # A Ctrl-C before the handlers are installed is still a clean stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The media plane: encoded access units from a camera to its consumers, never decoded."""

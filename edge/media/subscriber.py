@@ -1,0 +1,94 @@
+"""A consumer's side of the media plane: access units in order, from a keyframe.
+
+The subscriber starts at a keyframe (the publisher replays its cached GOP on
+subscription), skips replays of what it already has, notices lost units by
+sequence number and then drops everything up to the next keyframe, so what it
+hands on is always decodable. Its queue is bounded: a consumer that cannot keep
+up loses units (and resynchronises) instead of slowing the camera or anyone else.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import zmq
+
+from edge.bus.zmqio import drain, wait_readable
+from edge.media.wire import MediaFormatError, MediaFrame, decode
+
+RCVHWM = 60
+BATCH = 64
+
+
+@dataclass
+class SubscriberStats:
+    received: int = 0
+    delivered: int = 0
+    replays_skipped: int = 0
+    gaps: int = 0
+    missed: int = 0
+    dropped_to_keyframe: int = 0
+    malformed: int = 0
+    restarts: int = 0  # the publisher's epoch changed
+
+
+class MediaSubscriber:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
+                 *, hwm: int = RCVHWM) -> None:
+        self.endpoint = endpoint
+        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.stats = SubscriberStats()
+        self._batch: deque[list[bytes]] = deque()
+        self._epoch: int | None = None
+        self._last_seq = 0
+        self._need_keyframe = True
+
+    def _accept(self, frame: MediaFrame) -> bool:
+        s = self.stats
+        if frame.epoch != self._epoch:
+            if self._epoch is not None:
+                s.restarts += 1
+            self._epoch, self._last_seq, self._need_keyframe = frame.epoch, 0, True
+        elif frame.seq <= self._last_seq:
+            s.replays_skipped += 1
+            return False
+        elif frame.seq > self._last_seq + 1 and self._last_seq:
+            s.gaps += 1
+            s.missed += frame.seq - self._last_seq - 1
+            self._need_keyframe = True
+        self._last_seq = frame.seq
+        if self._need_keyframe:
+            if not frame.keyframe:
+                s.dropped_to_keyframe += 1
+                return False
+            self._need_keyframe = False
+        return True
+
+    async def recv(self) -> MediaFrame:
+        while True:
+            while not self._batch:
+                await wait_readable(self.sock)
+                drain(self.sock, self._batch, BATCH)
+            try:
+                frame = decode(self._batch.popleft())
+            except MediaFormatError:
+                self.stats.malformed += 1
+                continue
+            self.stats.received += 1
+            if self._accept(frame):
+                self.stats.delivered += 1
+                return frame
+
+    def __aiter__(self) -> MediaSubscriber:
+        return self
+
+    async def __anext__(self) -> MediaFrame:
+        return await self.recv()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

@@ -1,0 +1,61 @@
+"""How one access unit travels on the media plane.
+
+Frames: ``[b"au", header, data]``; header is a msgpack array
+``[epoch, seq, keyframe, pts, dts, tb_num, tb_den, codec, received_ns]``.
+
+``epoch`` is random per publisher start: a consumer that sees it change knows
+the camera process restarted and its sequence numbers began again. ``seq``
+counts every unit the publisher sent, so a gap means units were lost between
+publisher and consumer. ``data`` is the Annex-B access unit exactly as the
+camera sent it (keyframes begin with their parameter sets), in its own frame
+and never copied into msgpack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import msgpack
+
+TOPIC = b"au"
+
+
+class MediaFormatError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFrame:
+    epoch: int
+    seq: int
+    keyframe: bool
+    pts: int | None
+    dts: int | None
+    time_base: Fraction
+    codec: str
+    received_ns: int
+    data: bytes
+
+    @property
+    def pts_s(self) -> float | None:
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+
+def encode(frame: MediaFrame) -> list[bytes]:
+    header = msgpack.packb([frame.epoch, frame.seq, frame.keyframe, frame.pts, frame.dts,
+                            frame.time_base.numerator, frame.time_base.denominator,
+                            frame.codec, frame.received_ns])
+    return [TOPIC, header, frame.data]
+
+
+def decode(frames: list[bytes]) -> MediaFrame:
+    if len(frames) != 3 or frames[0] != TOPIC:
+        raise MediaFormatError(f"expected 3 frames starting {TOPIC!r}, got {len(frames)}")
+    try:
+        h = msgpack.unpackb(frames[1])
+        epoch, seq, key, pts, dts, num, den, codec, received = h[:9]
+        return MediaFrame(int(epoch), int(seq), bool(key), pts, dts, Fraction(num, den),
+                          str(codec), int(received), frames[2])
+    except Exception as e:  # anything wrong in a header is the same problem to us
+        raise MediaFormatError(f"bad media header: {type(e).__name__}: {e}") from None

@@ -1,0 +1,272 @@
+"""RtspIngest against the simulated camera: delivery, parameters, faults, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from rtsp_testkit import (
+    HEVC_CAMERA,
+    CameraFactory,
+    IngestFactory,
+    decode_access_units,
+    free_port,
+    poll_until,
+    take,
+    wait_state,
+)
+
+from drivers.rtsp import AccessUnit, IngestState, RtspIngest
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
+
+LIVE, DOWN = IngestState.LIVE, IngestState.DOWN
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_ingest_delivers_decodable_access_units(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory, transport: str
+) -> None:
+    camera = await sim_camera()
+    ingest = await ingest_factory(camera.url(), transport=transport)
+    aus = await take(ingest, 45, within=10)
+    assert ingest.state is LIVE and ingest.reason.startswith(transport)
+
+    first = aus[0]
+    assert first.keyframe and first.codec == "h264"
+    assert first.data.startswith(b"\x00\x00\x00\x01\x67")  # SPS leads the keyframe
+    assert [au.sequence for au in aus] == list(range(1, 46))
+    pts = [au.pts for au in aus if au.pts is not None]
+    assert pts == sorted(pts) and len(pts) >= 40
+    assert {au.time_base for au in aus} == {
+        first.time_base
+    } and first.time_base.denominator == 90_000
+    assert all(au.received_ns > 0 for au in aus)
+
+    info = ingest.stream_info
+    assert info is not None
+    assert (info.codec, info.width, info.height, info.fps) == ("h264", 1280, 720, 30.0)
+    assert info.profile == "Constrained Baseline" and info.level == "3.1"
+    assert info.profile_level_id == "42c01f"
+    assert info.parameter_sets_annexb.startswith(b"\x00\x00\x00\x01\x67")
+    assert first.data.startswith(info.parameter_sets_annexb)
+
+    frames = await asyncio.to_thread(decode_access_units, "h264", aus[:10])
+    assert len(frames) >= 9 and (frames[0].width, frames[0].height) == (1280, 720)
+
+    stats = ingest.stats
+    assert stats.packets >= 45 and stats.keyframes >= 2 and stats.gop == 30
+    assert 20 < stats.fps < 45 and 500 < stats.kbps < 6000
+    assert stats.frames_dropped == 0 and stats.reconnects == 0 and stats.connect_attempts == 1
+    assert stats.last_packet_ns is not None and time.time_ns() - stats.last_packet_ns < 1e9
+
+    started = time.monotonic()
+    await ingest.stop()
+    assert time.monotonic() - started < 1.0
+    assert ingest.state is IngestState.STOPPED
+
+
+async def test_ingest_reconnects_after_camera_restart(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    camera = await sim_camera()
+    states: list[tuple[IngestState, str]] = []
+    received: list[AccessUnit] = []
+    lost_at: list[int] = []
+
+    def on_state(state: IngestState, reason: str) -> None:
+        states.append((state, reason))
+        if state is DOWN:
+            lost_at.append(len(received))
+
+    # Callbacks run on the loop in the order the reader posted them, so the
+    # unit that follows a DOWN is the first of the new connection.
+    ingest = await ingest_factory(camera.url(), on_state=on_state, on_access_unit=received.append)
+    await wait_state(ingest, LIVE, within=10)
+    await camera.stop()
+    await wait_state(ingest, DOWN, within=5)
+    assert ingest.reason in {"closed by source", "connection refused", "connection reset by source"}
+    await asyncio.sleep(1.0)  # a few attempts against a closed port
+    await camera.start()
+    started = time.monotonic()
+    await wait_state(ingest, LIVE, within=5)
+    assert time.monotonic() - started < 5
+    assert ingest.stats.reconnects == 1
+    assert ingest.stats.connect_attempts >= 2
+    seen = [s for s, _ in states]
+    assert seen[:3] == [IngestState.CONNECTING, LIVE, DOWN] and seen[-1] is LIVE
+    assert any(reason == "connection refused" for _, reason in states)
+    await poll_until(lambda: len(received) > lost_at[0], within=2)
+    assert received[lost_at[0]].keyframe
+
+
+async def test_ingest_of_garbage_reports_invalid_data(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    camera = await sim_camera(garbage=True, sub=None)
+    ingest = await ingest_factory(camera.url(), transport="tcp", open_timeout=3.0)
+    await wait_state(ingest, DOWN, within=8)
+    assert ingest.reason == "invalid data from source"
+    assert ingest.stats.packets == 0
+    started = time.monotonic()
+    await ingest.stop()
+    assert time.monotonic() - started < 1.5
+
+
+async def test_ingest_of_garbage_over_udp_goes_down_without_hanging(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    camera = await sim_camera(garbage=True, sub=None)
+    ingest = await ingest_factory(
+        camera.url(), transport="udp", open_timeout=1.5, stall_timeout=1.0
+    )
+    await wait_state(ingest, DOWN, within=6)
+    # FFmpeg silently discards junk RTP, so the session never yields a stream.
+    assert ingest.reason in {"invalid data from source", "timed out connecting"}
+    assert ingest.stats.packets == 0
+
+
+async def test_source_closing_mid_stream(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    camera = await sim_camera(close_after_s=0.7, sub=None)
+    ingest = await ingest_factory(camera.url())
+    await wait_state(ingest, LIVE, within=10)
+    await wait_state(ingest, DOWN, within=5)
+    assert ingest.reason == "closed by source"
+    await wait_state(ingest, LIVE, within=5)
+    assert ingest.stats.reconnects >= 1
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_stalled_source(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory, transport: str
+) -> None:
+    camera = await sim_camera(stall_after_s=0.5, sub=None)
+    ingest = await ingest_factory(camera.url(), transport=transport, stall_timeout=1.0)
+    await wait_state(ingest, LIVE, within=10)
+    started = time.monotonic()
+    await wait_state(ingest, DOWN, within=5)
+    assert ingest.reason == "stalled: no packet for 1 s"
+    assert time.monotonic() - started < 3
+
+
+async def test_unreachable_and_unauthorized_reasons(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    refused = await ingest_factory(f"rtsp://127.0.0.1:{free_port()}/x/main")
+    camera = await sim_camera(user="admin", password="pw", sub=None)
+    unauthorized = await ingest_factory(camera.url())
+    dns = await ingest_factory("rtsp://no-such-camera.invalid/x/main")
+    await wait_state(refused, DOWN, within=5)
+    await wait_state(unauthorized, DOWN, within=5)
+    await wait_state(dns, DOWN, within=10)
+    assert refused.reason == "connection refused"
+    assert unauthorized.reason == "401 unauthorized"
+    assert dns.reason == "DNS failure: cannot resolve no-such-camera.invalid"
+    # The password never appears in names or reasons.
+    leaky = await ingest_factory(camera.url(with_credentials=True).replace(":pw@", ":secret@"))
+    await wait_state(leaky, DOWN, within=5)
+    assert "secret" not in leaky.name and "secret" not in leaky.reason
+
+
+async def test_h265_ingest(sim_camera: CameraFactory, ingest_factory: IngestFactory) -> None:
+    camera = await sim_camera(**HEVC_CAMERA)
+    ingest = await ingest_factory(camera.url(), transport="udp")
+    aus = await take(ingest, 10, within=10)
+    assert aus[0].keyframe and aus[0].codec == "h265"
+    assert aus[0].data.startswith(b"\x00\x00\x00\x01\x40\x01")  # VPS first
+    info = ingest.stream_info
+    assert info is not None
+    assert (info.codec, info.profile, info.width, info.height) == ("h265", "Main", 640, 360)
+    assert len(info.parameter_sets) == 3 and info.profile_level_id is None
+    frames = await asyncio.to_thread(decode_access_units, "h265", aus)
+    assert frames and (frames[0].width, frames[0].height) == (640, 360)
+
+
+async def test_high_profile_without_inband_parameter_sets(
+    sim_camera: CameraFactory, ingest_factory: IngestFactory
+) -> None:
+    """A High-profile camera sending SPS/PPS only once: the ingest adds them to each keyframe."""
+    camera = await sim_camera(
+        name="high", profile="high", main=(640, 360), sub=None, repeat_parameter_sets=False
+    )
+    ingest = await ingest_factory(camera.url())
+    aus = await take(ingest, 35, within=10)
+    info = ingest.stream_info
+    assert info is not None
+    assert info.profile == "High" and info.profile_level_id is not None
+    assert info.profile_level_id.startswith("64")
+    keyframes = [i for i, au in enumerate(aus) if au.keyframe]
+    assert len(keyframes) >= 2
+    for i in keyframes:
+        assert aus[i].data.startswith(info.parameter_sets_annexb)
+    # A decoder that joins at a later keyframe can start there.
+    frames = await asyncio.to_thread(decode_access_units, "h264", aus[keyframes[1] :])
+    assert frames and frames[0].width == 640
+
+
+async def test_slow_consumer_drops_until_keyframe(sim_camera: CameraFactory) -> None:
+    camera = await sim_camera(sub=None)
+    ingest = RtspIngest(camera.url(), queue_size=10)
+    await ingest.start()
+    try:
+        await wait_state(ingest, LIVE, within=10)
+        await asyncio.sleep(1.0)  # nobody reads: the queue fills, the rest is dropped
+        assert ingest.stats.frames_dropped > 0
+        aus = await take(ingest, 45, within=10)
+        for previous, current in zip(aus, aus[1:], strict=False):
+            if current.sequence != previous.sequence + 1:
+                assert current.keyframe, "resumed after a drop on a non-keyframe"
+        assert any(b.sequence != a.sequence + 1 for a, b in zip(aus, aus[1:], strict=False))
+    finally:
+        await ingest.stop()
+
+
+async def test_callback_delivery(sim_camera: CameraFactory, ingest_factory: IngestFactory) -> None:
+    camera = await sim_camera()
+    got: list[bool] = []
+    done = asyncio.Event()
+
+    def on_au(au: object) -> None:
+        got.append(getattr(au, "keyframe", False))
+        if len(got) >= 5:
+            done.set()
+
+    await ingest_factory(camera.url("sub"), on_access_unit=on_au)
+    async with asyncio.timeout(10):
+        await done.wait()
+    assert got[0] is True
+
+
+async def test_silent_server_times_out_and_stop_is_prompt(ingest_factory: IngestFactory) -> None:
+    """A server that accepts but never answers: bounded open, prompt stop, restartable."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ingest = await ingest_factory(f"rtsp://127.0.0.1:{port}/cam/main", open_timeout=1.0)
+        await wait_state(ingest, DOWN, within=4)
+        assert ingest.reason == "timed out connecting"
+        # Stop while the reader is blocked inside av.open: stop() must not wait for it.
+        await poll_until(lambda: ingest.stats.connect_attempts >= 2, within=5)
+        started = time.monotonic()
+        await ingest.stop()
+        assert time.monotonic() - started < 1.5
+        assert ingest.state is IngestState.STOPPED
+        # The same object can be started again, and late news from the
+        # abandoned reader does not disturb it.
+        await ingest.start()
+        assert ingest.stats.state is IngestState.CONNECTING
+        await wait_state(ingest, DOWN, within=4)
+        await ingest.stop()
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
