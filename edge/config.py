@@ -34,8 +34,9 @@ class ConfigError(Exception):
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+        self.problems = problems  # "LINE: key.path: what" where the line is known
+        super().__init__("\n".join(
+            f"{path}:{p}" if p[:1].isdigit() else f"{path}: {p}" for p in problems))
 
 
 class Model(BaseModel):
@@ -285,16 +286,59 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> VehicleConfig:
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def key_lines(text: str) -> dict[tuple[int | str, ...], int]:
+    """Line numbers of the tables and keys in a TOML text, by path (`cameras`, 2, `main`).
+
+    tomllib keeps no positions; this scan covers the shapes vehicle configs use
+    (tables, arrays of tables, one key a line). Inline tables map to their key's line.
+    """
+    lines: dict[tuple[int | str, ...], int] = {}
+    counts: dict[tuple[int | str, ...], int] = {}
+    table: tuple[int | str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            path: tuple[int | str, ...] = ()
+            names = m.group(2).split(".")
+            for i, name in enumerate(names):
+                path += (name,)
+                if path + (counts.get(path, 0) - 1,) in lines and i < len(names) - 1:
+                    path += (counts[path] - 1,)
+            if m.group(1) == "[[":
+                counts[path] = counts.get(path, 0) + 1
+                path += (counts[path] - 1,)
+            table = path
+            lines.setdefault(table, number)
+        elif m := _KEY.match(line):
+            lines.setdefault(table + (m.group(1),), number)
+    return lines
+
+
+def _line_of(loc: tuple[int | str, ...], lines: dict[tuple[int | str, ...], int]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "") -> VehicleConfig:
     try:
         return VehicleConfig.model_validate(data)
     except ValidationError as e:
         problems = []
         seen = set()
+        lines = key_lines(text) if text else {}
         for err in e.errors():
             where = _loc(err["loc"])
             what = _describe(dict(err))
             line = what if not err["loc"] else f"{where}: {what}"
+            number = _line_of(tuple(err["loc"]), lines)
+            if number is not None:
+                # Editors and terminals jump to "FILE:LINE: ..." (see ConfigError).
+                line = f"{number}: {line}"
             if line not in seen:
                 seen.add(line)
                 problems.append(line)
@@ -311,7 +355,7 @@ def load_config(path: str | Path) -> VehicleConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
-    return parse_config(data, str(p))
+    return parse_config(data, str(p), text)
 
 
 def config_dir(path: str | Path) -> Path:

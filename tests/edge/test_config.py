@@ -83,6 +83,17 @@ def test_secret_file_relative_to_config(tmp_path: Path) -> None:
         SecretRef(file="missing").read_text(tmp_path)
 
 
+def test_errors_name_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "v.toml"
+    p.write_text('vehicle = "v"\n\n[[drones]]\nid = "a"\nconnection = "tcp:h:1"\n'
+                 '[[drones.endpoints]]\nname = "qgc"\nurl = "udpout:h:1"\nmode = "rw"\n'
+                 '[[drones.endpoints]]\nname = "x"\nurl = "nope"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.problems[0].startswith("12: drones[0].endpoints[1].url: ")
+    assert str(e.value).startswith(f"{p}:12: drones[0].endpoints[1].url: ")
+
+
 def test_not_toml(tmp_path: Path) -> None:
     p = tmp_path / "v.toml"
     p.write_text("cameras = [\n")
@@ -96,7 +107,7 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "edge", "config", "check", str(bad)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
-    assert r.stderr.strip() == f'{bad}: cameras[0].main: expected rtsp:// URL, got "htp://x"'
+    assert r.stderr.strip() == f'{bad}:4: cameras[0].main: expected rtsp:// URL, got "htp://x"'
     assert "Traceback" not in r.stderr
     ok = subprocess.run([sys.executable, "-m", "edge", "config", "check",
                          str(REPO / "config" / "demo.toml")], capture_output=True, timeout=30)
