@@ -75,7 +75,7 @@ STATUS_EVERY_S = 1.0
 OPEN_RETRY_FIRST_S = 1.0
 OPEN_RETRY_MAX_S = 30.0
 # Left of the caller's request timeout for the bus round trip and our own work.
-REPLY_MARGIN_S = 0.3
+REPLY_MARGIN_S = 0.5
 ACK_WAIT_MAX_S = 1.5
 
 _STATUS_SEVERITY = {  # MAV_SEVERITY names to the bus's alert severities
@@ -106,7 +106,8 @@ class DroneService(Service):
         key = self._signing_key(where)
         # The reply must reach the caller before its own request timeout.
         self.reply_budget_s = max(0.5, ctx.endpoints.request_timeout_s - REPLY_MARGIN_S)
-        ack_wait = min(ACK_WAIT_MAX_S, self.reply_budget_s / (self.COMMAND_RETRIES + 1))
+        # All attempts fit in 90 % of it; the rest is the outer limit's margin.
+        ack_wait = min(ACK_WAIT_MAX_S, 0.9 * self.reply_budget_s / (self.COMMAND_RETRIES + 1))
         try:
             self.link = DroneLink(self.cfg.connection, source_system=self.cfg.source_system,
                                   signing_key=key, lost_after_s=self.LOST_AFTER_S,
@@ -145,7 +146,11 @@ class DroneService(Service):
         if ref is None:
             return None
         # A few bytes read once at start-up, before the service runs.
-        blob = ref.read_bytes(self.ctx.config_dir)
+        try:
+            blob = ref.read_bytes(self.ctx.config_dir)
+        except ConfigError as e:
+            raise self._config_error(f"{where}.signing_key: {e.path}: "
+                                     f"{'; '.join(e.problems)}") from None
         try:
             return load_key(blob)
         except ValueError:
@@ -231,7 +236,7 @@ class DroneService(Service):
             now = time.monotonic()
             if now - expected > period:
                 expected = now  # after a stall, do not burst to catch up
-            for sysid, t in self.link.snapshot().items():
+            for t in self.link.snapshot().values():
                 if not t.lost:
                     self._publish_telemetry(t)
                 self._maybe_status(t, now)
@@ -307,14 +312,19 @@ class DroneService(Service):
             self._alert(source, _STATUS_SEVERITY.get(event.severity, "info"),
                         f"{did}: {event.text}")
         elif isinstance(event, VehicleLost):
-            self._alert(source, "critical", f"{did} lost: nothing heard for {event.silent_s:.1f} s")
+            text = f"{did} lost: nothing heard for {event.silent_s:.1f} s"
+            self.ctx.log.warning("%s", text)
+            self._alert(source, "critical", text)
             self._status_now(event.sysid)
         elif isinstance(event, VehicleRegained):
-            self._alert(source, "warning", f"{did} regained after {event.lost_for_s:.1f} s")
+            text = f"{did} regained after {event.lost_for_s:.1f} s"
+            self.ctx.log.info("%s", text)
+            self._alert(source, "warning", text)
             self._status_now(event.sysid)
         elif isinstance(event, VehicleDiscovered):
-            self._alert(source, "info", f"{did} found on {self.link_id}: "
-                                        f"{event.autopilot} {event.vehicle_type}")
+            text = f"{did} found on {self.link_id}: {event.autopilot} {event.vehicle_type}"
+            self.ctx.log.info("%s", text)
+            self._alert(source, "info", text)
             self._status_now(event.sysid)
         elif isinstance(event, ModeChanged):
             self._alert(source, "info", f"{did} mode {event.old} -> {event.new}")
@@ -368,9 +378,10 @@ class DroneService(Service):
             async with asyncio.timeout(self.reply_budget_s):
                 result = await self.link.command(cmd.sysid, command)
         except TimeoutError:
-            # Only after IN_PROGRESS, which extends the driver's own wait.
-            return Reply(status="timeout", detail=f"no final answer within "
-                         f"{self.reply_budget_s:.1f} s (vehicle said IN_PROGRESS)",
+            # Reached only when the vehicle said IN_PROGRESS, which lets the driver
+            # wait longer than the caller would: the caller still gets an answer.
+            return Reply(status="timeout", detail=f"no final answer from the vehicle within "
+                         f"{self.reply_budget_s:.1f} s",
                          elapsed_ms=round((time.monotonic() - started) * 1000, 1),
                          data={"drone_id": did})
         except Exception as e:  # the caller gets a reason, never a traceback
