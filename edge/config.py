@@ -140,7 +140,8 @@ class MavlinkEndpointConfig(Model):
     """A mavlink-router style endpoint: where the drone's traffic is also sent."""
 
     name: DeviceId
-    url: str = Field(pattern=r"^(udpout|udpin|tcpin|tcp):.+:\d+$")
+    # The router serves these three; a GCS that dials out to us uses tcpin.
+    url: str = Field(pattern=r"^(udpout|udpin|tcpin):.+:\d+$")
     mode: Literal["ro", "rw"] = "ro"
     allow: list[int | str] = []
     deny: list[int | str] = []
