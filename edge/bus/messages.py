@@ -349,6 +349,10 @@ class ViewerSession(Message):
     kbps: float = 0.0
     rtt_ms: float | None = None
     started_ns: int = 0
+    state: str = ""  # connecting | live | waiting (camera down or silent) | closed
+    detail: str = ""  # why it is waiting, in words for the commander
+    packets_lost: int | None = None  # as the viewer reports it (RTCP)
+    transcoded: bool = False  # an H.265 camera's stream, transcoded to H.264
 
 
 @message("uplink.sessions")

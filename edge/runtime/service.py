@@ -23,7 +23,7 @@ from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import ServiceHealth
-from edge.config import VehicleConfig
+from edge.config import ConfigError, VehicleConfig
 from edge.runtime.sdnotify import Notifier, watchdog_interval_s
 
 STOP_GRACE_S = 4.0  # systemd's and the supervisor's patience is 5 s; keep a margin
@@ -132,7 +132,11 @@ async def host(service_cls: type[Service], ctx: ServiceContext) -> int:
         await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task.done() and not run_task.cancelled():
             exc = run_task.exception()
-            if exc is not None:
+            if isinstance(exc, ConfigError):
+                # The operator's mistake, already said in one line: no traceback.
+                ctx.log.error("%s", exc)
+                code = 2
+            elif exc is not None:
                 ctx.log.error("service failed: %s", exc, exc_info=exc)
                 code = 1
         notifier.stopping()

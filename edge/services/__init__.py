@@ -49,6 +49,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("drone", "one MAVLink link: its vehicles' telemetry, alerts and commands",
                     "edge.services.drone:DroneService",
                     instances=lambda cfg: [d.id for d in cfg.drones]),
+        ServiceSpec("uplink", "the city centre's WHEP server, viewer page and state API",
+                    "edge.services.uplink:UplinkService",
+                    enabled=lambda cfg: cfg.uplink.enabled),
     )
 }
 

@@ -1,0 +1,95 @@
+"""`uplink`: the city centre's way in. WHEP, the viewer page and the state API over HTTP(S).
+
+One process, one event loop (aiortc needs one): the aiohttp server
+(:mod:`edge.uplink.whep`), every peer connection and stream fanout
+(:mod:`edge.uplink.session`), and a bus subscription that keeps
+:class:`~edge.uplink.state.UplinkState` current. It publishes the sessions on
+``uplink/sessions`` whenever one starts, changes state or ends, and every
+second while any is open (bitrate, round trip), so the commander sees who at
+the centre watches what.
+
+Stopping (SIGTERM, cancel) closes every peer connection and media
+subscription, then the HTTP server, within the runner's grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from edge.bus import topics
+from edge.bus.messages import UplinkSessions
+from edge.runtime.service import Service
+from edge.uplink.auth import load_token
+from edge.uplink.session import SessionManager
+from edge.uplink.state import UplinkState
+from edge.uplink.whep import UplinkHttp, serve, tls_context
+
+PUBLISH_MIN_INTERVAL_S = 0.2
+
+
+class UplinkService(Service):
+    url: str = ""
+
+    async def run(self) -> None:
+        cfg = self.ctx.config.uplink
+        # aioice narrates every connectivity check at INFO (a dozen lines a
+        # viewer); our own session log says what the commander needs.
+        logging.getLogger("aioice").setLevel(logging.WARNING)
+        token = load_token(cfg, self.ctx.config_dir, str(self.ctx.config_path))
+        self.state = UplinkState(self.ctx.config)
+        self.manager = SessionManager(cfg, self.state, self.ctx.bus.sync_ctx, self.ctx.endpoints,
+                                      on_change=self._sessions_changed)
+        self.state.sessions = self.manager.to_json
+        self.state.extra = lambda: {"uplink": {
+            "max_sessions": cfg.max_sessions, "max_transcodes": cfg.max_transcodes,
+            "transcodes": self.manager.transcodes_running(), "profile": cfg.profile,
+            "worst_rtt_ms": cfg.worst_rtt_ms}}
+        self.http = UplinkHttp(self.manager, self.state, token, cfg.ice_servers)
+        self._publish_due = asyncio.Event()
+        tasks = [asyncio.create_task(self.state.follow(self.ctx.bus), name="uplink-state"),
+                 asyncio.create_task(self.manager.run(), name="uplink-sessions"),
+                 asyncio.create_task(self._publish_loop(), name="uplink-publish")]
+        runner = None
+        try:
+            tls = tls_context(cfg.tls_cert, cfg.tls_key, self.ctx.config_dir,
+                              str(self.ctx.config_path))
+            runner, self.url = await serve(self.http, cfg.listen, tls)
+            self._publish_due.set()
+            self.ctx.ready(f"serving WHEP on {self.url}")
+            await asyncio.Event().wait()
+        finally:
+            self.http.stopping.set()
+            await self.manager.close_all()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if runner is not None:
+                await runner.cleanup()
+            self._publish()
+
+    def _sessions_changed(self) -> None:
+        self._publish_due.set()
+        self.state.changed("sessions")
+
+    async def _publish_loop(self) -> None:
+        # Session changes come in bursts (a state change per ICE step); one
+        # message per burst is what the dashboard needs.
+        while True:
+            await self._publish_due.wait()
+            self._publish_due.clear()
+            self._publish()
+            await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
+
+    def _publish(self) -> None:
+        self.ctx.bus.publish(topics.UPLINK_SESSIONS,
+                             UplinkSessions(sessions=self.manager.messages()))
+
+    def health(self) -> tuple[str, str]:
+        if not self.ctx._ready.is_set():
+            return ("starting", "")
+        n = len(self.manager.sessions)
+        return ("running", f"{n} session{'s' if n != 1 else ''} on {self.url}")

@@ -1,0 +1,137 @@
+"""NACK retransmission history sized for the worst round trip, one sender at a time.
+
+aiortc's :class:`~aiortc.RTCRtpSender` keeps the last ``RTP_HISTORY_SIZE``
+(128) packets, keyed by ``seq % 128``: a third of a second at 4 Mbit/s, while
+a NACK over a 600 ms satellite hop arrives after more than that, so every
+repair request would find nothing. The constant is module-global and baked
+into the key, so raising it would change every sender in the process and
+grow each history to 65,536 packets.
+
+Instead :func:`deepen_history` changes one sender (ours), and nothing else:
+
+- its history dict is replaced by :class:`NackHistory`, which files each
+  packet under its full sequence number (aiortc's ``seq % 128`` key is
+  ignored; the packet carries its own number) and forgets packets older than
+  the window or beyond a packet cap;
+- its ``_retransmit`` is replaced, on that instance only, by one that looks
+  the full number up, wrapping in RTX exactly as aiortc does.
+
+Both touch aiortc private attributes (``_RTCRtpSender__rtp_history`` and
+friends). :func:`deepen_history` checks they exist and otherwise leaves the
+sender as aiortc made it (and says so), so an aiortc upgrade degrades repair
+range rather than breaking sessions; the tests pin the behaviour.
+
+Window: a lost packet is NACKed about one round trip after it was sent and,
+if the retransmission is lost too, again one round trip later, so the
+history covers two worst round trips, and never less than one second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import types
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from aiortc import RTCRtpSender
+from aiortc.rtp import RtpPacket, wrap_rtx
+from aiortc.utils import uint16_add
+
+log = logging.getLogger(__name__)
+
+MIN_WINDOW_S = 1.0
+# A memory bound whatever the bitrate: ~1,200-byte packets, so ~10 MB a viewer.
+MAX_PACKETS = 8192
+MIN_PACKETS = 128  # never less than aiortc's own
+_PRIVATE = ("_RTCRtpSender__rtp_history", "_RTCRtpSender__rtx_payload_type",
+            "_RTCRtpSender__rtx_sequence_number", "_RTCRtpSender__rtp_header_extensions_map")
+
+
+def window_for(worst_rtt_ms: int) -> float:
+    return max(MIN_WINDOW_S, 2 * worst_rtt_ms / 1000)
+
+
+class NackHistory:
+    """Sent packets by full sequence number, for `window_s`, at most `max_packets`.
+
+    Quacks like the dict aiortc keeps: ``history[key] = packet`` (the key is
+    ignored) and ``history.get(seq)``.
+    """
+
+    def __init__(self, window_s: float, max_packets: int = MAX_PACKETS) -> None:
+        self.window_s = window_s
+        self.max_packets = max(MIN_PACKETS, max_packets)
+        self._packets: OrderedDict[int, tuple[float, RtpPacket]] = OrderedDict()
+        self.retransmitted = 0
+        self.missed = 0
+
+    def __setitem__(self, _key: int, packet: RtpPacket) -> None:
+        now = time.monotonic()
+        seq = packet.sequence_number
+        self._packets.pop(seq, None)
+        self._packets[seq] = (now, packet)
+        horizon = now - self.window_s
+        while self._packets:
+            oldest_seq, (sent, _) = next(iter(self._packets.items()))
+            if len(self._packets) > self.max_packets or (
+                    sent < horizon and len(self._packets) > MIN_PACKETS):
+                del self._packets[oldest_seq]
+            else:
+                break
+
+    def get(self, seq: int, default: RtpPacket | None = None) -> RtpPacket | None:
+        item = self._packets.get(seq)
+        return item[1] if item is not None else default
+
+    def __len__(self) -> int:
+        return len(self._packets)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._packets)
+
+    @property
+    def span_s(self) -> float:
+        """How far back the history reaches now."""
+        if not self._packets:
+            return 0.0
+        return time.monotonic() - next(iter(self._packets.values()))[0]
+
+
+async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
+    # aiortc's RTCRtpSender._retransmit, with the lookup by full sequence number.
+    history: NackHistory = self._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+    packet = history.get(sequence_number)
+    if packet is None:
+        history.missed += 1
+        return
+    rtx_pt = self._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
+    if rtx_pt is not None:
+        rtx_seq = self._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
+        packet = wrap_rtx(packet, payload_type=rtx_pt, sequence_number=rtx_seq,
+                          ssrc=self._rtx_ssrc)
+        self._RTCRtpSender__rtx_sequence_number = uint16_add(  # type: ignore[attr-defined]
+            rtx_seq, 1)
+    history.retransmitted += 1
+    extensions = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+    await self.transport._send_rtp(packet.serialize(extensions))
+
+
+def deepen_history(sender: RTCRtpSender, worst_rtt_ms: int,
+                   max_packets: int = MAX_PACKETS) -> NackHistory | None:
+    """Give `sender` a history of two worst round trips; None if aiortc changed shape."""
+    if not all(hasattr(sender, name) for name in _PRIVATE) or not hasattr(sender, "_retransmit"):
+        log.warning("aiortc %s has no RTCRtpSender history we know; NACK repair stays at "
+                    "aiortc's 128 packets", _aiortc_version())
+        return None
+    history = NackHistory(window_for(worst_rtt_ms), max_packets)
+    sender._RTCRtpSender__rtp_history = history  # type: ignore[attr-defined]
+    sender._retransmit = types.MethodType(_retransmit, sender)  # type: ignore[method-assign]
+    return history
+
+
+def _aiortc_version() -> Any:
+    import aiortc
+
+    return getattr(aiortc, "__version__", "?")

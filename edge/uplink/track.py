@@ -1,0 +1,102 @@
+"""The passthrough video track: access units to aiortc as encoded packets, never decoded.
+
+aiortc's sender packetises whatever ``recv()`` returns: an ``av.Frame`` is
+encoded first, an ``av.Packet`` is not (``H264Encoder.pack`` splits its
+Annex-B NAL units into RTP payloads, STAP-A/FU-A, as they are). The packet's
+``pts`` in ``time_base`` becomes the RTP timestamp, converted to 90 kHz.
+
+Timestamps are ours, not the camera's, so that they are continuous for the
+viewer whatever the camera does:
+
+- they follow the camera's pts while it flows (the camera's own pacing, not
+  our arrival jitter);
+- catch-up units (the cached GOP a new viewer starts from) advance one tick
+  each, so the viewer's jitter buffer treats them as one instant, decodes them
+  all and shows the present, instead of scheduling a second of history and
+  adding a second of latency for good;
+- when the camera's pts jump (it reconnected, restarted, or sent none) they
+  advance by the wall-clock time between the units instead.
+
+PLI and REMB do nothing here: we cannot make the camera send a keyframe or
+change bitrate for one viewer. Recovery from a loss that NACK did not repair
+waits for the camera's next keyframe (one GOP at most); bitrate is chosen by
+the stream (main or sub).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import av
+from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
+
+from edge.media.wire import MediaFrame
+from edge.uplink.fanout import Sink
+
+CLOCK = 90_000
+MAX_PTS_STEP = 10 * CLOCK  # a bigger jump in the camera's pts is a discontinuity
+
+
+class PassthroughTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self.sink = sink
+        self._ts: int | None = None
+        self._last_pts: int | None = None
+        self._last_epoch: int | None = None
+        self._last_received_ns = 0
+        self.sent = 0
+        self.keyframes = 0
+        self.bytes = 0
+        self.first_sent_mono: float | None = None
+        self.last_sent_mono: float | None = None
+        # Camera receipt to hand-over to aiortc, live units only: the uplink's own share
+        # of the latency (media plane, fanout, queue), for the sessions' stats.
+        self.delays_ms: deque[float] = deque(maxlen=300)
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame, catchup = await self.sink.get()
+        packet = av.Packet(frame.data)
+        packet.pts = packet.dts = self._stamp(frame, catchup)
+        packet.time_base = VIDEO_TIME_BASE
+        if not catchup:
+            self.delays_ms.append((time.time_ns() - frame.received_ns) / 1e6)
+        now = time.monotonic()
+        if self.first_sent_mono is None:
+            self.first_sent_mono = now
+        self.last_sent_mono = now
+        self.sent += 1
+        self.keyframes += frame.keyframe
+        self.bytes += len(frame.data)
+        return packet
+
+    def _stamp(self, frame: MediaFrame, catchup: bool) -> int:
+        pts = None if frame.pts is None else int(frame.pts * frame.time_base * CLOCK)
+        if self._ts is None:
+            ts = 0
+        elif catchup:
+            ts = self._ts + 1
+        else:
+            step = None
+            if pts is not None and self._last_pts is not None and frame.epoch == self._last_epoch:
+                d = pts - self._last_pts
+                if 0 < d <= MAX_PTS_STEP:
+                    step = d
+            if step is None:
+                wall = (frame.received_ns - self._last_received_ns) * CLOCK // 1_000_000_000
+                step = max(1, wall)
+            ts = self._ts + step
+        self._ts, self._last_pts, self._last_epoch = ts, pts, frame.epoch
+        self._last_received_ns = frame.received_ns
+        return ts
+
+    def stop(self) -> None:
+        super().stop()
+        self.sink.close()
+

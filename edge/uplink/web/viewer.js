@@ -1,0 +1,406 @@
+// The centre's viewer: every camera of the vehicle, one played over WHEP, live stats.
+// Plain JS served by the vehicle itself: nothing is fetched from the internet.
+// Everything but this page needs the bearer token, entered once per tab.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "edge-uplink-token";
+const ICE_GATHER_MS = 1000;  // a non-trickle offer waits at most this for candidates
+
+const app = {
+  token: sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "",
+  state: null,            // the last /api/state snapshot, kept current by SSE
+  cameras: new Map(),     // id -> camera JSON
+  drones: new Map(),      // id -> drone JSON
+  thumbs: new Map(),      // id -> {ns, url}
+  playing: null,          // {camera, profile, pc, location, stream, retry}
+  stats: null,            // the latest stats shown, for tests and the curious
+  lastBytes: null,
+  events: null,           // AbortController of the SSE reader
+};
+
+// -- token --------------------------------------------------------------------------
+function askToken(message) {
+  $("token-error").hidden = !message;
+  $("token-error").textContent = message || "";
+  $("token").value = "";
+  if (!$("token-dialog").open) $("token-dialog").showModal();
+}
+
+$("token-form").addEventListener("submit", () => {
+  app.token = $("token").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, app.token);
+  if ($("remember").checked) localStorage.setItem(TOKEN_KEY, app.token);
+  else localStorage.removeItem(TOKEN_KEY);
+  startEvents();
+});
+$("change-token").addEventListener("click", () => askToken(""));
+
+function authHeaders(extra) {
+  return Object.assign({ Authorization: "Bearer " + app.token }, extra || {});
+}
+
+// -- state over server-sent events (fetch, because EventSource cannot send a token) ----
+async function startEvents() {
+  if (app.events) app.events.abort();
+  const ctl = new AbortController();
+  app.events = ctl;
+  let delay = 500;
+  while (!ctl.signal.aborted) {
+    try {
+      const resp = await fetch("/api/events", { headers: authHeaders(), signal: ctl.signal });
+      if (resp.status === 401) {
+        setLink("token refused", "down");
+        askToken("The vehicle refused this token.");
+        return;
+      }
+      if (!resp.ok) throw new Error(resp.status + " " + (await resp.text()));
+      setLink("connected", "live");
+      delay = 500;
+      await readEvents(resp.body.getReader(), ctl.signal);
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+      setLink("vehicle unreachable, retrying", "down");
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+async function readEvents(reader, signal) {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  while (!signal.aborted) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let kind = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) kind = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (data) onEvent(kind, JSON.parse(data));
+    }
+  }
+}
+
+function onEvent(kind, value) {
+  if (kind === "state") {
+    app.state = value;
+    $("vehicle").textContent = value.vehicle;
+    app.cameras = new Map(value.cameras.map((c) => [c.id, c]));
+    app.drones = new Map(value.drones.map((d) => [d.id, d]));
+    renderLinks(value.links, value.constrained);
+    renderCameras();
+    renderSessions(value.sessions);
+  } else if (kind === "camera") {
+    app.cameras.set(value.id, value);
+    renderCamera(value);
+  } else if (kind === "drone") {
+    app.drones.set(value.id, value);
+  } else if (kind === "link" && app.state) {
+    const links = app.state.links.filter((l) => l.id !== value.id).concat([value]);
+    app.state.links = links;
+    renderLinks(links, app.state.constrained);
+  } else if (kind === "sessions") {
+    renderSessions(value);
+  }
+  if (app.playing) renderPlaying();
+}
+
+function setLink(text, cls) {
+  $("link").textContent = text;
+  $("link").className = "badge " + cls;
+}
+
+// -- cameras ------------------------------------------------------------------------
+function renderCameras() {
+  const box = $("cameras");
+  for (const el of [...box.children]) {
+    if (!app.cameras.has(el.dataset.camera)) el.remove();
+  }
+  for (const cam of app.cameras.values()) renderCamera(cam);
+}
+
+function renderCamera(cam) {
+  let el = document.querySelector(`.camera[data-camera="${CSS.escape(cam.id)}"]`);
+  if (!el) {
+    el = document.createElement("button");
+    el.type = "button";
+    el.className = "camera";
+    el.dataset.camera = cam.id;
+    el.innerHTML = '<div class="nothumb">no picture yet</div>' +
+      '<div class="title"><span class="name"></span><span class="badge"></span></div>' +
+      '<div class="meta"></div>';
+    el.addEventListener("click", () => play(cam.id, $("profile").value));
+    $("cameras").appendChild(el);
+  }
+  el.querySelector(".name").textContent = cam.name + (cam.drone ? " ✈" : "");
+  const badge = el.querySelector(".badge");
+  badge.textContent = cam.state;
+  badge.className = "badge " + cam.state;
+  el.title = cam.reason || "";
+  const meta = cam.codec
+    ? `${cam.codec.toUpperCase()} ${cam.width}×${cam.height} ${Math.round(cam.fps)} fps ` +
+      `${Math.round(cam.kbps)} kbit/s`
+    : (cam.reason || "");
+  el.querySelector(".meta").textContent = meta;
+  el.classList.toggle("selected", !!(app.playing && app.playing.camera === cam.id));
+  if (cam.thumbnail_ns && (app.thumbs.get(cam.id) || {}).ns !== cam.thumbnail_ns) {
+    loadThumbnail(cam.id, cam.thumbnail_ns, el);
+  }
+}
+
+async function loadThumbnail(id, ns, el) {
+  app.thumbs.set(id, { ns, url: (app.thumbs.get(id) || {}).url });
+  try {
+    const resp = await fetch(`/api/cameras/${encodeURIComponent(id)}/thumbnail`,
+                             { headers: authHeaders() });
+    if (!resp.ok) return;
+    const url = URL.createObjectURL(await resp.blob());
+    const old = app.thumbs.get(id).url;
+    app.thumbs.set(id, { ns, url });
+    let img = el.querySelector("img");
+    if (!img) {
+      img = document.createElement("img");
+      img.alt = id;
+      el.querySelector(".nothumb").replaceWith(img);
+    }
+    img.src = url;
+    if (old) URL.revokeObjectURL(old);
+  } catch (e) { /* the next thumbnail will try again */ }
+}
+
+function renderLinks(links, constrained) {
+  const box = $("links");
+  box.textContent = "";
+  for (const l of links) {
+    const b = document.createElement("span");
+    b.className = "badge " + l.state;
+    b.textContent = `${l.name || l.id}: ${l.state}` +
+      (l.rtt_ms != null ? ` ${Math.round(l.rtt_ms)} ms` : "");
+    box.appendChild(b);
+  }
+  if (constrained) {
+    const b = document.createElement("span");
+    b.className = "badge waiting";
+    b.textContent = "constrained uplink: auto sends sub streams";
+    box.appendChild(b);
+  }
+}
+
+function renderSessions(sessions) {
+  const body = $("sessions").querySelector("tbody");
+  body.textContent = "";
+  for (const s of sessions) {
+    const tr = document.createElement("tr");
+    for (const v of [s.viewer, s.camera_id, s.profile + (s.transcoded ? " (H.264 from H.265)" : ""),
+                     s.state + (s.detail ? ": " + s.detail : ""), Math.round(s.kbps),
+                     s.rtt_ms != null ? Math.round(s.rtt_ms) + " ms" : "–"]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
+// -- playing over WHEP --------------------------------------------------------------
+async function iceServers(endpoint) {
+  // WHEP announces STUN/TURN servers in Link headers; ask before gathering.
+  try {
+    const resp = await fetch(endpoint, { method: "OPTIONS", headers: authHeaders() });
+    const links = (resp.headers.get("Link") || "").split(/,(?=\s*<)/);
+    return links.filter((l) => /rel="ice-server"/.test(l))
+      .map((l) => ({ urls: l.match(/<([^>]+)>/)[1] }));
+  } catch (e) {
+    return [];
+  }
+}
+
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ICE_GATHER_MS);
+  });
+}
+
+async function play(camera, profile) {
+  await stop();
+  const cam = app.cameras.get(camera);
+  const session = { camera, profile, pc: null, location: null, stream: "", retry: null,
+                    state: "starting", error: "", postAt: 0, firstFrameMs: null };
+  app.playing = session;
+  app.lastBytes = null;
+  $("player").hidden = false;
+  $("player-title").textContent = cam ? cam.name : camera;
+  renderCameras();
+  renderPlaying();
+  const endpoint = `/whep/${encodeURIComponent(camera)}?profile=${encodeURIComponent(profile)}`;
+  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint) });
+  session.pc = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = (ev) => {
+    const video = $("video");
+    video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    // Time to the first picture on screen, from the POST: what the operator waits.
+    if (video.requestVideoFrameCallback) {
+      video.requestVideoFrameCallback((now) => {
+        if (app.playing === session && session.postAt) session.firstFrameMs = now - session.postAt;
+      });
+    }
+  };
+  pc.onconnectionstatechange = () => {
+    if (app.playing !== session) return;
+    session.state = pc.connectionState;
+    if (pc.connectionState === "failed") retryLater(session, 2, "connection failed");
+    renderPlaying();
+  };
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    if (app.playing !== session) return;
+    session.postAt = performance.now();
+    const resp = await fetch(endpoint, {
+      method: "POST", body: pc.localDescription.sdp,
+      headers: authHeaders({ "Content-Type": "application/sdp" }),
+    });
+    const text = await resp.text();
+    if (app.playing !== session) return;
+    if (resp.status === 401) { askToken("The vehicle refused this token."); throw new Error(text); }
+    if (resp.status === 409 || resp.status === 503) {
+      retryLater(session, Number(resp.headers.get("Retry-After")) || 3, text);
+      return;
+    }
+    if (resp.status !== 201) throw new Error(`${resp.status}: ${text}`);
+    session.location = resp.headers.get("Location");
+    session.stream = resp.headers.get("X-Edge-Stream") || "";
+    await pc.setRemoteDescription({ type: "answer", sdp: text });
+    session.state = "connecting";
+  } catch (e) {
+    session.state = "error";
+    session.error = String(e.message || e);
+  }
+  renderPlaying();
+}
+
+function retryLater(session, seconds, why) {
+  session.state = "waiting";
+  session.error = why.trim();
+  renderPlaying();
+  clearTimeout(session.retry);
+  session.retry = setTimeout(() => {
+    if (app.playing === session) play(session.camera, session.profile);
+  }, seconds * 1000);
+}
+
+async function stop() {
+  const session = app.playing;
+  app.playing = null;
+  if (!session) return;
+  clearTimeout(session.retry);
+  if (session.location) {
+    fetch(session.location, { method: "DELETE", headers: authHeaders(), keepalive: true })
+      .catch(() => {});
+  }
+  if (session.pc) session.pc.close();
+  $("video").srcObject = null;
+  $("player").hidden = true;
+  renderCameras();
+}
+
+$("stop").addEventListener("click", () => stop());
+$("profile").addEventListener("change", () => {
+  if (app.playing) play(app.playing.camera, $("profile").value);
+});
+window.addEventListener("pagehide", () => { stop(); });
+
+function renderPlaying() {
+  const s = app.playing;
+  if (!s) return;
+  const cam = app.cameras.get(s.camera);
+  let overlay = "";
+  if (cam && cam.state !== "live") overlay = `Camera ${cam.state}: ${cam.reason || ""} — waiting for it`;
+  else if (s.state === "waiting") overlay = s.error;
+  else if (s.state === "error") overlay = s.error;
+  $("overlay").hidden = !overlay;
+  $("overlay").textContent = overlay;
+  $("s-state").textContent = s.state;
+  $("s-stream").textContent = s.stream || "–";
+  renderTelemetry(cam);
+}
+
+function fmt(v, digits, unit) {
+  return v == null ? "–" : `${Number(v).toFixed(digits)}${unit || ""}`;
+}
+
+function renderTelemetry(cam) {
+  const drone = cam && cam.drone ? app.drones.get(cam.drone) : null;
+  $("telemetry").hidden = !(cam && cam.drone);
+  if (!cam || !cam.drone) return;
+  $("t-title").textContent = "drone " + cam.drone;
+  const st = (drone && drone.status) || {};
+  const t = (drone && drone.telemetry) || {};
+  $("t-mode").textContent = st.mode ? `${st.mode}${st.armed ? " (armed)" : ""}` : "–";
+  $("t-alt").textContent = fmt(t.alt_rel_m, 1, " m");
+  $("t-speed").textContent = fmt(t.groundspeed_mps, 1, " m/s");
+  $("t-heading").textContent = fmt(t.heading_deg, 0, "°");
+  $("t-battery").textContent = fmt(t.battery_pct, 0, " %");
+  $("t-pos").textContent = t.lat != null ? `${t.lat.toFixed(5)}, ${t.lon.toFixed(5)}` : "–";
+  $("t-link").textContent = st.state ? `${st.state} ${fmt(st.link_quality_pct, 0, " %")}` : "–";
+}
+
+async function pollStats() {
+  const s = app.playing;
+  if (!s || !s.pc) return;
+  const report = await s.pc.getStats();
+  let inbound = null, pair = null;
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+  });
+  const out = { framesDecoded: 0 };
+  if (inbound) {
+    out.framesDecoded = inbound.framesDecoded || 0;
+    out.width = inbound.frameWidth;
+    out.height = inbound.frameHeight;
+    out.fps = inbound.framesPerSecond;
+    out.packetsLost = inbound.packetsLost;
+    out.codec = inbound.codecId && report.get(inbound.codecId)
+      ? report.get(inbound.codecId).mimeType + " " + (report.get(inbound.codecId).sdpFmtpLine || "")
+      : "";
+    const now = inbound.timestamp, bytes = inbound.bytesReceived || 0;
+    if (app.lastBytes) {
+      out.kbps = (bytes - app.lastBytes.bytes) * 8 / (now - app.lastBytes.t);
+    }
+    app.lastBytes = { t: now, bytes };
+  }
+  if (pair && pair.currentRoundTripTime != null) out.rttMs = pair.currentRoundTripTime * 1000;
+  app.stats = out;
+  $("s-res").textContent = out.width ? `${out.width}×${out.height}` : "–";
+  $("s-fps").textContent = fmt(out.fps, 0);
+  $("s-kbps").textContent = fmt(out.kbps, 0, " kbit/s");
+  $("s-rtt").textContent = fmt(out.rttMs, 0, " ms");
+  $("s-lost").textContent = out.packetsLost == null ? "–" : String(out.packetsLost);
+  $("s-decoded").textContent = String(out.framesDecoded);
+}
+setInterval(() => { pollStats().catch(() => {}); }, 1000);
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+// For operators' scripts and the tests: the same actions the mouse has.
+window.edgeViewer = {
+  play, stop,
+  get playing() { return app.playing; },
+  get stats() { return app.stats; },
+  get cameras() { return [...app.cameras.values()]; },
+  setToken(token) { app.token = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
+};
+
+if (app.token) startEvents(); else askToken("");

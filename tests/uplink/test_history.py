@@ -1,0 +1,120 @@
+"""NACK history: a real aiortc sender, its RTP captured, NACKs for packets long gone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+from typing import Any
+
+import av
+import pytest
+from aiortc import RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from edge.uplink.history import MIN_PACKETS, NackHistory, deepen_history, window_for
+
+pytestmark = pytest.mark.timeout(30)
+
+H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+
+
+class FakeDtls:
+    """Just enough of RTCDtlsTransport for a sender: it records what would go on the wire."""
+
+    state = "connected"
+    _stats_id = "transport"
+
+    def __init__(self) -> None:
+        self.sent: list[RtpPacket] = []
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sent.append(RtpPacket.parse(data))
+
+
+class Units(MediaStreamTrack):
+    """`n` small access units (one RTP packet each), as the passthrough track hands them."""
+
+    kind = "video"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.i = 0
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.i >= self.n:
+            raise MediaStreamError
+        self.i += 1
+        packet = av.Packet(b"\x00\x00\x00\x01\x41" + bytes([self.i % 256]) * 100)
+        packet.pts = self.i * 3000
+        packet.time_base = Fraction(1, 90000)
+        return packet
+
+
+async def send(sender: RTCRtpSender, dtls: FakeDtls, n: int) -> None:
+    await sender._run_rtp(H264)
+    assert len(dtls.sent) == n
+
+
+async def test_stock_sender_forgets_after_128_packets() -> None:
+    # The problem, pinned: at 4 Mbit/s 128 packets are a third of a second.
+    dtls = FakeDtls()
+    sender = RTCRtpSender(Units(1000), dtls)  # type: ignore[arg-type]
+    await send(sender, dtls, 1000)
+    old = dtls.sent[100].sequence_number
+    await sender._retransmit(old)
+    assert len(dtls.sent) == 1000
+
+
+async def test_deep_history_retransmits_old_packets_and_wraps_rtx() -> None:
+    dtls = FakeDtls()
+    sender = RTCRtpSender(Units(1000), dtls)  # type: ignore[arg-type]
+    history = deepen_history(sender, worst_rtt_ms=600)
+    assert history is not None and history.window_s == 1.2
+    await send(sender, dtls, 1000)
+    assert len(history) == 1000
+    original = dtls.sent[100]
+    await sender._retransmit(original.sequence_number)
+    again = dtls.sent[-1]
+    assert len(dtls.sent) == 1001
+    assert (again.sequence_number, again.payload) == (original.sequence_number, original.payload)
+    # With RTX negotiated the repair goes on its own SSRC, original number first (RFC 4588).
+    sender._RTCRtpSender__rtx_payload_type = 103  # type: ignore[attr-defined]
+    await sender._retransmit(original.sequence_number)
+    rtx = dtls.sent[-1]
+    assert rtx.payload_type == 103 and rtx.ssrc == sender._rtx_ssrc
+    assert rtx.payload[:2] == original.sequence_number.to_bytes(2, "big")
+    assert rtx.payload[2:] == original.payload
+    # A number never sent (or long forgotten) is counted, not answered.
+    await sender._retransmit((original.sequence_number - 5000) % 65536)
+    assert len(dtls.sent) == 1002 and history.missed == 1 and history.retransmitted == 2
+
+
+def test_history_forgets_by_age_but_keeps_aiortcs_minimum_and_a_cap() -> None:
+    history = NackHistory(window_s=0.05, max_packets=300)
+    for seq in range(200):
+        history[seq % 128] = RtpPacket(sequence_number=seq)
+    time.sleep(0.06)
+    history[0] = RtpPacket(sequence_number=200)
+    assert len(history) == MIN_PACKETS and history.get(199) is not None
+    assert history.get(0) is None
+    for seq in range(201, 1000):
+        history[seq % 128] = RtpPacket(sequence_number=seq)
+    assert len(history) == 300 and history.get(999) is not None
+
+
+def test_window_is_two_worst_round_trips_at_least_a_second() -> None:
+    assert window_for(100) == 1.0
+    assert window_for(1200) == 2.4
+
+
+async def test_a_changed_aiortc_leaves_the_sender_alone(caplog: pytest.LogCaptureFixture) -> None:
+    class Odd:
+        pass
+
+    assert deepen_history(Odd(), 600) is None  # type: ignore[arg-type]
+    assert "NACK repair stays at aiortc's 128 packets" in caplog.text
+    await asyncio.sleep(0)
