@@ -42,6 +42,21 @@ def split_annexb(data: bytes) -> list[bytes]:
     return nals
 
 
+def nal_types(codec: Codec, data: bytes) -> list[int]:
+    """Types of the NAL units of an Annex-B buffer, read in place (nothing is copied)."""
+    types: list[int] = []
+    end = len(data) - 3
+    h264 = codec == "h264"
+    i = data.find(b"\x00\x00\x01")
+    # Emulation prevention guarantees 00 00 01 never occurs inside a NAL unit.
+    while 0 <= i < end:
+        header = data[i + 3]
+        if header:  # a zero here is padding before a 4-byte start code, not a unit
+            types.append(header & 0x1F if h264 else (header >> 1) & 0x3F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
 def join_annexb(nals: list[bytes] | tuple[bytes, ...]) -> bytes:
     return b"".join(START_CODE + n for n in nals)
 
@@ -74,6 +89,11 @@ def is_keyframe_nal(codec: Codec, nal: bytes) -> bool:
     """IDR (H.264) or IRAP (H.265: BLA, IDR, CRA) slice."""
     t = nal_type(codec, nal)
     return t == H264_IDR if codec == "h264" else 16 <= t <= 21
+
+
+def keyframe_nal_types(codec: Codec) -> tuple[int, ...]:
+    """NAL types `is_keyframe_nal` accepts."""
+    return (H264_IDR,) if codec == "h264" else tuple(range(16, 22))
 
 
 def parameter_set_types(codec: Codec) -> tuple[int, ...]:

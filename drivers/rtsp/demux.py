@@ -21,10 +21,11 @@ from drivers.rtsp.annexb import (
     H265_AUD,
     ParameterSetCache,
     is_annexb,
-    is_keyframe_nal,
     join_annexb,
+    keyframe_nal_types,
     length_prefixed_to_annexb,
     nal_type,
+    nal_types,
     parameter_set_types,
     parse_extradata,
     split_annexb,
@@ -148,19 +149,48 @@ class AccessUnitAssembler:
         self._info_version = -1
         self.started = False
         self.skipped = 0
+        self.time_base = Fraction(stream.time_base or _RTP_TIME_BASE)
+        self._ps_types = frozenset(parameter_set_types(self.codec))
+        self._key_types = frozenset(keyframe_nal_types(self.codec))
 
-    def push(self, packet: av.Packet[Any]) -> AccessUnit | None:
-        """The access unit for `packet`, or None if it is skipped."""
+    def push(self, packet: av.Packet[Any], sequence: int = 0) -> AccessUnit | None:
+        """The access unit for `packet`, or None if it is skipped.
+
+        Runs for every frame of every camera: the common case (a picture that
+        is neither a keyframe nor carries parameter sets) only reads NAL
+        header bytes and never copies or splits the data.
+        """
         data = bytes(packet)
         if not data:
             return None  # PyAV's end-of-stream flush packets
         received_ns = time.time_ns()
         if not is_annexb(data) and self.length_size:
             data = length_prefixed_to_annexb(data, self.length_size)
-        nals = split_annexb(data)
-        keyframe = (
-            any(is_keyframe_nal(self.codec, n) for n in nals) if nals else bool(packet.is_keyframe)
+        codec = self.codec
+        types = nal_types(codec, data)
+        key_types = self._key_types
+        keyframe = any(t in key_types for t in types) if types else bool(packet.is_keyframe)
+        if keyframe or not self._ps_types.isdisjoint(types):
+            data = self._keyframe_or_parameter_sets(data, keyframe)
+        if not self.started:
+            if not keyframe:
+                self.skipped += 1
+                return None
+            self.started = True
+        return AccessUnit(
+            data=data,
+            pts=packet.pts,
+            dts=packet.dts,
+            time_base=self.time_base,
+            keyframe=keyframe,
+            codec=codec,
+            received_ns=received_ns,
+            sequence=sequence,
         )
+
+    def _keyframe_or_parameter_sets(self, data: bytes, keyframe: bool) -> bytes:
+        """Track in-band parameter sets; give a keyframe the ones it lacks."""
+        nals = split_annexb(data)
         ps_types = parameter_set_types(self.codec)
         present = set()
         for nal in nals:
@@ -168,27 +198,13 @@ class AccessUnitAssembler:
             if t in ps_types:
                 self.params.update(nal)
                 present.add(t)
-        if not self.started:
-            if not keyframe:
-                self.skipped += 1
-                return None
-            self.started = True
         if keyframe:
             if not present.issuperset(ps_types) and self.params.complete:
                 data = self._with_parameter_sets(nals)
             if self.params.version != self._info_version:
                 self._info_version = self.params.version
                 self.stream_info = self._build_info()
-        time_base = packet.time_base or _RTP_TIME_BASE
-        return AccessUnit(
-            data=data,
-            pts=packet.pts,
-            dts=packet.dts,
-            time_base=Fraction(time_base),
-            keyframe=keyframe,
-            codec=self.codec,
-            received_ns=received_ns,
-        )
+        return data
 
     def _with_parameter_sets(self, nals: list[bytes]) -> bytes:
         """The keyframe with the cached parameter sets in front of its slices.

@@ -7,8 +7,12 @@ cause ("401 unauthorized"), not the library's exception text.
 from __future__ import annotations
 
 import errno
+import re
 
 import av
+
+SERVER_BUSY = "camera busy or starting (RTSP 5xx)"
+_USERINFO = re.compile(r"(rtsps?://)[^/@\s]*@", re.IGNORECASE)
 
 
 class ProbeError(Exception):
@@ -28,7 +32,9 @@ def describe_error(exc: BaseException, *, opening: bool = False) -> str:
     if isinstance(exc, av.error.HTTPClientError):
         return "RTSP request refused (4xx)"
     if isinstance(exc, av.error.HTTPServerError):
-        return "RTSP server error (5xx)"
+        # FFmpeg folds every 5xx into one error; from a camera it is nearly
+        # always 503, booting or at its viewer limit.
+        return SERVER_BUSY
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
@@ -52,7 +58,8 @@ def describe_error(exc: BaseException, *, opening: bool = False) -> str:
         if exc.strerror:
             return exc.strerror.lower()
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
+    # PyAV's messages end with the URL; its password must not reach a dashboard.
+    return _USERINFO.sub(r"\1", text)[:120]
 
 
 def describe_open_error(exc: BaseException, elapsed: float, open_timeout: float) -> str:

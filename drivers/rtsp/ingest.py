@@ -4,7 +4,10 @@ The PyAV read loop blocks, so it runs in its own thread and hands access units
 to the event loop with `call_soon_threadsafe`; it never waits for the loop.
 Between the two sits a bounded queue: when the consumer falls behind, units
 are dropped until the next keyframe (counted), so the consumer always resumes
-on something decodable and the camera connection never backs up.
+on something decodable and the camera connection never backs up.  A `sink`
+instead takes every unit in the reader thread itself (no loop hop, no queue):
+the camera service publishes to the media plane that way, 30 times a second
+per stream, and only state changes reach the loop.
 
 Stopping: PyAV checks an interrupt deadline while FFmpeg blocks, so reads use a
 short timeout (`POLL_S`) and the thread re-checks its stop flag after each
@@ -27,7 +30,6 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 import av
 from av.video.stream import VideoStream
@@ -41,7 +43,10 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 5.0
+# Small on purpose: a camera that comes back after any outage is live again
+# within ~2.5 s plus its open time (the requirement is 5 s), and an attempt
+# every 2 s at a dead camera costs one TCP connect.
+BACKOFF_MAX_S = 2.0
 # A connection that stayed live this long resets the backoff.
 BACKOFF_RESET_AFTER_S = 10.0
 # Units handed to the loop but not yet processed; past this the loop itself is
@@ -49,6 +54,10 @@ BACKOFF_RESET_AFTER_S = 10.0
 MAX_IN_FLIGHT = 64
 # Packets but never a keyframe: the consumer could never start, so reconnect.
 NO_KEYFRAME_S = 10.0
+# A 5xx on open means "starting or busy, try again soon" (cameras send 503 with
+# Retry-After: 1 while booting); growing the backoff would only delay the
+# moment it comes live.
+RETRY_BUSY_S = 1.0
 
 StateCallback = Callable[[IngestState, str], None]
 AccessUnitCallback = Callable[[AccessUnit], None]
@@ -57,9 +66,17 @@ AccessUnitCallback = Callable[[AccessUnit], None]
 class RtspIngest:
     """Pulls one RTSP source and delivers `AccessUnit`s to an asyncio consumer.
 
-    Use either `async for au in ingest.access_units()` or `on_access_unit`
-    (called on the event loop; must not block).  `on_state` is called on the
-    event loop at every state or reason change.
+    Use one of:
+
+    * `async for au in ingest.access_units()`;
+    * `on_access_unit`, called on the event loop (must not block);
+    * `sink`, called in the reader thread for every unit, in order (must be
+      quick, non-blocking and thread-safe).  It spares each frame a trip
+      through the event loop: a camera process publishing 30 frames a second
+      per stream spends more CPU waking its loop than on anything else, so
+      the camera service publishes to the media plane from here.
+
+    `on_state` is called on the event loop at every state or reason change.
     """
 
     def __init__(
@@ -72,6 +89,7 @@ class RtspIngest:
         stall_timeout: float = 3.0,
         queue_size: int = 90,
         on_access_unit: AccessUnitCallback | None = None,
+        sink: AccessUnitCallback | None = None,
         on_state: StateCallback | None = None,
         stats_window_s: float = 5.0,
     ) -> None:
@@ -82,7 +100,10 @@ class RtspIngest:
         self.name = name or redact_url(url)
         self.open_timeout = open_timeout
         self.stall_timeout = stall_timeout
+        if on_access_unit is not None and sink is not None:
+            raise ValueError("give on_access_unit or sink, not both")
         self._on_access_unit = on_access_unit
+        self._sink = sink
         self._on_state = on_state
         self._queue_size = queue_size
         self._queue: asyncio.Queue[AccessUnit | None] | None = None
@@ -96,6 +117,8 @@ class RtspIngest:
         self._thread_exited: asyncio.Event | None = None
         self._stream_info: StreamInfo | None = None
         self._need_keyframe = False
+        # Counted by the reader thread (one at a time; an abandoned one never
+        # delivers), so a gap in `AccessUnit.sequence` means units were dropped.
         self._sequence = 0
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -154,8 +177,10 @@ class RtspIngest:
                 async with asyncio.timeout(POLL_S + 0.5):
                     await exited.wait()
         if thread.is_alive():
+            # Opening cannot be interrupted, and a busy machine can delay the
+            # thread's exit; either way it closes its connection by itself.
             log.warning(
-                "%s: reader still opening; it will close itself within %.0f s",
+                "%s: reader thread still busy (opening?); it will close itself within %.0f s",
                 self.name,
                 self.open_timeout,
             )
@@ -220,8 +245,6 @@ class RtspIngest:
             self._in_flight -= 1
         if generation != self._generation:
             return
-        self._sequence += 1
-        au = replace(au, sequence=self._sequence)
         if self._on_access_unit is not None:
             try:
                 self._on_access_unit(au)
@@ -268,6 +291,7 @@ class RtspIngest:
         while not stopping.is_set():
             self._stats.add(attempts=1)
             live_since: float | None = None
+            busy = False
             opening = time.monotonic()
             try:
                 container = open_source(
@@ -281,6 +305,7 @@ class RtspIngest:
                 reason = str(exc)
             except Exception as exc:
                 reason = describe_open_error(exc, time.monotonic() - opening, self.open_timeout)
+                busy = isinstance(exc, av.error.HTTPServerError)
             else:
                 try:
                     reason, live_since = self._read(container, was_live, generation, stopping)
@@ -294,12 +319,16 @@ class RtspIngest:
                 was_live = True
                 if time.monotonic() - live_since >= BACKOFF_RESET_AFTER_S:
                     backoff = BACKOFF_INITIAL_S
-            self._post(self._from_reader, generation, self._set_state, IngestState.DOWN, reason)
-            log.debug("%s: down (%s), retry in %.1f s", self.name, reason, backoff)
+            # A camera still starting that has never been live is connecting, not down.
+            state = IngestState.CONNECTING if busy and not was_live else IngestState.DOWN
+            self._post(self._from_reader, generation, self._set_state, state, reason)
+            delay = RETRY_BUSY_S if busy else backoff
+            log.debug("%s: %s (%s), retry in %.1f s", self.name, state.value, reason, delay)
             # Jitter keeps a vehicle's cameras from reconnecting in lock-step
             # after a shared network blip.
-            stopping.wait(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            stopping.wait(delay * random.uniform(0.8, 1.2))
+            if not busy:
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _read(
         self,
@@ -320,12 +349,14 @@ class RtspIngest:
         # Set when this thread had to drop because the loop is stuck; cleared at
         # the next keyframe so the consumer resumes on something decodable.
         dropping = False
+        sink_failed = False
+        tb_s = float(assembler.time_base)  # Fraction arithmetic per frame is not free
         while True:
             try:
                 for packet in container.demux(stream):
                     if stopping.is_set():
                         return "stopped", live_since
-                    au = assembler.push(packet)
+                    au = assembler.push(packet, self._sequence + 1)
                     if assembler.skipped != skipped_reported:
                         self._stats.add(skipped=assembler.skipped - skipped_reported)
                         skipped_reported = assembler.skipped
@@ -334,8 +365,10 @@ class RtspIngest:
                             return f"no keyframe from source in {NO_KEYFRAME_S:g} s", live_since
                     if au is None:
                         continue
+                    self._sequence += 1
                     last_packet = time.monotonic()
-                    self._stats.record(len(au.data), au.keyframe, au.received_ns)
+                    pts_s = au.pts * tb_s if au.pts is not None else None
+                    self._stats.record(len(au.data), au.keyframe, au.received_ns, pts_s)
                     if live_since is None:
                         live_since = last_packet
                         assert assembler.stream_info is not None
@@ -359,6 +392,14 @@ class RtspIngest:
                             self._set_stream_info,
                             assembler.stream_info,
                         )
+                    if self._sink is not None:
+                        try:
+                            self._sink(au)
+                        except Exception:
+                            if not sink_failed:  # once a connection, not 30 times a second
+                                log.exception("%s: sink failed", self.name)
+                            sink_failed = True
+                        continue
                     with self._in_flight_lock:
                         if au.keyframe:
                             dropping = False

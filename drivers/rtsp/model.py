@@ -56,7 +56,7 @@ class StreamInfo:
 
 
 class IngestState(enum.StrEnum):
-    CONNECTING = "connecting"  # never been live yet
+    CONNECTING = "connecting"  # never been live yet (includes a camera answering 5xx)
     LIVE = "live"
     DOWN = "down"  # was live or failed to connect; retrying with backoff
     STOPPED = "stopped"

@@ -15,7 +15,8 @@ class StatsCollector:
     def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = window_s
         self._lock = threading.Lock()
-        self._window: deque[tuple[float, int]] = deque()
+        # (arrival monotonic time, size, presentation time in seconds or None)
+        self._window: deque[tuple[float, int, float | None]] = deque()
         self._window_bytes = 0
         self.packets = 0
         self.bytes = 0
@@ -28,7 +29,9 @@ class StatsCollector:
         self.frames_dropped = 0
         self.frames_skipped = 0
 
-    def record(self, size: int, keyframe: bool, received_ns: int) -> None:
+    def record(
+        self, size: int, keyframe: bool, received_ns: int, pts_s: float | None = None
+    ) -> None:
         now = time.monotonic()
         with self._lock:
             self.packets += 1
@@ -41,7 +44,7 @@ class StatsCollector:
                 self._since_keyframe = 1
             elif self._since_keyframe is not None:
                 self._since_keyframe += 1
-            self._window.append((now, size))
+            self._window.append((now, size, pts_s))
             self._window_bytes += size
             self._trim(now)
 
@@ -61,8 +64,22 @@ class StatsCollector:
 
     def _trim(self, now: float) -> None:
         while self._window and now - self._window[0][0] > self.window_s:
-            _, size = self._window.popleft()
+            _, size, _ = self._window.popleft()
             self._window_bytes -= size
+
+    def _pts_span(self, count: int) -> float:
+        """Presentation time the window's units cover (0.0 if unknown); lock held.
+
+        The first unit of a connection has no timestamp, so the span is
+        scaled from the units that have one.
+        """
+        window = self._window
+        first = next(((i, p) for i, (_, _, p) in enumerate(window) if p is not None), None)
+        last = window[-1][2]
+        if first is None or last is None or count - 1 <= first[0]:
+            return 0.0
+        span = (last - first[1]) * (count - 1) / (count - 1 - first[0])
+        return span if 0 < span <= 2 * self.window_s else 0.0  # ignore timestamp jumps
 
     def snapshot(self, state: IngestState, reason: str) -> IngestStats:
         now = time.monotonic()
@@ -72,8 +89,10 @@ class StatsCollector:
             if count >= 2:
                 # Rates over [first sample, now]: they are right while the window
                 # fills and decay to zero when the source stalls.  The first
-                # sample only marks the start of the interval.
-                span = max(now - self._window[0][0], 1e-3)
+                # sample only marks the start of the interval.  Units that
+                # arrive in a burst (the demuxer's probe, a network hiccup)
+                # span their presentation times, not their arrival times.
+                span = max(now - self._window[0][0], self._pts_span(count), 1e-3)
                 kbps = (self._window_bytes - self._window[0][1]) * 8 / 1000 / span
                 fps = (count - 1) / span
             else:

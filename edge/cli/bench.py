@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 # Each module adds one `edge bench NAME` with its own register().
-BENCH_MODULES = ("edge.bench.bus", "edge.bench.mavlink")
+BENCH_MODULES = ("edge.bench.bus", "edge.bench.mavlink", "edge.bench.ingest",
+                 "edge.bench.latency")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

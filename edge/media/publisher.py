@@ -9,11 +9,16 @@ consumers receive that replay too and skip it by sequence number.
 A slow consumer never slows the camera: each subscriber's queue is bounded
 (:data:`SNDHWM`) and PUB drops for that subscriber alone when it is full; the
 consumer sees the gap and resynchronises at the next keyframe.
+
+Threads: the camera service publishes from the RTSP reader thread (no event
+loop hop per frame) while `reset()` and `close()` come from the event loop; a
+lock makes that safe. It is never contended for longer than one send.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import zmq
 
-from edge.media.wire import MediaFrame, encode
+from edge.media.wire import encode_parts
 
 SNDHWM = 60  # about 2 s of 30 fps video per subscriber
 MAX_GOP_FRAMES = 600  # a camera with a silly GOP must not grow memory without bound
@@ -45,6 +50,8 @@ class MediaPublisher:
         self.sock.setsockopt(zmq.SNDHWM, SNDHWM)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(endpoint)
+        self._lock = threading.Lock()
+        self.closed = False
         self.epoch = random.getrandbits(31)
         self.seq = 0
         self.gop: list[list[bytes]] = []
@@ -52,21 +59,29 @@ class MediaPublisher:
 
     def publish(self, data: bytes, *, keyframe: bool, pts: int | None, dts: int | None,
                 time_base: Fraction, codec: str, received_ns: int | None = None) -> None:
-        self._serve_new_subscribers()
-        self.seq += 1
-        frames = encode(MediaFrame(self.epoch, self.seq, keyframe, pts, dts, time_base, codec,
-                                   received_ns or time.time_ns(), data))
-        if keyframe:
-            self.gop = [frames]
-        elif self.gop and len(self.gop) < MAX_GOP_FRAMES:
-            self.gop.append(frames)
-        self.sock.send_multipart(frames, copy=False)
-        self.stats.published += 1
-        self.stats.bytes += len(data)
+        """Send one access unit to every subscriber; never blocks. Any one thread."""
+        with self._lock:
+            if self.closed:
+                return
+            # Checking EVENTS is far cheaper than a recv that raises zmq.Again
+            # on every frame.
+            if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self._serve_new_subscribers()
+            self.seq += 1
+            frames = encode_parts(self.epoch, self.seq, keyframe, pts, dts, time_base, codec,
+                                  received_ns or time.time_ns(), data)
+            if keyframe:
+                self.gop = [frames]
+            elif self.gop and len(self.gop) < MAX_GOP_FRAMES:
+                self.gop.append(frames)
+            self.sock.send_multipart(frames)
+            self.stats.published += 1
+            self.stats.bytes += len(data)
 
     def reset(self) -> None:
         """Forget the cached GOP (the source reconnected; what follows starts anew)."""
-        self.gop = []
+        with self._lock:
+            self.gop = []
 
     def _serve_new_subscribers(self) -> None:
         while True:
@@ -78,8 +93,10 @@ class MediaPublisher:
                 continue
             self.stats.subscriptions += 1
             for frames in self.gop:
-                self.sock.send_multipart(frames, copy=False)
+                self.sock.send_multipart(frames)
                 self.stats.replayed += 1
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        with self._lock:
+            self.closed = True
+            self.sock.close(linger=0)

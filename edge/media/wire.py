@@ -13,6 +13,7 @@ and never copied into msgpack.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -43,10 +44,22 @@ class MediaFrame:
 
 
 def encode(frame: MediaFrame) -> list[bytes]:
-    header = msgpack.packb([frame.epoch, frame.seq, frame.keyframe, frame.pts, frame.dts,
-                            frame.time_base.numerator, frame.time_base.denominator,
-                            frame.codec, frame.received_ns])
-    return [TOPIC, header, frame.data]
+    return encode_parts(frame.epoch, frame.seq, frame.keyframe, frame.pts, frame.dts,
+                        frame.time_base, frame.codec, frame.received_ns, frame.data)
+
+
+def encode_parts(epoch: int, seq: int, keyframe: bool, pts: int | None, dts: int | None,
+                 time_base: Fraction, codec: str, received_ns: int, data: bytes) -> list[bytes]:
+    """`encode` without building a `MediaFrame` first (the publisher's per-frame path)."""
+    header = msgpack.packb([epoch, seq, keyframe, pts, dts, time_base.numerator,
+                            time_base.denominator, codec, received_ns])
+    return [TOPIC, header, data]
+
+
+@functools.lru_cache(maxsize=8)
+def _fraction(num: int, den: int) -> Fraction:
+    # A stream's time base never changes; building a Fraction costs a gcd per frame.
+    return Fraction(num, den)
 
 
 def decode(frames: list[bytes]) -> MediaFrame:
@@ -55,7 +68,7 @@ def decode(frames: list[bytes]) -> MediaFrame:
     try:
         h = msgpack.unpackb(frames[1])
         epoch, seq, key, pts, dts, num, den, codec, received = h[:9]
-        return MediaFrame(int(epoch), int(seq), bool(key), pts, dts, Fraction(num, den),
+        return MediaFrame(int(epoch), int(seq), bool(key), pts, dts, _fraction(num, den),
                           str(codec), int(received), frames[2])
     except Exception as e:  # anything wrong in a header is the same problem to us
         raise MediaFormatError(f"bad media header: {type(e).__name__}: {e}") from None

@@ -27,14 +27,14 @@ import contextlib
 import time
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from drivers.rtsp.demux import redact_url
 from drivers.rtsp.ingest import RtspIngest
 from drivers.rtsp.model import AccessUnit, IngestState
 from edge.bus import topics
 from edge.bus.messages import Alert, CameraStatus, CameraStream, CameraThumbnail, DroneVideo
 from edge.config import CameraConfig
 from edge.media.publisher import MediaPublisher
-from edge.media.thumbnail import ThumbnailError, make_thumbnail
-from edge.runtime.service import Service
+from edge.runtime.service import Service, ServiceContext
 
 STATUS_EVERY_S = 1.0
 THUMBNAIL_EVERY_S = 2.0
@@ -51,29 +51,60 @@ def with_credentials(url: str, userpass: str | None) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class _Stream:
-    """One of the camera's streams: its ingest and its media publisher."""
+def _thumbnail(data: bytes, codec: str) -> bytes | str:
+    """A JPEG of the keyframe, or why there is none.  In a worker thread.
 
-    def __init__(self, service: CameraService, profile: str, url: str) -> None:
+    OpenCV is imported here, on first use, rather than at start-up: a demo
+    starts every camera process at once, and a camera should be live before
+    its first thumbnail is due.
+    """
+    from edge.media.thumbnail import ThumbnailError, make_thumbnail
+
+    try:
+        return make_thumbnail(data, codec)
+    except ThumbnailError as e:
+        return str(e)
+
+
+class _Stream:
+    """One of the camera's streams: its ingest and its media publisher.
+
+    The publisher outlives a change of source URL (a drone announcing a new
+    one): its consumers stay connected and see a new keyframe, not a new socket.
+    """
+
+    def __init__(self, service: CameraService, profile: str, url: str,
+                 publisher: MediaPublisher | None = None) -> None:
         self.service = service
         self.profile = profile
         ctx = service.ctx
-        self.publisher = MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(
+        self.publisher = publisher or MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(
             service.camera.id, profile))
+        self.publisher.reset()
         self.ingest = RtspIngest(
             url, transport=service.camera.transport, name=f"{service.camera.id}/{profile}",
-            on_access_unit=self.on_access_unit, on_state=self.on_state)
+            sink=self.on_access_unit, on_state=self.on_state)
         self.latest_keyframe: AccessUnit | None = None
         self._announced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def on_access_unit(self, au: AccessUnit) -> None:
-        if au.keyframe:
-            self.latest_keyframe = au
-            if not self._announced:
-                self.announce()
+        """In the ingest's reader thread: straight onto the media plane, no loop hop.
+
+        Only keyframes (one a GOP) go on to the event loop, for the
+        announcement and the thumbnails.
+        """
         self.publisher.publish(au.data, keyframe=au.keyframe, pts=au.pts, dts=au.dts,
                                time_base=au.time_base, codec=au.codec,
                                received_ns=au.received_ns)
+        if au.keyframe and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
+                self._loop.call_soon_threadsafe(self.on_keyframe, au)
+
+    def on_keyframe(self, au: AccessUnit) -> None:
+        self.latest_keyframe = au
+        if not self._announced:
+            self.announce()
 
     def on_state(self, state: IngestState, reason: str) -> None:
         if state is not IngestState.LIVE:
@@ -96,25 +127,31 @@ class _Stream:
             parameter_sets=info.parameter_sets_annexb))
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.ingest.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, close_publisher: bool = True) -> None:
         await self.ingest.stop()
-        self.publisher.close()
+        if close_publisher:
+            self.publisher.close()
 
 
 class CameraService(Service):
     camera: CameraConfig
 
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.streams: dict[str, _Stream] = {}
+        self._alerted_down = False
+        self._creds: str | None = None
+
     async def run(self) -> None:
         assert self.ctx.instance is not None
         self.camera = self.ctx.config.camera(self.ctx.instance)
-        self.streams: dict[str, _Stream] = {}
-        self._was_live = False
-        self._alerted_down = False
-        creds = (self.camera.credentials.read_text(self.ctx.config_dir)
-                 if self.camera.credentials else None)
-        self._creds = creds
+        if self.camera.credentials:
+            # Read in a thread: a credentials file may sit on slow storage.
+            self._creds = await asyncio.to_thread(
+                self.camera.credentials.read_text, self.ctx.config_dir)
         tasks = [asyncio.create_task(self._status_loop(), name="status"),
                  asyncio.create_task(self._thumbnail_loop(), name="thumbnails")]
         try:
@@ -142,23 +179,29 @@ class CameraService(Service):
     async def _open(self, profile: str, url: str) -> None:
         old = self.streams.pop(profile, None)
         if old is not None:
-            await old.stop()
-        stream = _Stream(self, profile, with_credentials(url, self._creds))
+            await old.stop(close_publisher=False)
+        stream = _Stream(self, profile, with_credentials(url, self._creds),
+                         old.publisher if old is not None else None)
         self.streams[profile] = stream
         await stream.start()
 
     async def _follow_drone(self, drone_id: str) -> None:
         current = ""
-        async for env in self.ctx.bus.subscribe(topics.drone_video(drone_id)):
-            msg = env.message
-            if isinstance(msg, DroneVideo) and msg.uri and msg.uri != current:
+        sub = self.ctx.bus.subscribe(topics.drone_video(drone_id))
+        try:
+            async for env in sub:
+                msg = env.message
+                if not isinstance(msg, DroneVideo) or not msg.uri or msg.uri == current:
+                    continue
                 if not msg.uri.startswith(("rtsp://", "rtsps://")):
                     self.ctx.log.warning("drone %s announced a non-RTSP stream %r; ignored",
                                          drone_id, msg.uri)
                     continue
                 current = msg.uri
-                self.ctx.log.info("drone %s camera at %s", drone_id, msg.uri)
+                self.ctx.log.info("drone %s camera at %s", drone_id, redact_url(msg.uri))
                 await self._open("main", msg.uri)
+        finally:
+            sub.close()
 
     # -- state and alerts ------------------------------------------------------
     def main_state_changed(self, state: IngestState, reason: str) -> None:
@@ -168,7 +211,7 @@ class CameraService(Service):
             if self._alerted_down:
                 self.ctx.bus.publish(topics.alert(source), Alert(
                     severity="notice", source=source, text=f"{cam.name} is live again"))
-            self._was_live, self._alerted_down = True, False
+            self._alerted_down = False
         elif state is IngestState.DOWN and not self._alerted_down:
             self._alerted_down = True
             self.ctx.bus.publish(topics.alert(source), Alert(
@@ -215,17 +258,16 @@ class CameraService(Service):
             if au is None or au is last:
                 continue
             last = au
-            try:
-                jpeg = await asyncio.to_thread(make_thumbnail, au.data, au.codec)
-            except ThumbnailError as e:
-                self.ctx.log.warning("thumbnail: %s", e)
+            jpeg = await asyncio.to_thread(_thumbnail, au.data, au.codec)
+            if isinstance(jpeg, str):
+                self.ctx.log.warning("thumbnail: %s", jpeg)
                 continue
             self.ctx.bus.publish(topics.cam_thumbnail(self.camera.id), CameraThumbnail(
                 camera_id=self.camera.id, width=160, height=90, captured_ns=au.received_ns),
                 jpeg)
 
     def health(self) -> tuple[str, str]:
-        if not hasattr(self, "streams"):
+        if not self.ctx._ready.is_set():
             return ("starting", "")
         main = self.streams.get("main")
         if main is None:

@@ -12,14 +12,19 @@ Entry point for ``edge sim camera --name NAME --port P`` (blocks until cancelled
 
     main=(1280, 720), sub=(640, 360) or None, main_bitrate=2_000_000,
     sub_bitrate=512_000, fps=30, gop=30, codec="h264"|"h265",
-    profile="baseline"|"main"|"high", live=False, loop_seconds=4.0,
+    profile="baseline"|"main"|"high", live=False, loop_seconds=2.0,
     user=None, password=None, auth="digest"|"basic",
     garbage=False, close_after_s=None, stall_after_s=None,
     repeat_parameter_sets=True, session_timeout=60.0, mtu=1400
 
-By default each stream encodes `loop_seconds` once at start-up (libx264
-veryfast, zerolatency, no B-frames) and replays it with live RTP timestamps, so
-an idle camera costs nothing and a viewed one costs only packetisation.
+By default each stream encodes `loop_seconds` once (libx264 veryfast,
+zerolatency, no B-frames) and replays it with live RTP timestamps, so an idle
+camera costs nothing and a viewed one costs only packetisation.  Encoded loops
+are cached on disk under ``$XDG_CACHE_HOME/edge/sim-camera/`` (see
+`loop_cache`), so only the first start with given settings pays for the
+encode.  The camera listens at once; while a stream is being prepared its
+DESCRIBE is answered ``503 Service Unavailable`` with ``Retry-After: 1``.
+`start()` waits for every stream; `start(wait=False)` does not.
 ``live=True`` encodes in real time (preset ultrafast, one encoder thread per
 stream, running only while somebody plays it) so the picture's timestamp blocks
 carry the real encode time; read them back with `decode_timestamp_blocks`.

@@ -5,9 +5,9 @@ Everything here is blocking and CPU-bound: callers run it in a worker thread.
 Two modes:
 
 * `encode_loop` encodes a few seconds ONCE; the server replays those access units
-  forever with live RTP timestamps.  Loops are cached per process, keyed by
-  everything that changes the bitstream, so a test suite that starts many
-  cameras with the same settings pays for the encode once.
+  forever with live RTP timestamps.  `loop_cache.get_loop` keeps loops in
+  memory and on disk, keyed by everything that changes the bitstream, so a
+  camera restarted with the same settings pays for the encode only once.
 * `LiveEncoder` encodes each frame as it is rendered, so the timestamp blocks
   carry the real encode time (for latency benchmarks).  It uses preset
   ultrafast so that one 720p30 stream fits on one core.
@@ -180,37 +180,40 @@ def _frame(scene: Scene, index: int, wall_ns: int) -> av.VideoFrame:
     return frame
 
 
-_loop_cache: dict[tuple[EncoderSettings, float], EncodedLoop] = {}
-_loop_cache_lock = threading.Lock()
+class EncodeCancelled(Exception):
+    """`encode_loop` was asked to stop (its camera closed while encoding)."""
 
 
-def encode_loop(settings: EncoderSettings, seconds: float) -> EncodedLoop:
-    """Encode `seconds` of the scene once (cached per process)."""
-    key = (settings, seconds)
-    # Holding the lock while encoding is deliberate: two cameras asking for the
-    # same loop wait for one encode instead of doing it twice.
-    with _loop_cache_lock:
-        cached = _loop_cache.get(key)
-        if cached is not None:
-            return cached
-        ctx = _open_codec(settings)
-        scene = Scene(settings.name, settings.width, settings.height, settings.fps)
-        count = max(1, round(seconds * settings.fps))
-        start_ns = time.time_ns()
-        packets: list[av.Packet[Any]] = []
-        for index in range(count):
-            wall_ns = start_ns + index * 1_000_000_000 // settings.fps
-            packets.extend(ctx.encode(_frame(scene, index, wall_ns)))
-        packets.extend(ctx.encode(None))
-        aus = _to_aus(settings.codec, packets)
-        if not aus or not aus[0].keyframe:
-            raise RuntimeError("encoded loop does not start with a keyframe")
-        params = extract_parameter_sets(settings.codec, aus[0])
-        if not settings.repeat_parameter_sets:
-            aus = aus[:1] + [_without_parameter_sets(settings.codec, au) for au in aus[1:]]
-        loop = EncodedLoop(settings, aus, params)
-        _loop_cache[key] = loop
-        return loop
+def encode_loop(
+    settings: EncoderSettings, seconds: float, cancel: threading.Event | None = None
+) -> EncodedLoop:
+    """Encode `seconds` of the scene (uncached; see `loop_cache.get_loop`).
+
+    Checks `cancel` between frames, so a camera closed during its start-up
+    encode does not keep a core busy (or its process alive) for seconds.
+    """
+    ctx = _open_codec(settings)
+    scene = Scene(settings.name, settings.width, settings.height, settings.fps)
+    count = max(1, round(seconds * settings.fps))
+    start_ns = time.time_ns()
+    packets: list[av.Packet[Any]] = []
+    for index in range(count):
+        if cancel is not None and cancel.is_set():
+            raise EncodeCancelled(settings.name)
+        wall_ns = start_ns + index * 1_000_000_000 // settings.fps
+        packets.extend(ctx.encode(_frame(scene, index, wall_ns)))
+    packets.extend(ctx.encode(None))
+    aus = _to_aus(settings.codec, packets)
+    if not aus or not aus[0].keyframe:
+        raise RuntimeError("encoded loop does not start with a keyframe")
+    if not settings.repeat_parameter_sets:
+        aus = aus[:1] + [_without_parameter_sets(settings.codec, au) for au in aus[1:]]
+    return loop_from_aus(settings, aus)
+
+
+def loop_from_aus(settings: EncoderSettings, aus: list[EncodedAU]) -> EncodedLoop:
+    """An `EncodedLoop` from its access units; the first must carry the parameter sets."""
+    return EncodedLoop(settings, aus, extract_parameter_sets(settings.codec, aus[0]))
 
 
 class LiveEncoder:

@@ -1,6 +1,10 @@
 """The simulated 5G dome camera: an RTSP/1.0 server over asyncio.
 
 Serves ``rtsp://HOST:PORT/NAME/main`` and ``rtsp://HOST:PORT/NAME/sub``.
+It listens at once and prepares its streams' loops in the background (from
+the disk cache, or encoded); until a stream is ready it answers DESCRIBE and
+SETUP with ``503 Service Unavailable`` and ``Retry-After``, as a camera that
+is still booting does, so clients retry instead of waiting on a silent port.
 Sessions over RTP/AVP/TCP (interleaved) and RTP/AVP (UDP unicast) are
 supported; TCP sessions live as long as their connection, UDP sessions also
 expire after `session_timeout` seconds without a request or RTCP from the
@@ -15,6 +19,7 @@ import logging
 import random
 import socket
 import struct
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +52,8 @@ from drivers.sim.camera.source import LiveSource, LoopSource, StreamSource
 log = logging.getLogger(__name__)
 
 PUBLIC_METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
+# Seconds a client is asked to wait while a stream's loop is still being prepared.
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,8 @@ class SimCamera:
 
     `port=0` picks a free port at the first start; later starts reuse it, so a
     test can stop the camera and start it again at the same address.
+    `start(wait=False)` returns as soon as it listens; `wait_ready()` then
+    waits for every stream (and raises if preparing one failed).
     """
 
     def __init__(
@@ -110,7 +119,9 @@ class SimCamera:
         codec: Codec = "h264",
         profile: Profile = "baseline",
         live: bool = False,
-        loop_seconds: float = 4.0,
+        # Two GOPs: half the start-up encode of the former 4 s, and the loop
+        # seam (the scene jumping back) is no more visible at 2 s than at 4 s.
+        loop_seconds: float = 2.0,
         user: str | None = None,
         password: str | None = None,
         auth: AuthScheme = "digest",
@@ -143,6 +154,8 @@ class SimCamera:
         self.mtu = mtu
         self._auth = Authenticator(user, password or "", auth) if user is not None else None
         self._sources: dict[str, StreamSource] = {}
+        self._preparing: asyncio.Task[None] | None = None
+        self._cancel_encode = threading.Event()
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._rtp: asyncio.DatagramTransport | None = None
@@ -163,12 +176,37 @@ class SimCamera:
     def running(self) -> bool:
         return self._server is not None
 
-    async def start(self) -> None:
-        """Encode (or fetch from cache) the streams, then listen.  Idempotent."""
-        if self._server is not None:
-            return
-        if not self._sources:
-            await self._create_sources()
+    @property
+    def ready(self) -> bool:
+        """Every stream can be played (until then DESCRIBE answers 503)."""
+        return len(self._sources) == len(self.specs)
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Listen, and prepare the streams in the background.  Idempotent.
+
+        With `wait` (the default) return only once every stream is ready.
+        """
+        if self._server is None:
+            await self._listen()
+        if not self.ready and self._preparing is None:
+            self._preparing = asyncio.create_task(
+                self._create_sources(), name=f"sim-prepare-{self.name}"
+            )
+        if wait:
+            try:
+                await self.wait_ready()
+            except BaseException:
+                # The caller gets no camera to close (`async with` skips
+                # __aexit__ when __aenter__ raises): do not leave it listening.
+                await self.close()
+                raise
+
+    async def wait_ready(self) -> None:
+        """Wait until every stream is ready; raises what preparing them raised."""
+        if self._preparing is not None:
+            await asyncio.shield(self._preparing)
+
+    async def _listen(self) -> None:
         await self._open_udp()
         try:
             self._server = await asyncio.start_server(
@@ -181,7 +219,8 @@ class SimCamera:
         self._janitor = asyncio.create_task(
             self._expire_sessions(), name=f"sim-janitor-{self.name}"
         )
-        log.info("sim camera %s serving %s", self.name, ", ".join(self.url(s) for s in self.specs))
+        urls = ", ".join(self.url(s) for s in self.specs)
+        log.info("sim camera %s listening on %s", self.name, urls)
 
     async def stop(self) -> None:
         """Close the listener, every connection and session.  `start()` may follow."""
@@ -211,6 +250,14 @@ class SimCamera:
 
     async def close(self) -> None:
         """Stop and also release the encoders (no restart after this)."""
+        self._cancel_encode.set()
+        preparing, self._preparing = self._preparing, None
+        if preparing is not None:
+            preparing.cancel()
+            # Waited for, not awaited: how it failed is wait_ready()'s to report.
+            await asyncio.wait([preparing])
+            if not preparing.cancelled():
+                preparing.exception()  # retrieved, so asyncio does not log it again
         await self.stop()
         for source in self._sources.values():
             await source.close()
@@ -227,7 +274,12 @@ class SimCamera:
         return [s.info() for conn in self._connections.values() for s in conn.sessions.values()]
 
     async def _create_sources(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # In order: main first, it is what a camera's status and the centre use.
         for stream, spec in self.specs.items():
+            if stream in self._sources:
+                continue
             settings = EncoderSettings(
                 name=self.name,
                 width=spec.width,
@@ -244,8 +296,11 @@ class SimCamera:
                 self._sources[stream] = await LiveSource.create(settings, self.mtu)
             else:
                 self._sources[stream] = await LoopSource.create(
-                    settings, self.loop_seconds, self.mtu
+                    settings, self.loop_seconds, self.mtu, self._cancel_encode
                 )
+            log.info(
+                "sim camera %s: %s ready after %.1f s", self.name, stream, loop.time() - started
+            )
 
     async def _open_udp(self) -> None:
         loop = asyncio.get_running_loop()
@@ -389,6 +444,8 @@ class SimCamera:
         if found is None:
             return Response(404)
         stream, _ = found
+        if stream not in self._sources:
+            return self._starting()
         spec = self.specs[stream]
         sdp = session_description(
             session_id=self._sdp_session_id,
@@ -412,6 +469,8 @@ class SimCamera:
         if found is None:
             return Response(404)
         stream, _ = found
+        if stream not in self._sources:
+            return self._starting()
         if request.header("session"):
             # One track per stream, so a second SETUP in a session is an aggregate.
             return Response(459)
@@ -434,6 +493,9 @@ class SimCamera:
         headers = {"Transport": f"{transport_reply};ssrc={session.ssrc:08X}"}
         headers.update(self._session_header(session))
         return Response(200, headers)
+
+    def _starting(self) -> Response:
+        return Response(503, {"Retry-After": str(RETRY_AFTER_S)})
 
     def _choose_transport(
         self, conn: _Connection, options: Iterable[dict[str, str]]
@@ -483,8 +545,11 @@ async def run_sim_camera(name: str, port: int, host: str = "127.0.0.1", **option
     closed on the way out.
     """
     camera = SimCamera(name, host=host, port=port, **options)
-    await camera.start()
     try:
+        # Listen at once: clients get 503 + Retry-After until the loops are ready.
+        await camera.start(wait=False)
+        await camera.wait_ready()
+        log.info("sim camera %s ready", name)
         await asyncio.Event().wait()
     finally:
         await camera.close()

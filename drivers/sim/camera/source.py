@@ -26,9 +26,9 @@ from drivers.sim.camera.encoder import (
     EncoderSettings,
     LiveEncoder,
     ParameterSets,
-    encode_loop,
     probe_parameter_sets,
 )
+from drivers.sim.camera.loop_cache import get_loop
 from drivers.sim.camera.rtp import Payload, packetize
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,15 @@ class LoopSource:
         self._epoch_wall_ns = time.time_ns()
 
     @classmethod
-    async def create(cls, settings: EncoderSettings, seconds: float, mtu: int) -> LoopSource:
-        loop_data = await asyncio.to_thread(encode_loop, settings, seconds)
+    async def create(
+        cls,
+        settings: EncoderSettings,
+        seconds: float,
+        mtu: int,
+        cancel: threading.Event | None = None,
+    ) -> LoopSource:
+        """Fetch or encode the loop in a worker thread; `cancel` aborts an encode."""
+        loop_data = await asyncio.to_thread(get_loop, settings, seconds, cancel)
         return await asyncio.to_thread(cls, loop_data, mtu)
 
     def _start_index(self, now: float) -> int:

@@ -1,0 +1,424 @@
+"""`edge bench ingest --cameras N`: our camera path against a bare PyAV demux loop.
+
+Three processes, so each measured figure is one process's own CPU:
+
+- **sim**: N simulated dome cameras (one process, N ports, one pre-encoded
+  720p30 loop at about 2 Mbit/s with a 1 s GOP, replayed with live RTP
+  timestamps), RTP over TCP.
+- **baseline**: N threads, each ``av.open(url, options={"rtsp_transport":
+  "tcp"})`` and ``for packet in container.demux(video)``: the least any
+  Python ingest can do.
+- **edge**: what ``camera@ID`` does for each camera: `RtspIngest` (reader
+  thread, parameter sets, stats, hand-off to the event loop) into a
+  `MediaPublisher` (GOP cache, ipc PUB), plus one `MediaSubscriber` per camera
+  in the same process counting what arrives.
+
+Baseline and edge run one after the other against the same sim process.
+Each waits until every stream is flowing, lets it settle, then measures
+``getrusage(RUSAGE_SELF)`` over the next `--seconds`.  Frames lost counts, per
+stream, missing presentation timestamps between consecutive frames the
+consumer got (the simulator advances its timestamps for every frame of its
+schedule, including any it skips) plus media-plane sequence gaps: it covers
+the whole way from the simulator's schedule to the consumer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = 1.3
+FPS = 30
+PTS_STEP = 90_000 // FPS  # RTP clock ticks per frame
+MAIN = (1280, 720)
+BITRATE = 2_000_000
+SETTLE_S = 3.0
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class StreamCount:
+    frames: int = 0
+    bytes: int = 0
+    lost: int = 0  # missing presentation timestamps between consecutive frames
+    last_pts: int | None = None
+
+    def add(self, pts: int | None, size: int) -> None:
+        self.frames += 1
+        self.bytes += size
+        if pts is not None:
+            if self.last_pts is not None:
+                step = pts - self.last_pts
+                if step > PTS_STEP * 3 // 2:
+                    self.lost += round(step / PTS_STEP) - 1
+            self.last_pts = pts
+
+
+@dataclass
+class Window:
+    """One measured run of one process."""
+
+    kind: str
+    cameras: int
+    seconds: float
+    cpu_s: float
+    frames: int
+    bytes: int
+    frames_lost: int
+    detail: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cpu_s_per_stream_min(self) -> float:
+        return self.cpu_s / (self.cameras * self.seconds / 60)
+
+    @property
+    def expected(self) -> int:
+        return round(self.cameras * self.seconds * FPS)
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds of another process (utime + stime from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _totals(counts: list[StreamCount]) -> tuple[int, int, int]:
+    return (sum(c.frames for c in counts), sum(c.bytes for c in counts),
+            sum(c.lost for c in counts))
+
+
+# --------------------------------------------------------------------------- sim process
+
+async def _serve_sims(cameras: int) -> None:
+    from drivers.sim.camera import SimCamera
+
+    sims = [SimCamera("bench", main=MAIN, sub=None, main_bitrate=BITRATE, fps=FPS, gop=FPS)
+            for _ in range(cameras)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for sim in sims:  # one encode: the loop is shared by every camera of the process
+            await sim.start()
+        print(json.dumps({"urls": [sim.url() for sim in sims]}), flush=True)
+        await stop.wait()
+    finally:
+        for sim in sims:
+            await sim.close()
+
+
+# --------------------------------------------------------------------------- baseline process
+
+def _baseline(urls: list[str], seconds: float) -> Window:
+    import av
+
+    counts = [StreamCount() for _ in urls]
+    started = [threading.Event() for _ in urls]
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def read(i: int) -> None:
+        try:
+            container = av.open(urls[i], options={"rtsp_transport": "tcp"})
+        except Exception as exc:  # a bench reports, it does not crash
+            errors.append(f"{urls[i]}: {exc}")
+            started[i].set()
+            return
+        try:
+            video = container.streams.video[0]
+            count = counts[i]
+            for packet in container.demux(video):
+                if stop.is_set():
+                    break
+                if packet.size:
+                    count.add(packet.pts, packet.size)
+                    started[i].set()
+        finally:
+            container.close()
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for ev in started:
+        ev.wait(max(0.0, deadline - time.monotonic()))
+    if errors or not all(ev.is_set() for ev in started):
+        raise SystemExit(f"baseline: streams did not start: {errors or 'timeout'}")
+    time.sleep(SETTLE_S)
+    frames0, bytes0, lost0 = _totals(counts)
+    cpu0, t0 = _cpu_s(), time.monotonic()
+    time.sleep(seconds)
+    cpu1, t1 = _cpu_s(), time.monotonic()
+    frames1, bytes1, lost1 = _totals(counts)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    return Window("baseline", len(urls), t1 - t0, cpu1 - cpu0, frames1 - frames0,
+                  bytes1 - bytes0, lost1 - lost0)
+
+
+# --------------------------------------------------------------------------- edge process
+
+async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -> Window:
+    """Our path; without `media`, only the ingest (its sink counts): the breakdown row."""
+    import zmq
+
+    from drivers.rtsp.ingest import RtspIngest
+    from drivers.rtsp.model import AccessUnit
+    from edge.media.publisher import MediaPublisher
+    from edge.media.subscriber import MediaSubscriber
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    publishers = ([MediaPublisher(ctx, f"ipc://{tmp}/media-{i}.sock") for i in range(len(urls))]
+                  if media else [])
+    subscribers = [MediaSubscriber(ctx, p.endpoint) for p in publishers]
+    counts = [StreamCount() for _ in urls]
+    flowing = [asyncio.Event() for _ in urls]
+    loop = asyncio.get_running_loop()
+
+    def count_only(i: int) -> Any:
+        def on_access_unit(au: AccessUnit) -> None:
+            counts[i].add(au.pts, len(au.data))
+            if counts[i].frames == 1:
+                loop.call_soon_threadsafe(flowing[i].set)
+        return on_access_unit
+
+    def deliver(publisher: MediaPublisher) -> Any:
+        # The camera service's hand-off (edge.services.camera._Stream), in the
+        # reader thread; the service also posts each keyframe (one a second) to
+        # its loop for thumbnails, which costs nothing measurable.
+        def on_access_unit(au: AccessUnit) -> None:
+            publisher.publish(au.data, keyframe=au.keyframe, pts=au.pts, dts=au.dts,
+                              time_base=au.time_base, codec=au.codec,
+                              received_ns=au.received_ns)
+        return on_access_unit
+
+    async def consume(i: int) -> None:
+        count, sub = counts[i], subscribers[i]
+        async for frame in sub:
+            count.add(frame.pts, len(frame.data))
+            flowing[i].set()
+
+    ingests = [RtspIngest(url, transport="tcp", name=f"bench-{i}",
+                          sink=deliver(publishers[i]) if media else count_only(i))
+               for i, url in enumerate(urls)]
+    consumers = [asyncio.create_task(consume(i), name=f"consume-{i}")
+                 for i in range(len(subscribers))]
+    try:
+        for ingest in ingests:
+            await ingest.start()
+        async with asyncio.timeout(START_TIMEOUT_S):
+            for ev in flowing:
+                await ev.wait()
+        await asyncio.sleep(SETTLE_S)
+
+        def snapshot() -> tuple[int, int, int, int, int]:
+            frames, size, lost = _totals(counts)
+            missed = sum(s.stats.missed for s in subscribers)
+            dropped = sum(i.stats.frames_dropped for i in ingests)
+            return frames, size, lost, missed, dropped
+
+        before = snapshot()
+        cpu0, t0 = _cpu_s(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu1, t1 = _cpu_s(), time.monotonic()
+        after = snapshot()
+    finally:
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+        for ingest in ingests:
+            await ingest.stop()
+        for sub in subscribers:
+            sub.close()
+        for pub in publishers:
+            pub.close()
+        ctx.destroy(linger=0)
+    frames, size, lost, missed, dropped = (a - b for a, b in zip(after, before, strict=True))
+    # A media-plane sequence gap also shows as a timestamp gap; count it once.
+    return Window("edge" if media else "ingest", len(urls), t1 - t0, cpu1 - cpu0, frames, size,
+                  max(lost, missed),
+                  {"media_plane_missed": missed, "ingest_dropped": dropped})
+
+
+# --------------------------------------------------------------------------- orchestration
+
+def _child(role: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "edge.bench.ingest", role, *args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen[str], role: str, timeout: float) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role.lstrip('_')} run failed (exit {proc.returncode})")
+    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+def _measure(role: str, urls: list[str], seconds: float, sim_pid: int) -> tuple[Window, float]:
+    """Run one measuring process; its window and the simulator's CPU % meanwhile."""
+    sim0, t0 = _proc_cpu_s(sim_pid), time.monotonic()
+    proc = _child(role, "--seconds", str(seconds), *(f"--url={u}" for u in urls))
+    try:
+        data = _result(proc, role, START_TIMEOUT_S + SETTLE_S + seconds + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    sim_pct = 100 * (_proc_cpu_s(sim_pid) - sim0) / (time.monotonic() - t0)
+    return Window(**data), sim_pct
+
+
+def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> dict[str, Any]:
+    sim = _child("_sim", "--cameras", str(cameras))
+    try:
+        assert sim.stdout is not None
+        line = sim.stdout.readline()
+        if not line:
+            raise RuntimeError("the simulated cameras did not start")
+        urls: list[str] = json.loads(line)["urls"]
+        runs: list[tuple[Window, Window, float, float]] = []
+        ingest_only: list[Window] = []
+        for _ in range(repeat):
+            base, base_sim = _measure("_baseline", urls, seconds, sim.pid)
+            if breakdown:
+                ingest_only.append(_measure("_ingest", urls, seconds, sim.pid)[0])
+            ours, our_sim = _measure("_edge", urls, seconds, sim.pid)
+            runs.append((base, ours, base_sim, our_sim))
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait()
+    ratios = [o.cpu_s_per_stream_min / b.cpu_s_per_stream_min for b, o, _, _ in runs]
+    ratio = statistics.median(ratios)
+    # The run whose ratio is the median is the one shown.
+    base, ours, base_sim, our_sim = runs[ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])]
+    frames_lost = sum(o.frames_lost for _, o, _, _ in runs)
+    sustained = all(o.frames >= 0.98 * o.expected for _, o, _, _ in runs)
+    ratio_ok = ratio <= TARGET_RATIO
+
+    def row(name: str, a: str, b: str, note: str = "") -> None:
+        print(f"{name:36} {a:>18} {b:>18}  {note}".rstrip())
+
+    row("measure", "baseline (PyAV)", "edge (ingest+mp)")
+    row("CPU s per stream-minute", f"{base.cpu_s_per_stream_min:.3f}",
+        f"{ours.cpu_s_per_stream_min:.3f}")
+    row(f"CPU % of one core, {cameras} streams", f"{100 * base.cpu_s / base.seconds:.1f}",
+        f"{100 * ours.cpu_s / ours.seconds:.1f}")
+    if ingest_only:
+        only = statistics.median(w.cpu_s_per_stream_min for w in ingest_only)
+        row("  of which ingest alone (no media)", "", f"{only:.3f}",
+            f"ratio {only / base.cpu_s_per_stream_min:.3f}; the rest is publish + subscribe")
+    row("frames received / expected", f"{base.frames}/{base.expected}",
+        f"{ours.frames}/{ours.expected}", "" if sustained else "NOT SUSTAINED")
+    row("frames lost", str(base.frames_lost), str(ours.frames_lost),
+        f"media plane missed {ours.detail.get('media_plane_missed', 0)}, "
+        f"ingest dropped {ours.detail.get('ingest_dropped', 0)}")
+    row("kbit/s per stream", f"{base.bytes * 8 / 1000 / base.seconds / cameras:.0f}",
+        f"{ours.bytes * 8 / 1000 / ours.seconds / cameras:.0f}")
+    row("simulator CPU % meanwhile", f"{base_sim:.1f}", f"{our_sim:.1f}")
+    note = f"target <= {TARGET_RATIO:g}: {'ok' if ratio_ok else 'MISSED'}"
+    label = "ratio edge/baseline" + (f" (median of {repeat})" if repeat > 1 else "")
+    row(label, "", f"{ratio:.3f}", note)
+    print(f"({cameras} cameras x {MAIN[0]}x{MAIN[1]} {FPS} fps ~{BITRATE // 1000} kbit/s, "
+          f"RTP/TCP; {seconds:g} s measured after {SETTLE_S:g} s settling)")
+    return {
+        "bench": "ingest",
+        "cameras": cameras,
+        "seconds": seconds,
+        "repeat": repeat,
+        "ratio": round(ratio, 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "frames_lost": frames_lost,
+        "baseline_frames_lost": sum(b.frames_lost for b, _, _, _ in runs),
+        "baseline_cpu_s_per_stream_min": round(base.cpu_s_per_stream_min, 4),
+        "edge_cpu_s_per_stream_min": round(ours.cpu_s_per_stream_min, 4),
+        "baseline_cpu_pct": round(100 * base.cpu_s / base.seconds, 1),
+        "edge_cpu_pct": round(100 * ours.cpu_s / ours.seconds, 1),
+        "frames_expected": ours.expected,
+        "frames_received": ours.frames,
+        "sim_cpu_pct": round(our_sim, 1),
+        "ingest_only_cpu_s_per_stream_min": (
+            round(statistics.median(w.cpu_s_per_stream_min for w in ingest_only), 4)
+            if ingest_only else None),
+        "sustained": sustained and frames_lost == 0,
+        "target_ratio": TARGET_RATIO,
+        "ok": ratio_ok and sustained and frames_lost == 0,
+    }
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("ingest", help="camera ingest + media plane against a bare PyAV demux",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cameras", type=int, default=4, help="simulated cameras (default 4)")
+    p.add_argument("--seconds", type=float, default=20.0,
+                   help="measured seconds of each run (default 20)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="baseline/edge pairs; the median ratio is reported (default 1)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also measure the ingest alone, without the media plane")
+    p.set_defaults(func=cmd_bench_ingest)
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from edge.cli import OperatorError
+
+    if args.cameras < 1 or args.seconds <= 0 or args.repeat < 1:
+        raise OperatorError("--cameras and --repeat must be at least 1, --seconds positive")
+    try:
+        result = run(args.cameras, args.seconds, args.repeat, args.breakdown)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        raise OperatorError(f"bench ingest: {e}") from None
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- child entry points
+
+def _main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m edge.bench.ingest")
+    p.add_argument("role", choices=("_sim", "_baseline", "_ingest", "_edge"))
+    p.add_argument("--cameras", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--url", dest="urls", action="append", default=[])
+    args = p.parse_args(argv)
+    if args.role == "_sim":
+        asyncio.run(_serve_sims(args.cameras))
+        return
+    if args.role == "_baseline":
+        window = _baseline(args.urls, args.seconds)
+    else:
+        tmp = tempfile.mkdtemp(prefix="edge-bi-")  # the media plane's ipc sockets
+        try:
+            window = asyncio.run(_edge(args.urls, args.seconds, tmp, args.role == "_edge"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(asdict(window)), flush=True)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

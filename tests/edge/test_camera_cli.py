@@ -1,0 +1,197 @@
+"""`edge camera probe` and `edge sim camera`, run as the technician runs them: as commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drivers.sim.camera import SimCamera
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def edge(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 20) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", *args, cwd=REPO, env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def describe(port: int, name: str, stream: str = "main") -> tuple[int, dict[str, str]]:
+    """One raw RTSP DESCRIBE: (status code, headers)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"DESCRIBE rtsp://127.0.0.1:{port}/{name}/{stream} RTSP/1.0\r\n"
+                     "CSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    lines = head.split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if value:
+            headers[key.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers
+
+
+async def wait_listening(port: int, within: float = 15) -> float:
+    """Poll until the port accepts connections; the monotonic time it did."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return time.monotonic()
+
+
+# --------------------------------------------------------------------------- probe
+
+async def test_probe_prints_a_table_then_json() -> None:
+    async with SimCamera("cam", sub=None) as camera:
+        code, out, err = await edge("camera", "probe", camera.url(), "--seconds", "1.5")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("codec", "profile", "width", "height", "fps", "kbps", "gop",
+                "first_keyframe_ms"):
+        assert key in result, key
+    assert (result["codec"], result["profile"]) == ("h264", "Constrained Baseline")
+    assert (result["width"], result["height"], result["gop"]) == (1280, 720, 30)
+    assert 25 <= result["fps"] <= 35 and 500 < result["kbps"] < 6000
+    assert 0 < result["first_keyframe_ms"] < 3000
+    assert any(line.split() == ["resolution", "1280x720"] for line in lines[:-1])
+
+
+async def test_probe_of_a_closed_port_is_one_line_and_exit_1() -> None:
+    port = free_port()
+    started = time.monotonic()
+    code, out, err = await edge("camera", "probe", f"rtsp://127.0.0.1:{port}/x/main")
+    assert code == 1 and out == ""
+    assert err.strip() == f"edge: rtsp://127.0.0.1:{port}/x/main: connection refused"
+    assert "Traceback" not in err
+    assert time.monotonic() - started < 10
+
+
+async def test_probe_of_a_wrong_path_or_password_names_it() -> None:
+    async with SimCamera("cam", sub=None, user="tech", password="pw") as camera:
+        code, _, err = await edge("camera", "probe", camera.url("nope", with_credentials=True))
+        assert code == 1 and err.strip().endswith("404 not found (wrong stream path?)"), err
+        bad = camera.url().replace("rtsp://", "rtsp://tech:wrong@")
+        code, _, err = await edge("camera", "probe", bad)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert err.strip().endswith("401 unauthorized") and "wrong" not in err, err
+
+
+# --------------------------------------------------------------------------- sim
+
+async def test_sim_camera_answers_503_while_encoding_caches_its_loop_and_stops_on_sigterm(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    name = f"cli-{os.getpid()}"  # a loop nobody has cached
+    cache = tmp_path / "edge" / "sim-camera"
+
+    async def run_sim(port: int) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge", "sim", "camera", "--name", name,
+            "--port", str(port), cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def stop(proc: asyncio.subprocess.Process, within: float) -> str:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert time.monotonic() - started < within
+        assert proc.returncode == 0, err.decode()
+        assert b"Traceback" not in err, err.decode()
+        return err.decode()
+
+    # Cold: it listens at once and says "not yet" until its loops are encoded.
+    port = free_port()
+    proc = await run_sim(port)
+    try:
+        await wait_listening(port)
+        status, headers = await describe(port, name)
+        assert (status, headers.get("retry-after")) == (503, "1")
+        async with asyncio.timeout(30):
+            while (await describe(port, name, "sub"))[0] != 200:  # main is encoded first
+                await asyncio.sleep(0.2)
+        assert (await describe(port, name, "main"))[0] == 200
+        await stop(proc, within=5)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and all(f.endswith(".loop") for f in files), files  # main and sub
+
+    # Warm: the loops come from disk and it is ready as soon as it listens.
+    port = free_port()
+    proc = await run_sim(port)
+    try:
+        listening = await wait_listening(port)
+        async with asyncio.timeout(5):
+            while (await describe(port, name, "sub"))[0] != 200:
+                await asyncio.sleep(0.02)
+        assert time.monotonic() - listening < 1.0
+        await stop(proc, within=5)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    # SIGTERM in the middle of an encode does not wait for the encode to finish.
+    for f in cache.iterdir():
+        f.write_bytes(f.read_bytes()[:1000])  # corrupt: ignored, encoded again
+    port = free_port()
+    proc = await run_sim(port)
+    try:
+        await wait_listening(port)
+        assert (await describe(port, name))[0] == 503
+        err = await stop(proc, within=3)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "ignoring loop cache file" in err
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+
+
+async def test_sim_camera_refuses_a_taken_port_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await edge("sim", "camera", "--name", "x", "--port", str(port))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"edge: cannot listen on 127.0.0.1:{port}") and "Traceback" not in err
