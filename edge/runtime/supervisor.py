@@ -243,13 +243,3 @@ class Supervisor:
             "seconds": round(time.monotonic() - self.started_at, 1),
             "services": {c.name: c.summary() for c in self.children},
         }
-
-    def status_lines(self) -> list[str]:
-        lines = [f"{'PROCESS':28} {'STATE':10} {'STARTS':>6} {'PUBLISHED':>9}  DETAIL"]
-        for c in self.children:
-            h = c.health
-            state = h.state if h else ("running" if c.running else "down")
-            pub = str(h.published) if h else "-"
-            lines.append(f"{c.name:28} {state:10} {c.starts:>6} {pub:>9}  "
-                         f"{(h.detail if h else '')[:60]}")
-        return lines
