@@ -13,6 +13,7 @@ from edge.config import ConfigError
 COMMAND_MODULES = (
     "edge.cli.run",
     "edge.cli.demo",
+    "edge.cli.dashboard",
     "edge.cli.config_cmd",
     "edge.cli.bus_cmd",
     "edge.cli.camera_cmd",

@@ -13,10 +13,9 @@ import tempfile
 from pathlib import Path
 
 from edge.cli.common import load
+from edge.cli.dashboard import run_demo_dashboard
 from edge.runtime.logs import setup_logging
 from edge.runtime.supervisor import Supervisor
-
-STATUS_EVERY_S = 2.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             elif args.headless:
                 await stop.wait()
             else:
-                await live_status(sup, stop)
+                await run_demo_dashboard(sup, stop)
         finally:
             await sup.stop()
         print(json.dumps(sup.summary()), flush=True)
@@ -63,15 +62,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(runtime_dir, ignore_errors=True)
-
-
-async def live_status(sup: Supervisor, stop: asyncio.Event) -> None:
-    """A plain status table until the dashboard takes this place."""
-    tty = sys.stdout.isatty()
-    while not stop.is_set():
-        if tty:
-            print("\x1b[H\x1b[2J", end="")
-        print("\n".join(sup.status_lines()), flush=True)
-        print("Ctrl-C stops the demo.", flush=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), STATUS_EVERY_S)

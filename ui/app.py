@@ -1,0 +1,213 @@
+"""The commander's dashboard application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import Worker
+
+from edge.bus.endpoints import Endpoints
+from edge.bus.messages import DroneCommand
+from edge.config import VehicleConfig
+from ui import geo
+from ui.bridge import BusBridge
+from ui.commands import DashboardCommands
+from ui.dialogs import ConfirmDialog, GotoDialog, MarkDialog, TextDialog
+from ui.format import clock_text, distance_text, finite
+from ui.keys import ACTION_NAMES, ACTION_SHORT
+from ui.screens.camera import CameraScreen
+from ui.screens.drone import DroneScreen
+from ui.screens.help import HelpScreen
+from ui.screens.main import MainScreen
+from ui.state import Clock, CommandResult, DashboardState, Event
+from ui.widgets import parts
+from ui.widgets.parts import SEVERITY_SHORT
+
+STYLES = Path(__file__).parent / "styles"
+NOTIFY_SEVERITY = {"accepted": "information", "rejected": "warning", "busy": "warning"}
+
+
+class DashboardApp(App[None]):
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "dialogs.tcss"]
+    TITLE = "edge dashboard"
+    COMMANDS = App.COMMANDS | {DashboardCommands}
+    # Narrow (80 columns): panes stacked; wide: cameras left, the rest right.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        # In a terminal in raw mode Ctrl-C is a key, not a signal: it must quit too.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help"),
+        Binding("m", "mark", "Mark"),
+        # Declaring any palette key replaces Textual's own ctrl+p, so both are here.
+        Binding("ctrl+p", "command_palette", "Palette", priority=True),
+        Binding("colon", "command_palette", "Palette", show=False),
+    ]
+
+    def __init__(self, config: VehicleConfig | None = None, *,
+                 endpoints: Endpoints | None = None,
+                 bridge: BusBridge | None = None,
+                 state: DashboardState | None = None,
+                 clock: Clock | None = None,
+                 stop: asyncio.Event | None = None,
+                 **bridge_options: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.state = state or DashboardState(config, clock)
+        if bridge is None and endpoints is not None:
+            bridge = BusBridge(endpoints, self.state, **bridge_options)
+        self.bridge = bridge
+        self.stop_event = stop
+        self._bridge_worker: Worker[None] | None = None
+        if config is not None:
+            self.sub_title = config.vehicle
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen()
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, lambda _theme: parts.clear_cache())
+        if self.bridge is not None:
+            self.bridge.attach(self)
+            self._bridge_worker = self.run_worker(self.bridge.run(), name="bus-bridge",
+                                                  group="bus", exit_on_error=False)
+        if self.stop_event is not None:
+            self.run_worker(self._exit_on_stop(self.stop_event), name="stop-signal")
+
+    async def _exit_on_stop(self, stop: asyncio.Event) -> None:
+        # SIGINT / SIGTERM from outside (the demo's signal handlers set this).
+        await stop.wait()
+        await self.action_quit()
+
+    async def on_unmount(self) -> None:
+        await self._stop_bridge()
+
+    async def _stop_bridge(self) -> None:
+        worker, self._bridge_worker = self._bridge_worker, None
+        if worker is None:
+            return
+        worker.cancel()
+        with contextlib.suppress(Exception):
+            await worker.wait()
+
+    async def action_quit(self) -> None:
+        await self._stop_bridge()
+        self.exit()
+
+    # -- bus events ----------------------------------------------------------------
+    def on_bus_bridge_lost(self, message: BusBridge.Lost) -> None:
+        self.notify(f"Bus gone: {message.detail}. Reconnecting; values shown are last known.",
+                    title="BUS GONE", severity="error", timeout=8)
+
+    def on_bus_bridge_connected(self, message: BusBridge.Connected) -> None:
+        if self.state.bus.reconnects or any(e.text.startswith("bus gone")
+                                            for e in self.state.events):
+            self.notify("Bus back: live data again.", title="bus", timeout=4)
+
+    def on_bus_bridge_alert_received(self, message: BusBridge.AlertReceived) -> None:
+        ev = message.event
+        self.notify(f"{ev.source}: {ev.text}"[:300],
+                    title=f"{SEVERITY_SHORT.get(ev.severity, ev.severity)} {clock_text(ev.ts)}",
+                    severity="error", timeout=10)
+
+    # -- navigation ------------------------------------------------------------------
+    def focus_pane(self, name: str) -> None:
+        if not isinstance(self.screen, MainScreen):
+            self.pop_screen()
+        self.call_later(lambda: self.screen.query_one(f"#{name}").focus())
+
+    def open_camera(self, camera_id: str) -> None:
+        if camera_id in self.state.cameras:
+            self.push_screen(CameraScreen(camera_id))
+
+    def open_drone(self, drone_id: str) -> None:
+        d = self.state.drones.get(drone_id)
+        if d is not None:
+            self.push_screen(DroneScreen(drone_id))
+
+    def open_event(self, event: Event) -> None:
+        title = (f"{SEVERITY_SHORT.get(event.severity, event.severity)} "
+                 f"{clock_text(event.ts)} {event.source}")
+        self.push_screen(TextDialog(title, event.text))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    # -- marks -------------------------------------------------------------------------
+    def action_mark(self) -> None:
+        self.run_worker(self._mark_flow(), group="dialogs", name="mark")
+
+    async def _mark_flow(self) -> None:
+        note = await self.push_screen_wait(MarkDialog())
+        if not note:
+            return
+        if self.bridge is None:
+            self.notify("No bus: the mark was not published.", severity="error")
+            return
+        if self.bridge.mark(note):
+            self.notify(f"Marked: {note}", title="mark", timeout=4)
+        else:
+            self.notify(f"Bus gone: mark kept and sent when it is back: {note}",
+                        title="mark", severity="warning", timeout=8)
+
+    # -- drone commands ----------------------------------------------------------------
+    def drone_command(self, drone_id: str, action: str) -> None:
+        """Ask, confirm, send, show the answer: the whole flow runs in a worker."""
+        self.run_worker(self._command_flow(drone_id, action), group="dialogs",
+                        name=f"command-{action}")
+
+    async def _command_flow(self, drone_id: str, action: str) -> None:
+        d = self.state.drones.get(drone_id)
+        if d is None or d.placeholder:
+            self.notify("No drone there yet: nothing to command.", severity="warning")
+            return
+        sysid = d.sysid
+        if sysid is None or not d.link:
+            self.notify(f"{drone_id}: its link or system id is unknown; cannot command it.",
+                        severity="error")
+            return
+        command = DroneCommand(sysid=sysid, action=action)
+        name = ACTION_NAMES.get(action, action)
+        where = ""
+        if action == "goto":
+            t = d.telemetry
+            target = await self.push_screen_wait(GotoDialog(
+                drone_id, finite(t.lat) if t else None, finite(t.lon) if t else None,
+                finite(t.alt_rel_m) if t else None))
+            if target is None:
+                return
+            command.lat, command.lon, command.alt_m = target.lat, target.lon, target.alt_m
+            dist = (geo.haversine_m(self.state.position, (target.lat, target.lon))
+                    if self.state.position else None)
+            where = (f"\nto {target.lat:.6f}, {target.lon:.6f} at {target.alt_m:.0f} m above "
+                     f"home ({distance_text(dist)} from the vehicle)")
+        title = f"{name[:1].upper()}{name[1:]}: drone {drone_id}?"
+        link_name = f"{d.link_name}, " if d.link_name else ""
+        body = (f"Drone {drone_id} ({link_name}link {d.link}, system {sysid})\n"
+                f"will {name.upper()}{where}.")
+        if not await self.push_screen_wait(
+                ConfirmDialog(title, body, f"{ACTION_SHORT.get(action, action)} {drone_id}")):
+            self.notify(f"{name} for {drone_id} cancelled; nothing sent.", timeout=3)
+            return
+        now = self.state.now()
+        self.state.note_command(drone_id, CommandResult(action, "sent", "", None, now))
+        if self.bridge is None:
+            reply_status, detail, elapsed = "error", "no bus", None
+        else:
+            reply = await self.bridge.command(d.link, command)
+            reply_status = reply.status if isinstance(reply.status, str) else "error"
+            detail = str(reply.detail)[:200]
+            elapsed = finite(reply.elapsed_ms)
+        self.state.note_command(drone_id, CommandResult(action, reply_status, detail, elapsed,
+                                                        self.state.now()))
+        text = f"{drone_id} {name}: {reply_status}" + (f": {detail}" if detail else "")
+        severity: Any = NOTIFY_SEVERITY.get(reply_status, "error")
+        self.notify(text, title="drone command", severity=severity, timeout=8)

@@ -1,0 +1,38 @@
+"""Every key the dashboard answers to, in one table: the help screen shows it, and a
+test checks that each binding in the app appears here."""
+
+from __future__ import annotations
+
+HELP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Anywhere", (
+        ("tab / shift+tab", "next / previous pane"),
+        ("1 2 3 4 5", "go to cameras, drones, links, uplink, events"),
+        ("m", "mark an event for the debrief (a short note, published on the bus)"),
+        ("ctrl+p  or  :", "command palette"),
+        ("?", "this help"),
+        ("q  or  ctrl+c", "quit"),
+    )),
+    ("In a pane", (
+        ("arrows", "move between cameras, drones, events"),
+        ("pageup pagedown home end", "move further in a list"),
+        ("enter", "open: a camera's or a drone's detail, an event's whole text"),
+    )),
+    ("On a drone (drones pane or drone detail)", (
+        ("r", "return to launch"),
+        ("h", "hold position"),
+        ("l", "land"),
+        ("g", "go to a position (latitude, longitude, altitude)"),
+    )),
+    ("In a dialog", (
+        ("y", "confirm the action the dialog names"),
+        ("n  or  esc", "cancel"),
+        ("enter", "press the focused button, or go to the next field"),
+    )),
+    ("In a detail view", (
+        ("esc", "back to the dashboard"),
+    )),
+)
+
+ACTION_NAMES = {"rtl": "return to launch", "hold": "hold position", "land": "land",
+                "goto": "go to"}
+ACTION_SHORT = {"rtl": "RTL", "hold": "Hold", "land": "Land", "goto": "Go to"}

@@ -1,0 +1,101 @@
+"""One camera: its full status and a larger thumbnail."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ui import geo
+from ui.format import NONE, age_text, clean, clock_text, distance_text, number, rate_text
+from ui.screens.main import REFRESH_HZ
+from ui.state import CameraView
+from ui.widgets.cameras import STATE_LABEL, STATE_PART
+from ui.widgets.detail import Field, FieldList, ThumbView
+from ui.widgets.parts import aged, part
+
+if TYPE_CHECKING:
+    from ui.app import DashboardApp
+
+
+class CameraScreen(Screen[None]):
+    BINDINGS = [Binding("escape,q", "back", "Back")]
+
+    def __init__(self, camera_id: str) -> None:
+        super().__init__()
+        self.camera_id = camera_id
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-title")
+        with Horizontal(id="detail-body"):
+            yield ThumbView(id="big-thumb")
+            yield FieldList(id="fields")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / REFRESH_HZ, self.refresh_view)
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        app: DashboardApp = self.app  # type: ignore[assignment]
+        view = app.state.cameras.get(self.camera_id)
+        if view is None:
+            return
+        now = app.state.now()
+        state, _ = view.condition(now)
+        title = self.query_one("#detail-title", Static)
+        title.update(Text.assemble((f"Camera {view.name} ", "bold"), (f"({view.camera_id})  ", ""),
+                                   (STATE_LABEL[state], part(self.query_one(FieldList),
+                                                             STATE_PART[state]))))
+        self.query_one(ThumbView).show(view.thumb, view.thumb_error or "no picture")
+        self.query_one(FieldList).show(camera_fields(self.query_one(FieldList), view, app, now))
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+def camera_fields(w: FieldList, view: CameraView, app: DashboardApp, now: float) -> list[Field]:
+    s = view.status
+    state, reason = view.condition(now)
+    age = view.status_age(now)
+    fields: list[Field] = [
+        ("state", Text(STATE_LABEL[state], style=part(w, STATE_PART[state]))),
+        ("reason", Text(reason or NONE)),
+        ("status age", aged(w, age_text(age), age)),
+    ]
+    if s is not None:
+        frame_age = view.frame_age(now)
+        pos = geo.valid(s.lat, s.lon)
+        dist = (geo.haversine_m(app.state.position, pos)
+                if pos is not None and app.state.position is not None else None)
+        size = (f"{s.width}x{s.height}" if isinstance(s.width, int) and isinstance(s.height, int)
+                and s.width > 0 and s.height > 0 else NONE)
+        fields += [
+            ("codec", aged(w, " ".join(x for x in (clean(s.codec, 16), clean(s.profile, 16))
+                                       if x) or NONE, age)),
+            ("size", aged(w, size, age)),
+            ("fps", aged(w, number(s.fps, ".1f", lo=0), age)),
+            ("bit rate", aged(w, f"{rate_text(s.kbps)}bit/s", age)),
+            ("GOP", aged(w, number(s.gop, ".0f", lo=0), age)),
+            ("last frame", aged(w, age_text(frame_age), frame_age)),
+            ("frames", aged(w, number(s.frames, ".0f"), age)),
+            ("dropped", aged(w, number(s.dropped, ".0f"), age)),
+            ("reconnects", aged(w, number(s.reconnects, ".0f"), age)),
+            ("position", Text(f"{pos[0]:.5f}, {pos[1]:.5f}" if pos else NONE)),
+            ("from vehicle", Text(distance_text(dist))),
+        ]
+    thumb = view.thumb
+    if thumb is not None:
+        captured = thumb.captured_ts
+        fields.append(("thumbnail", Text(
+            f"{thumb.pixels.shape[1]}x{thumb.pixels.shape[0]}, "
+            f"taken {clock_text(captured)}" if captured else
+            f"{thumb.pixels.shape[1]}x{thumb.pixels.shape[0]}")))
+    if view.thumb_error:
+        fields.append(("thumbnail error", Text(view.thumb_error, style=part(w, "warn"))))
+    return fields

@@ -1,0 +1,134 @@
+"""The dashboard: every camera, drone, link, viewer and event at once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer
+
+from ui.format import clock_text
+from ui.keys import ACTION_SHORT
+from ui.state import DashboardState
+from ui.widgets.cameras import CameraGrid
+from ui.widgets.drones import DroneTable
+from ui.widgets.events import EventTable
+from ui.widgets.links import LinkTable
+from ui.widgets.status_bar import StatusBar
+from ui.widgets.uplink import UplinkTable
+
+if TYPE_CHECKING:
+    from ui.app import DashboardApp
+
+log = logging.getLogger("ui")
+
+REFRESH_HZ = 4  # the issue's ceiling for any widget
+PANES = ("cameras", "drones", "links", "uplink", "events")
+# Cameras, links and viewers change at most once a second (their services publish at
+# 1 Hz or slower): redrawing them at every other refresh loses nothing and halves
+# how often the screen is composed for them.
+HALF_RATE = frozenset({"cameras", "links", "uplink"})
+TITLES = {"cameras": "Cameras", "drones": "Drones", "links": "Links", "uplink": "Uplink",
+          "events": "Alerts and events"}
+
+
+class Syncable(Protocol):
+    def sync(self, state: DashboardState, now: float) -> None: ...
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = [
+        Binding(str(i + 1), f"focus_pane('{name}')", TITLES[name], show=False)
+        for i, name in enumerate(PANES)
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._failed: set[str] = set()
+        self._ticks = 1  # odd: the first refresh draws every pane
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Container(id="layout"):
+            yield CameraGrid(id="cameras", classes="pane")
+            with Vertical(id="side"):
+                yield DroneTable(id="drones", classes="pane")
+                with Horizontal(id="wan"):
+                    yield LinkTable(id="links", classes="pane")
+                    yield UplinkTable(id="uplink", classes="pane")
+                yield EventTable(id="events", classes="pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for name in PANES:
+            self.query_one(f"#{name}").border_title = f"{PANES.index(name) + 1} {TITLES[name]}"
+        self.set_interval(1 / REFRESH_HZ, self.refresh_panes)
+        self.refresh_panes()
+        self.query_one("#cameras").focus()
+
+    def refresh_panes(self) -> None:
+        """Redraw from the model; every widget skips the work when nothing it shows changed."""
+        app = self.dashboard
+        if app.screen is not self and not isinstance(app.screen, ModalScreen):
+            return  # a detail view covers us
+        state = app.state
+        now = state.now()
+        unsent = app.bridge.unsent_marks if app.bridge else 0
+        self._sync("status", partial(self.query_one(StatusBar).sync, state, now, unsent))
+        self._ticks += 1
+        for name in PANES:
+            if name in HALF_RATE and self._ticks % 2:
+                continue
+            widget: Syncable = self.query_one(f"#{name}")  # type: ignore[assignment]
+            self._sync(name, partial(widget.sync, state, now))
+        self._sync("drones", partial(self._show_last_command, state))
+
+    def _sync(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # one pane's bug must not take the dashboard down
+            if name not in self._failed:
+                self._failed.add(name)
+                log.exception("refreshing the %s pane failed", name)
+
+    def _show_last_command(self, state: DashboardState) -> None:
+        latest = max((d for d in state.drones.values() if d.last_command is not None),
+                     key=lambda d: d.last_command.ts if d.last_command else 0, default=None)
+        drones = self.query_one("#drones", DroneTable)
+        if latest is None or latest.last_command is None:
+            text = "r rtl · h hold · l land · g go to"
+        else:
+            c = latest.last_command
+            ms = (f" ({c.elapsed_ms:.0f} ms)" if c.elapsed_ms is not None and c.status != "sent"
+                  else "")
+            detail = f": {c.detail}" if c.detail and c.status != "accepted" else ""
+            text = (f"{clock_text(c.ts)} {latest.drone_id} "
+                    f"{ACTION_SHORT.get(c.action, c.action)} {c.status}{detail}{ms}")
+        if drones.border_subtitle != text:
+            # Setting it, even to the same text, repaints the pane.
+            drones.border_subtitle = text
+
+    def action_focus_pane(self, name: str) -> None:
+        self.query_one(f"#{name}").focus()
+
+    def on_camera_grid_opened(self, message: CameraGrid.Opened) -> None:
+        self.dashboard.open_camera(message.camera_id)
+
+    def on_drone_table_opened(self, message: DroneTable.Opened) -> None:
+        self.dashboard.open_drone(message.drone_id)
+
+    def on_drone_table_command_requested(self, message: DroneTable.CommandRequested) -> None:
+        self.dashboard.drone_command(message.drone_id, message.action)
+
+    def on_event_table_opened(self, message: EventTable.Opened) -> None:
+        self.dashboard.open_event(message.event)

@@ -1,0 +1,74 @@
+"""The top line: the vehicle, whether the bus is there, counts, and the time."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+
+from ui.format import STALE_S, age_text, clock_text
+from ui.state import DashboardState
+from ui.widgets.parts import PART_CLASSES, part
+
+
+class StatusBar(Widget):
+    # A Widget that renders its text rather than a Static: Static.update() asks for
+    # a layout of the whole screen, and this line changes every second.
+    COMPONENT_CLASSES = PART_CLASSES
+
+    def __init__(self, **kwargs: str) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._key: tuple[object, ...] | None = None
+        self._text = Text("")
+
+    def render(self) -> Text:
+        return self._text
+
+    def sync(self, state: DashboardState, now: float, unsent_marks: int = 0) -> None:
+        bus = state.bus
+        age = state.bus_age(now)
+        cams = list(state.cameras.values())
+        live = sum(c.condition(now)[0] == "live" for c in cams)
+        drones = [d for d in state.drones.values() if not d.placeholder]
+        drones_up = sum(d.condition(now) in ("live", "connecting") for d in drones)
+        services = list(state.services.values())
+        svc_ok = sum(now - s.ts <= STALE_S and s.health.state == "running" for s in services)
+        lost = bus.connected is False
+        key = (lost, bus.connected, int(age) if age is not None else None, live, len(cams),
+               drones_up, len(drones), svc_ok, len(services), int(now), unsent_marks,
+               bus.reconnects)
+        if key == self._key:
+            return
+        self._key = key
+        self.set_class(lost, "-lost")
+        self.set_class(bus.connected is None, "-waiting")
+        sep = (" │ ", part(self, "muted"))
+        vehicle = (f"EDGE {state.vehicle}".strip(), part(self, "name"))
+        clock = (clock_text(now), "")
+        unsent: list[tuple[str, str | Style]] = (
+            [sep, (f"{unsent_marks} mark(s) unsent", part(self, "name" if lost else "warn"))]
+            if unsent_marks else [])
+        if lost:
+            how_long = age_text(age) if age is not None else "ever"
+            text = Text.assemble(
+                vehicle, sep,
+                (f"BUS GONE (no heartbeat for {how_long})", part(self, "name")),
+                " reconnecting… values are last known", *unsent, sep, clock)
+        else:
+            if bus.connected is None:
+                bus_part = ("bus: connecting…", part(self, "warn"))
+            else:
+                bus_part = ("bus ● ok", part(self, "ok"))
+            svc_style = part(self, "ok") if svc_ok == len(services) else part(self, "warn")
+            parts: list[tuple[str, str | Style]] = [vehicle, sep, bus_part, sep,
+                     (f"cams {live}/{len(cams)} live", part(self, "ok" if live == len(cams)
+                                                             else "warn")), sep,
+                     (f"drones {drones_up}/{len(drones)}", ""), sep,
+                     (f"svc {svc_ok}/{len(services)}", svc_style), *unsent]
+            text = Text.assemble(*parts, sep, clock)
+        text.no_wrap = True
+        text.overflow = "ellipsis"
+        self._text = text
+        self.refresh()
+
+
