@@ -28,7 +28,7 @@ from typing import Any, Literal
 import av
 from av.video.frame import PictureType
 
-from drivers.sim.camera.nal import (
+from drivers.rtsp.annexb import (
     Codec,
     is_keyframe_nal,
     nal_type,

@@ -42,6 +42,7 @@ import av
 import cv2
 import numpy as np
 
+from drivers.rtsp.annexb import Codec
 from drivers.sim.camera.encoder import (
     EncodedAU,
     EncodedLoop,
@@ -49,7 +50,6 @@ from drivers.sim.camera.encoder import (
     encode_loop,
     loop_from_aus,
 )
-from drivers.sim.camera.nal import Codec
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from drivers.sim.camera.nal import Codec
+from drivers.rtsp.annexb import Codec
 
 RTP_VERSION = 2
 DEFAULT_MTU = 1400

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from drivers.rtsp.annexb import Codec
 from drivers.sim.camera.auth import Authenticator, AuthScheme
 from drivers.sim.camera.encoder import EncoderSettings, Profile
-from drivers.sim.camera.nal import Codec
 from drivers.sim.camera.rtp import DEFAULT_MTU
 from drivers.sim.camera.rtsp_message import (
     Request,
