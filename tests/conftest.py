@@ -13,8 +13,7 @@ import pytest
 from edge.bus.broker import Broker
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO  # noqa: F401 - tests import it from here too
 
 
 @pytest.fixture

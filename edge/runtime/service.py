@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,14 +112,24 @@ class _Runner:
         self.ctx.log.info("ready%s", f": {self.ctx._status}" if self.ctx._status else "")
 
 
-async def host(service_cls: type[Service], ctx: ServiceContext) -> int:
-    """Run one service until it ends or a stop signal arrives; the process exit code."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def host(service_cls: type[Service], ctx: ServiceContext,
+               stop: asyncio.Event | None = None,
+               on_built: Callable[[Service], None] | None = None) -> int:
+    """Run one service until it ends or is stopped; the process exit code.
+
+    Without `stop`, SIGTERM and SIGINT stop it (a service process). With one,
+    setting it does, and signals are left alone (a service hosted in a test).
+    `on_built` sees the service object once it exists.
+    """
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
     service = service_cls(ctx)
+    if on_built is not None:
+        on_built(service)
     runner = _Runner(service, ctx, notifier)
     helpers = [asyncio.create_task(runner.health_loop(), name="health"),
                asyncio.create_task(runner.ready_notice(), name="ready")]

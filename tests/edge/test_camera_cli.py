@@ -15,6 +15,7 @@ import pytest
 
 from drivers.sim.camera import SimCamera
 from tests.conftest import REPO
+from tests.support import run_edge
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,20 +27,7 @@ def free_port() -> int:
         return port
 
 
-async def edge(*args: str, env: dict[str, str] | None = None,
-               timeout: float = 20) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge", *args, cwd=REPO, env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+edge = run_edge  # `edge ARGS` as a user runs it
 
 
 async def describe(port: int, name: str, stream: str = "main") -> tuple[int, dict[str, str]]:

@@ -9,7 +9,6 @@ one name and size, so their encoded loop is made once (and cached on disk).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -26,7 +25,7 @@ from drivers.rtsp import parse_sps
 from drivers.rtsp.annexb import split_annexb
 from drivers.sim.camera import SimCamera
 from edge.bus import topics
-from edge.bus.client import BusClient, Subscription
+from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import (
     Alert,
@@ -39,9 +38,11 @@ from edge.bus.messages import (
 )
 from edge.config import VehicleConfig, parse_config
 from edge.media.subscriber import MediaSubscriber
-from edge.runtime.service import ServiceContext, host
+from edge.runtime.service import ServiceContext
 from edge.services.camera import CameraService, with_credentials
+from tests import support
 from tests.conftest import REPO
+from tests.support import Inbox
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,65 +78,9 @@ def config_for(**camera: Any) -> VehicleConfig:
 async def hosted(endpoints: Endpoints, config: VehicleConfig, config_dir: Path,
                  camera_id: str = "gate") -> AsyncIterator[ServiceContext]:
     """`camera@ID` run by the real service runner in this event loop."""
-    name = f"camera@{camera_id}"
-    ctx = ServiceContext(name=name, instance=camera_id, config=config,
-                         config_path=config_dir / "vehicle.toml", endpoints=endpoints,
-                         bus=BusClient(endpoints, source=name), log=logging.getLogger(name))
-    task = asyncio.create_task(host(CameraService, ctx), name=f"host-{name}")
-    ready = asyncio.create_task(ctx._ready.wait())
-    await asyncio.wait({task, ready}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
-    ready.cancel()
-    assert ctx._ready.is_set(), "the camera service did not get ready"
-    try:
-        yield ctx
-    finally:
-        # What SIGTERM does in the runner, without signalling the test process.
-        for t in asyncio.all_tasks():
-            if t.get_name() == f"service-{name}":
-                t.cancel()
-        assert await asyncio.wait_for(task, 6) == 0
-
-
-class Inbox:
-    """Everything a subscription delivered, kept, so one wait does not eat another's message."""
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.seen: list[tuple[str, Message, list[bytes]]] = []
-
-    def mark(self) -> int:
-        return len(self.seen)
-
-    async def expect(self, kind: type[M], where: Callable[[M], bool] = lambda m: True,
-                     within: float = 10.0, topic: str | None = None, since: int = 0) -> M:
-        return (await self.expect_env(kind, where, within, topic, since))[0]
-
-    async def expect_env(self, kind: type[M], where: Callable[[M], bool] = lambda m: True,
-                         within: float = 10.0, topic: str | None = None,
-                         since: int = 0) -> tuple[M, list[bytes]]:
-        def match(item: tuple[str, Message, list[bytes]]) -> tuple[M, list[bytes]] | None:
-            t, m, blobs = item
-            if isinstance(m, kind) and (topic is None or t == topic) and where(m):
-                return m, blobs
-            return None
-
-        for item in self.seen[since:]:
-            if (found := match(item)) is not None:
-                return found
-
-        async def more() -> tuple[M, list[bytes]]:
-            while True:
-                env = await self.sub.recv()
-                if env.message is None:
-                    continue
-                self.seen.append((env.topic, env.message, env.blobs))
-                if (found := match(self.seen[-1])) is not None:
-                    return found
-
-        return await asyncio.wait_for(more(), within)
-
-    def all(self, kind: type[M]) -> list[M]:
-        return [m for _, m, _ in self.seen if isinstance(m, kind)]
+    async with support.hosted(CameraService, f"camera@{camera_id}", config,
+                              config_dir / "vehicle.toml", endpoints, ready_within=5) as h:
+        yield h.ctx
 
 
 def live(m: CameraStatus) -> bool:

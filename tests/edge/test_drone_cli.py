@@ -16,24 +16,14 @@ from drivers.sim.drone import SimDrone
 from edge.cli import build_parser
 from edge.cli.drone_cmd import PROBE_FIELDS
 from tests.conftest import REPO
+from tests.support import run_edge
 
 pytestmark = pytest.mark.timeout(60)
 
 HOME = (30.5935, 114.306)
 
 
-async def edge(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge", *args, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+edge = run_edge  # `edge ARGS` as a user runs it
 
 
 def free_tcp_port() -> int:

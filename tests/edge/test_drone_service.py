@@ -8,13 +8,12 @@ test that starts it as `edge run drone@alpha` in its own process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from drivers.mavlink import CommandResult, CommandStatus
 from drivers.mavlink.dialect import mavlink, mavutil
 from drivers.sim.drone import SimDrone
 from edge.bus import topics
-from edge.bus.client import BusClient, Subscription
+from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import (
     Alert,
@@ -39,11 +38,13 @@ from edge.bus.messages import (
     ServiceHealth,
 )
 from edge.config import ConfigError, VehicleConfig, parse_config
-from edge.runtime.service import ServiceContext, host
+from edge.runtime.service import ServiceContext
 from edge.services import SERVICES
 from edge.services.drone import DroneService
 from edge.services.drone_commands import BadCommand, to_command, to_reply
+from tests import support
 from tests.conftest import REPO
+from tests.support import Inbox
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,65 +73,9 @@ def config_for(connection: str, **link: Any) -> VehicleConfig:
 async def hosted(endpoints: Endpoints, config: VehicleConfig, config_dir: Path,
                  cls: type[DroneService] = FastDroneService) -> AsyncIterator[ServiceContext]:
     """`drone@alpha` run by the real service runner in this event loop."""
-    name = "drone@alpha"
-    ctx = ServiceContext(name=name, instance="alpha", config=config,
-                         config_path=config_dir / "vehicle.toml", endpoints=endpoints,
-                         bus=BusClient(endpoints, source=name), log=logging.getLogger(name))
-    task = asyncio.create_task(host(cls, ctx))
-    ready = asyncio.create_task(ctx._ready.wait())
-    await asyncio.wait({task, ready}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
-    ready.cancel()
-    assert ctx._ready.is_set(), "the drone service did not get ready"
-    try:
-        yield ctx
-    finally:
-        # What SIGTERM does in the runner, without signalling the test process.
-        for t in asyncio.all_tasks():
-            if t.get_name() == f"service-{name}":
-                t.cancel()
-        assert await asyncio.wait_for(task, 6) == 0
-
-
-class Inbox:
-    """Everything a subscription delivered, kept, so one wait does not eat another's message."""
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.seen: list[tuple[str, Message]] = []
-
-    def mark(self) -> int:
-        """A point in the history; `expect(since=mark)` looks only at what came after it."""
-        return len(self.seen)
-
-    async def expect(self, kind: type[M], where: Callable[[M], bool] = lambda m: True,
-                     within: float = 5.0, topic: str | None = None, since: int = 0) -> M:
-        def match(item: tuple[str, Message]) -> M | None:
-            t, m = item
-            if isinstance(m, kind) and (topic is None or t == topic) and where(m):
-                return m
-            return None
-
-        for item in self.seen[since:]:
-            if (found := match(item)) is not None:
-                return found
-
-        async def more() -> M:
-            while True:
-                env = await self.sub.recv()
-                if env.message is None:
-                    continue
-                self.seen.append((env.topic, env.message))
-                if (found := match(self.seen[-1])) is not None:
-                    return found
-
-        return await asyncio.wait_for(more(), within)
-
-    async def count(self, kind: type[Message], seconds: float) -> int:
-        """How many `kind` messages arrive in the next `seconds`."""
-        start = self.mark()
-        with contextlib.suppress(TimeoutError):
-            await self.expect(Message, lambda m: False, within=seconds, since=start)
-        return sum(1 for _, m in self.seen[start:] if isinstance(m, kind))
+    async with support.hosted(cls, "drone@alpha", config, config_dir / "vehicle.toml",
+                              endpoints, ready_within=5) as h:
+        yield h.ctx
 
 
 def inbox(bus: BusClient, *prefixes: str) -> Inbox:

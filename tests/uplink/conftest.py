@@ -9,7 +9,6 @@ Chromium. Configs are written as the operator would (a token file beside it).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from drivers.sim.camera import SimCamera
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.config import VehicleConfig, parse_config
-from edge.runtime.service import Service, ServiceContext, host
+from edge.runtime.service import Service
 from edge.services.camera import CameraService
 from edge.services.uplink import UplinkService
+from tests import support
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -60,31 +60,9 @@ def write_config(tmp: Path, cameras: list[dict[str, Any]], uplink: dict[str, Any
 @asynccontextmanager
 async def hosted(cls: type[Service], name: str, config: VehicleConfig, config_path: Path,
                  endpoints: Endpoints, instance: str | None = None) -> AsyncIterator[Service]:
-    """A service run by the real runner in this loop; cancelled (as SIGTERM would) at exit."""
-    made: list[Service] = []
-
-    class Captured(cls):  # type: ignore[valid-type,misc]
-        def __init__(self, ctx: ServiceContext) -> None:
-            super().__init__(ctx)
-            made.append(self)
-
-    ctx = ServiceContext(name=name, instance=instance, config=config, config_path=config_path,
-                         endpoints=endpoints, bus=BusClient(endpoints, source=name),
-                         log=logging.getLogger(name))
-    task = asyncio.create_task(host(Captured, ctx))
-    ready = asyncio.create_task(ctx._ready.wait())
-    await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    ready.cancel()
-    if not ctx._ready.is_set():
-        code = await asyncio.wait_for(task, 6) if not task.done() else task.result()
-        raise AssertionError(f"{name} did not get ready (exit {code})")
-    try:
-        yield made[0]
-    finally:
-        for t in asyncio.all_tasks():
-            if t.get_name() == f"service-{name}":
-                t.cancel()
-        assert await asyncio.wait_for(task, 6) == 0, f"{name} did not stop cleanly"
+    """A service run by the real runner in this loop; stopped (as SIGTERM would) at exit."""
+    async with support.hosted(cls, name, config, config_path, endpoints) as h:
+        yield h.service
 
 
 @dataclass
