@@ -13,7 +13,6 @@ import pytest
 from edge.bus.broker import Broker
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-from tests.support import REPO  # noqa: F401 - tests import it from here too
 
 
 @pytest.fixture

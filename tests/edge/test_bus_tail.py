@@ -11,7 +11,7 @@ import pytest
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.messages import CameraStatus
-from tests.conftest import REPO
+from tests.support import REPO
 
 pytestmark = pytest.mark.timeout(60)
 

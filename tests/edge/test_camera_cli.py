@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.camera import SimCamera
-from tests.conftest import REPO
-from tests.support import run_edge
+from tests.support import REPO, run_edge
 
 pytestmark = pytest.mark.timeout(60)
 

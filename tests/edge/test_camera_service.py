@@ -41,8 +41,7 @@ from edge.media.subscriber import MediaSubscriber
 from edge.runtime.service import ServiceContext
 from edge.services.camera import CameraService, with_credentials
 from tests import support
-from tests.conftest import REPO
-from tests.support import Inbox
+from tests.support import REPO, Inbox
 
 pytestmark = pytest.mark.timeout(60)
 

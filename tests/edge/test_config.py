@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge.config import ConfigError, SecretRef, load_config, parse_config
-from tests.conftest import REPO
+from tests.support import REPO
 
 BASE = {"cameras": [{"id": "a", "name": "A", "main": "rtsp://h/a"}]}
 

@@ -15,8 +15,7 @@ from drivers.mavlink import DroneLink
 from drivers.sim.drone import SimDrone
 from edge.cli import build_parser
 from edge.cli.drone_cmd import PROBE_FIELDS
-from tests.conftest import REPO
-from tests.support import run_edge
+from tests.support import REPO, run_edge
 
 pytestmark = pytest.mark.timeout(60)
 

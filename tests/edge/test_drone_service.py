@@ -43,8 +43,7 @@ from edge.services import SERVICES
 from edge.services.drone import DroneService
 from edge.services.drone_commands import BadCommand, to_command, to_reply
 from tests import support
-from tests.conftest import REPO
-from tests.support import Inbox
+from tests.support import REPO, Inbox
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,7 +24,7 @@ from edge.bus.messages import ServiceHealth
 from edge.cli import build_parser
 from edge.runtime.logs import JsonFormatter
 from edge.runtime.sdnotify import Notifier
-from tests.conftest import REPO
+from tests.support import REPO
 
 pytestmark = pytest.mark.timeout(60)
 DEMO = REPO / "config" / "demo.toml"

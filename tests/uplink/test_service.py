@@ -20,7 +20,7 @@ from edge.runtime.supervisor import plan
 from edge.services import SERVICES
 from edge.services.uplink import UplinkService
 from edge.uplink.auth import bearer_ok, load_token
-from tests.conftest import REPO
+from tests.support import REPO
 from tests.uplink.conftest import TOKEN, hosted, write_config
 
 pytestmark = pytest.mark.timeout(60)
