@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -262,6 +261,3 @@ class BusClient:
                 sock.close(linger=0)
         self._pub.close(linger=0)
 
-
-def default_source(service: str) -> str:
-    return f"{service}[{os.getpid()}]" if service == "cli" else service

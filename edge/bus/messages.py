@@ -315,7 +315,7 @@ class Reply(Message):
 @message("ping")
 @dataclass(slots=True, kw_only=True)
 class Ping(Message):
-    """Asks a service to answer; used by tests, `edge bus ping` and the benchmark."""
+    """Asks a service to answer: a liveness check, and what the bus tests send."""
 
     payload: str = ""
 
