@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.bus import topics
+from edge.bus.client import BusClient
+from edge.bus.endpoints import Endpoints
 from edge.config import load_config
 from edge.runtime.supervisor import Supervisor
 
@@ -45,6 +48,20 @@ def processes_in(runtime_dir: str) -> list[int]:
     return pids
 
 
+async def bus_health(runtime_dir: Path) -> None:
+    """Wait for the broker of the demo in `runtime_dir` to publish its health."""
+    endpoints = Endpoints(pub=f"ipc://{runtime_dir}/bus-pub.sock",
+                          sub=f"ipc://{runtime_dir}/bus-sub.sock",
+                          router=f"ipc://{runtime_dir}/bus-router.sock", runtime_dir=runtime_dir)
+    client = BusClient(endpoints, source="test")
+    try:
+        sub = client.subscribe(topics.svc_health("bus"))
+        async with asyncio.timeout(30):
+            await sub.recv()
+    finally:
+        await client.close()
+
+
 def start_demo(config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "edge", "demo", "--headless", "--config",
                              str(config), *extra], stdout=subprocess.PIPE,
@@ -66,7 +83,7 @@ def wait_for(cond: object, timeout: float = 15.0) -> None:
 
 
 def test_headless_demo_prints_summary(bus_only: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "edge", "demo", "--headless", "--seconds", "3",
+    r = subprocess.run([sys.executable, "-m", "edge", "demo", "--headless", "--seconds", "6",
                         "--config", str(bus_only)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -81,7 +98,8 @@ def test_two_demos_side_by_side_and_ctrl_c_leaves_nothing(bus_only: Path) -> Non
     try:
         assert dir_a != dir_b
         wait_for(lambda: processes_in(dir_a) and processes_in(dir_b))
-        time.sleep(2.5)  # both brokers up and publishing health
+        for d in (dir_a, dir_b):  # both brokers up and publishing health
+            asyncio.run(bus_health(Path(d)))
         for proc in (a, b):
             proc.send_signal(signal.SIGINT)
         for proc in (a, b):
