@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,6 +104,14 @@ class Inbox:
 
     def all(self, kind: type[M]) -> list[M]:
         return [m for _, m, _ in self.seen if isinstance(m, kind)]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on right now (TCP by default, or `socket.SOCK_DGRAM`)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def run_edge(*args: str, env: dict[str, str] | None = None,

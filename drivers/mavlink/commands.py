@@ -402,30 +402,24 @@ class CommandSender:
         tries = 1 + (self.retries if retries is None else retries)
         key = (vehicle.sysid, spec.command)
 
-        def elapsed() -> float:
-            return round((time.monotonic() - started) * 1000.0, 1)
+        progress: int | None = None
+        attempts = 0
+
+        def finish(status: CommandStatus, result: str | None = None,
+                   detail: str = "") -> CommandResult:
+            elapsed_ms = round((time.monotonic() - started) * 1000.0, 1)
+            return CommandResult(status, name, spec.name, result, elapsed_ms, attempts, detail,
+                                 progress)
 
         if self._stopped:
-            return CommandResult(
-                CommandStatus.TIMED_OUT, name, spec.name, None, elapsed(), 0, "link stopped"
-            )
+            return finish(CommandStatus.TIMED_OUT, detail="link stopped")
         if key in self._pending:
-            return CommandResult(
-                CommandStatus.BUSY,
-                name,
-                spec.name,
-                None,
-                elapsed(),
-                0,
-                f"{spec.name} already in flight",
-            )
+            return finish(CommandStatus.BUSY, detail=f"{spec.name} already in flight")
         target_component = (
             vehicle.autopilot_compid if spec.target_component is None else spec.target_component
         )
         pending = _Pending(target_component)
         self._pending[key] = pending
-        progress: int | None = None
-        attempts = 0
         try:
             in_progress = False
             for attempt in range(tries):
@@ -444,56 +438,23 @@ class CommandSender:
                     except TimeoutError:
                         break
                     if ack is _STOPPED:
-                        return CommandResult(
-                            CommandStatus.TIMED_OUT,
-                            name,
-                            spec.name,
-                            None,
-                            elapsed(),
-                            attempts,
-                            "link stopped",
-                        )
+                        return finish(CommandStatus.TIMED_OUT, detail="link stopped")
                     result_name = enum_name("MAV_RESULT", ack.result)
                     if ack.result == mavlink.MAV_RESULT_IN_PROGRESS:
                         in_progress = True
                         progress = ack.progress if ack.progress <= 100 else progress
                         deadline = time.monotonic() + self.in_progress_timeout_s
                         continue
-                    if ack.result == mavlink.MAV_RESULT_ACCEPTED:
-                        return CommandResult(
-                            CommandStatus.ACCEPTED,
-                            name,
-                            spec.name,
-                            result_name,
-                            elapsed(),
-                            attempts,
-                            "",
-                            progress,
-                        )
-                    return CommandResult(
-                        CommandStatus.REJECTED,
-                        name,
-                        spec.name,
+                    accepted = ack.result == mavlink.MAV_RESULT_ACCEPTED
+                    return finish(
+                        CommandStatus.ACCEPTED if accepted else CommandStatus.REJECTED,
                         result_name,
-                        elapsed(),
-                        attempts,
-                        "",
-                        progress,
                     )
                 if in_progress:
                     # the vehicle is executing it; resending would restart it
                     break
             detail = "no final COMMAND_ACK after IN_PROGRESS" if in_progress else "no COMMAND_ACK"
-            return CommandResult(
-                CommandStatus.TIMED_OUT,
-                name,
-                spec.name,
-                None,
-                elapsed(),
-                attempts,
-                detail,
-                progress,
-            )
+            return finish(CommandStatus.TIMED_OUT, detail=detail)
         finally:
             if self._pending.get(key) is pending:
                 del self._pending[key]

@@ -21,6 +21,7 @@ import av
 from drivers.rtsp import AccessUnit, IngestState, RtspIngest
 from drivers.rtsp.annexb import split_annexb
 from drivers.sim.camera import SimCamera
+from tests.support import free_port  # noqa: F401 - the driver tests import it from here
 
 CAMERA_NAME = "cam"
 # Short loops keep the one-off encode cheap on a shared 2-core machine.
@@ -75,13 +76,6 @@ def decode_access_units(codec: str, aus: list[AccessUnit]) -> list[av.VideoFrame
             assert isinstance(frame, av.VideoFrame)
             frames.append(frame)
     return frames
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- a raw RTSP client, to check the wire format the simulator produces ---------

@@ -14,16 +14,9 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.camera import SimCamera
-from tests.support import REPO, run_edge
+from tests.support import REPO, free_port, run_edge
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 edge = run_edge  # `edge ARGS` as a user runs it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -15,7 +14,7 @@ from drivers.mavlink import DroneLink
 from drivers.sim.drone import SimDrone
 from edge.cli import build_parser
 from edge.cli.drone_cmd import PROBE_FIELDS
-from tests.support import REPO, run_edge
+from tests.support import REPO, free_port, run_edge
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,13 +22,6 @@ HOME = (30.5935, 114.306)
 
 
 edge = run_edge  # `edge ARGS` as a user runs it
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_probe_prints_a_table_then_json() -> None:
@@ -54,14 +46,14 @@ async def test_probe_prints_a_table_then_json() -> None:
     (["udpin:127.0.0.1:99999"], "expected udpin:HOST:PORT"),
 ])
 async def test_probe_failures_are_one_line(args: list[str], words: str) -> None:
-    args = [a.format(port=free_tcp_port()) for a in args]
+    args = [a.format(port=free_port()) for a in args]
     code, out, err = await edge("drone", "probe", *args)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
 
 
 async def test_sim_drone_serves_until_sigterm() -> None:
-    port = free_tcp_port()
+    port = free_port()
     url = "rtsp://127.0.0.1:8554/sim-gimbal"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge", "sim", "drone", "--connection", f"tcp:127.0.0.1:{port}",

@@ -43,7 +43,7 @@ from edge.services import SERVICES
 from edge.services.drone import DroneService
 from edge.services.drone_commands import BadCommand, to_command, to_reply
 from tests import support
-from tests.support import REPO, Inbox
+from tests.support import REPO, Inbox, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,13 +55,6 @@ M = TypeVar("M", bound=Message)
 
 class FastDroneService(DroneService):
     LOST_AFTER_S = 1.0  # so a dropout test takes seconds, not tens of seconds
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def config_for(connection: str, **link: Any) -> VehicleConfig:
@@ -159,7 +152,7 @@ async def test_telemetry_status_video_and_health_over_tcp(
 
 async def test_two_vehicles_on_one_udp_link_and_their_commands(
         bus: BusClient, endpoints: Endpoints, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     rtl = mavlink.MAV_CMD_NAV_RETURN_TO_LAUNCH
     flying = SimDrone(f"udpout:127.0.0.1:{port}", sysid=1, home=HOME, ignore_commands={rtl})
     grounded = SimDrone(f"udpout:127.0.0.1:{port}", sysid=2, home=HOME, start_flying=False)
@@ -245,7 +238,7 @@ async def test_statustext_lost_and_regained_become_alerts(
 
 async def test_router_endpoint_from_config_serves_a_pymavlink_client(
         bus: BusClient, endpoints: Endpoints, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     gcs = mavutil().mavlink_connection(f"udpin:127.0.0.1:{port}", source_system=250)
     try:
         async with SimDrone("tcp:127.0.0.1:0", home=HOME) as sim:
@@ -267,7 +260,7 @@ async def test_router_endpoint_from_config_serves_a_pymavlink_client(
 async def test_signing_key_file_and_refused_unsigned_command(
         bus: BusClient, endpoints: Endpoints, tmp_path: Path) -> None:
     (tmp_path / "drone.key").write_text(KEY.hex() + "\n")
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     gcs = mavutil().mavlink_connection(f"udpin:127.0.0.1:{port}", source_system=250)
     try:
         async with SimDrone("tcp:127.0.0.1:0", home=HOME, signing_key=KEY) as sim:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from edge.runtime.supervisor import plan
 from edge.services import SERVICES
 from edge.services.uplink import UplinkService
 from edge.uplink.auth import bearer_ok, load_token
-from tests.support import REPO
+from tests.support import REPO, free_port
 from tests.uplink.conftest import TOKEN, hosted, write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,9 +70,7 @@ def test_bearer_comparison() -> None:
 
 
 async def test_edge_run_uplink_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     (tmp_path / "uplink.token").write_text(TOKEN + "\n")
     config = tmp_path / "vehicle.toml"
     config.write_text(f'[bus]\nruntime_dir = "{tmp_path}"\n[uplink]\n'

@@ -6,14 +6,12 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ui import geo
 from ui.format import NONE, age_text, clean, clock_text, distance_text, number, rate_text
-from ui.screens.main import REFRESH_HZ
+from ui.screens.detail import DetailScreen
 from ui.state import CameraView
 from ui.widgets.cameras import STATE_LABEL, STATE_PART
 from ui.widgets.detail import Field, FieldList, ThumbView
@@ -23,11 +21,9 @@ if TYPE_CHECKING:
     from ui.app import DashboardApp
 
 
-class CameraScreen(Screen[None]):
-    BINDINGS = [Binding("escape,q", "back", "Back")]
-
+class CameraScreen(DetailScreen):
     def __init__(self, camera_id: str) -> None:
-        super().__init__()
+        super().__init__(camera_id)
         self.camera_id = camera_id
 
     def compose(self) -> ComposeResult:
@@ -37,12 +33,8 @@ class CameraScreen(Screen[None]):
             yield FieldList(id="fields")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.set_interval(1 / REFRESH_HZ, self.refresh_view)
-        self.refresh_view()
-
     def refresh_view(self) -> None:
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = self.dashboard
         view = app.state.cameras.get(self.camera_id)
         if view is None:
             return
@@ -54,9 +46,6 @@ class CameraScreen(Screen[None]):
                                                              STATE_PART[state]))))
         self.query_one(ThumbView).show(view.thumb, view.thumb_error or "no picture")
         self.query_one(FieldList).show(camera_fields(self.query_one(FieldList), view, app, now))
-
-    def action_back(self) -> None:
-        self.dismiss(None)
 
 
 def camera_fields(w: FieldList, view: CameraView, app: DashboardApp, now: float) -> list[Field]:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
+from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
 from ui import geo
 from ui.format import NONE, age_text, clean, clock_text, distance_text, number
 from ui.keys import ACTION_SHORT
-from ui.screens.main import REFRESH_HZ
+from ui.screens.detail import DetailScreen
 from ui.state import DroneView
 from ui.widgets.detail import Field, FieldList
 from ui.widgets.parts import aged, battery_style, part
@@ -22,9 +21,9 @@ if TYPE_CHECKING:
     from ui.app import DashboardApp
 
 
-class DroneScreen(Screen[None]):
-    BINDINGS = [
-        Binding("escape,q", "back", "Back"),
+class DroneScreen(DetailScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *DetailScreen.BINDINGS,
         Binding("r", "command('rtl')", "RTL"),
         Binding("h", "command('hold')", "Hold"),
         Binding("l", "command('land')", "Land"),
@@ -32,7 +31,7 @@ class DroneScreen(Screen[None]):
     ]
 
     def __init__(self, drone_id: str) -> None:
-        super().__init__()
+        super().__init__(drone_id)
         self.drone_id = drone_id
 
     def compose(self) -> ComposeResult:
@@ -40,12 +39,8 @@ class DroneScreen(Screen[None]):
         yield FieldList(id="fields")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.set_interval(1 / REFRESH_HZ, self.refresh_view)
-        self.refresh_view()
-
     def refresh_view(self) -> None:
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = self.dashboard
         view = app.state.drones.get(self.drone_id)
         if view is None:
             return
@@ -59,12 +54,8 @@ class DroneScreen(Screen[None]):
                                 "ok" if cond == "live" else "warn"))))
         fields.show(drone_fields(fields, view, app, now))
 
-    def action_back(self) -> None:
-        self.dismiss(None)
-
     def action_command(self, action: str) -> None:
-        app: DashboardApp = self.app  # type: ignore[assignment]
-        app.drone_command(self.drone_id, action)
+        self.dashboard.drone_command(self.drone_id, action)
 
 
 def drone_fields(w: FieldList, d: DroneView, app: DashboardApp, now: float) -> list[Field]:

@@ -38,7 +38,7 @@ keeps the connection (a hung encoder); ``repeat_parameter_sets=False`` sends
 SPS/PPS only with the very first IDR of the loop; ``stop()`` then ``start()``
 reopens on the same port.
 
-Also runnable stand-alone: ``python -m drivers.sim.camera --name cam1 --port 8554``.
+Run it stand-alone with ``edge sim camera --name cam1 --port 8554``.
 """
 
 from drivers.sim.camera.server import SimCamera, StreamSpec, run_sim_camera
