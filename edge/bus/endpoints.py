@@ -36,8 +36,9 @@ class Endpoints:
     request_timeout_s: float = 3.0
 
     @classmethod
-    def from_config(cls, bus: BusConfig) -> Endpoints:
-        d = runtime_dir(bus)
+    def from_config(cls, bus: BusConfig, runtime_dir_override: Path | None = None) -> Endpoints:
+        """Endpoints of the bus; `runtime_dir_override` (a demo's, `--bus DIR`) beats all else."""
+        d = runtime_dir_override or runtime_dir(bus)
         return cls(
             pub=bus.pub_endpoint or f"ipc://{d}/bus-pub.sock",
             sub=bus.sub_endpoint or f"ipc://{d}/bus-sub.sock",

@@ -28,9 +28,7 @@ def load(args: argparse.Namespace) -> tuple[VehicleConfig, Path]:
 def endpoints_for(args: argparse.Namespace, config: VehicleConfig) -> Endpoints:
     """Endpoints from config, or a runtime dir given on the command line (`--bus DIR`)."""
     bus_dir = getattr(args, "bus", None)
-    if bus_dir:
-        os.environ["EDGE_RUNTIME_DIR"] = bus_dir
-    return Endpoints.from_config(config.bus)
+    return Endpoints.from_config(config.bus, Path(bus_dir) if bus_dir else None)
 
 
 def add_bus_arg(parser: argparse.ArgumentParser) -> None:

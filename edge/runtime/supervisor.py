@@ -130,17 +130,13 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.runtime_dir = runtime_dir
+        self.endpoints = Endpoints.from_config(config.bus, runtime_dir)
         self.children = plan(config, config_path)
         self.log_dir = runtime_dir / "logs"
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.bus: BusClient | None = None
         self.started_at = time.monotonic()
-
-    @property
-    def endpoints(self) -> Endpoints:
-        os.environ[RUNTIME_DIR_ENV] = str(self.runtime_dir)
-        return Endpoints.from_config(self.config.bus)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
