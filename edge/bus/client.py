@@ -4,6 +4,17 @@ One ZeroMQ context per process (:func:`context`). Publishing is a plain
 non-blocking call, safe from async code: a PUB socket never waits (at its high
 water mark it drops), so there is nothing to await and no future to allocate on
 the hot path. Subscriptions, requests and serving are asyncio.
+
+Every client has a random *epoch*, sent in each header, so that subscribers
+tell a restarted publisher from a replay (:mod:`edge.bus.sequence`).
+
+State survives a broker restart: the client keeps the last message it
+published on each state topic and, whenever its PUB socket completes a new
+connection to the broker (a ZeroMQ monitor event), sends those messages again,
+byte for byte. A restarted broker's cache thus fills up again within a moment
+with everything the vehicle's services hold, including what they announce only
+once (a camera's stream, a drone's video URL); subscribers that already had a
+message see the same (epoch, seq, stamp) and take it as a replay.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,11 +32,12 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from edge.bus import envelope
+from edge.bus import envelope, topics
 from edge.bus.broker import ERR, REG, REP, REQ
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope, MalformedFrame
 from edge.bus.messages import Message, Reply
+from edge.bus.sequence import SequenceTracker
 from edge.bus.zmqio import drain, wait_readable
 
 log = logging.getLogger(__name__)
@@ -32,6 +45,10 @@ log = logging.getLogger(__name__)
 REGISTER_EVERY_S = 1.0
 SUB_HWM = 50_000
 RECV_BATCH = 256
+# After a new connection to the broker, state is sent again at these delays: the
+# broker's upstream subscription reaches our PUB socket a moment after the
+# handshake, and anything sent before it is dropped (ZeroMQ's slow joiner).
+REASSERT_AFTER_S = (0.05, 0.5, 2.0)
 
 
 def context() -> zmq.asyncio.Context:
@@ -62,7 +79,7 @@ class Subscription:
     def __init__(self, client: BusClient, prefixes: tuple[str, ...], raw: bool) -> None:
         self._client = client
         self._raw = raw
-        self._last_seq: dict[tuple[str, str], int] = {}
+        self._sequence = SequenceTracker()
         # A plain socket driven by our own readiness wait: zmq.asyncio costs a
         # future per message and, with its edge-triggered fd, let messages sit
         # queued for milliseconds at a few thousand a second.
@@ -86,18 +103,13 @@ class Subscription:
                 self._client.note_malformed(e)
                 continue
             self._client.stats.received += 1
-            key = (env.header.source, env.topic)
-            last = self._last_seq.get(key)
-            seq = env.header.seq
-            if last is not None and seq <= last:
-                # The broker's last-value cache replays what we may already hold.
+            verdict = self._sequence.classify(env.topic, env.header)
+            if verdict.replayed:
                 env.replayed = True
-            else:
-                if last is not None and seq > last + 1:
-                    env.gap = seq - last - 1
-                    self._client.stats.gaps += 1
-                    self._client.stats.missed += env.gap
-                self._last_seq[key] = seq
+            elif verdict.gap:
+                env.gap = verdict.gap
+                self._client.stats.gaps += 1
+                self._client.stats.missed += verdict.gap
             return env
 
     def __aiter__(self) -> AsyncIterator[Envelope]:
@@ -118,6 +130,7 @@ class BusClient:
     def __init__(self, endpoints: Endpoints, source: str) -> None:
         self.endpoints = endpoints
         self.source = source
+        self.epoch = secrets.randbits(32)
         self.ctx = context()
         # The same context, for sockets we drive without zmq.asyncio.
         self.sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
@@ -127,6 +140,8 @@ class BusClient:
         self._pub.setsockopt(zmq.SNDHWM, 10_000)
         self._pub.connect(endpoints.pub)
         self._seq: dict[str, int] = {}
+        self._state: dict[str, list[bytes]] = {}  # last message per state topic we publish
+        self._reasserting: asyncio.Task[None] | None = None
         self._subscriptions: set[Subscription] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dealer: zmq.asyncio.Socket | None = None
@@ -140,9 +155,39 @@ class BusClient:
     def publish(self, topic: str, message: Message, *blobs: bytes) -> None:
         seq = self._seq.get(topic, 0) + 1
         self._seq[topic] = seq
-        self._pub.send_multipart(envelope.encode(topic, message, self.source, seq, blobs),
-                                 copy=len(blobs) == 0)
+        frames = envelope.encode(topic, message, self.source, seq, blobs, self.epoch)
+        if topics.is_state(frames[0]):
+            self._state[topic] = frames
+            if self._reasserting is None:
+                self._start_reasserting()
+        self._pub.send_multipart(frames, copy=len(blobs) == 0)
         self.stats.published += 1
+
+    def _start_reasserting(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # publishing outside asyncio (a benchmark thread): nothing to watch with
+        self._reasserting = self._spawn(self._reassert_state(), "bus-reassert")
+
+    async def _reassert_state(self) -> None:
+        monitor = self._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        events: deque[list[bytes]] = deque()
+        try:
+            while True:
+                await wait_readable(monitor)
+                drain(monitor, events, RECV_BATCH)
+                events.clear()
+                done = 0.0
+                for at in REASSERT_AFTER_S:
+                    await asyncio.sleep(at - done)
+                    done = at
+                    for frames in list(self._state.values()):
+                        self._pub.send_multipart(frames, copy=False)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                self._pub.disable_monitor()
+            monitor.close(linger=0)
 
     # -- subscribing -------------------------------------------------------------
     def subscribe(self, *prefixes: str, raw: bool = False) -> Subscription:

@@ -3,11 +3,14 @@
 Frames: ``[topic, header, body, *blobs]``
 
 - topic: UTF-8 text, the subscription key (see :mod:`edge.bus.topics`);
-- header: msgpack array ``[type, v, src, seq, ts]``: message type name,
-  schema version, publishing source, a sequence number per (source, topic) so
-  a subscriber of any prefix can tell what it missed, and wall-clock ns.
-  Readers ignore elements after the fifth, so the header can grow. (An array,
-  not a map: it is on every message, and positions pack and parse faster.)
+- header: msgpack array ``[type, v, src, seq, ts, epoch]``: message type
+  name, schema version, publishing source, a sequence number per (source,
+  topic) so a subscriber of any prefix can tell what it missed, wall-clock ns,
+  and the publisher's epoch: random per client instance, so a restarted
+  service (same source name, sequence from 1 again) is told apart from a
+  replay of what it said before. Readers take a missing epoch as 0 and ignore
+  elements after the sixth, so the header can grow. (An array, not a map: it
+  is on every message, and positions pack and parse faster.)
 - body: msgpack map of the message's fields (:mod:`edge.bus.messages`);
 - blobs: raw binary frames (thumbnails, video), never copied into msgpack.
 """
@@ -38,6 +41,7 @@ class Header:
     source: str
     seq: int
     ts_ns: int
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -54,8 +58,9 @@ class Envelope:
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
-_ARRAY5 = b"\x95"
+_ARRAY6 = b"\x96"
 _prefixes: dict[tuple[str, int, str], bytes] = {}
+MAX_EPOCH = 2**32 - 1
 
 
 def _header_prefix(type_name: str, version: int, source: str) -> bytes:
@@ -63,15 +68,16 @@ def _header_prefix(type_name: str, version: int, source: str) -> bytes:
     key = (type_name, version, source)
     prefix = _prefixes.get(key)
     if prefix is None:
-        prefix = _prefixes[key] = _ARRAY5 + _packb(type_name) + _packb(version) + _packb(source)
+        prefix = _prefixes[key] = _ARRAY6 + _packb(type_name) + _packb(version) + _packb(source)
     return prefix
 
 
 def encode(
-    topic: str, message: Message, source: str, seq: int, blobs: tuple[bytes, ...] = ()
+    topic: str, message: Message, source: str, seq: int, blobs: tuple[bytes, ...] = (),
+    epoch: int = 0,
 ) -> list[bytes]:
     header = _header_prefix(message.TYPE, message.VERSION, source) + _packb(seq) + _packb(
-        time.time_ns())
+        time.time_ns()) + _packb(epoch)
     return [topic.encode(), header, _packb(message.to_body()), *blobs]
 
 
@@ -82,8 +88,11 @@ def _unpack(data: bytes, what: str) -> Any:
         raise MalformedFrame(f"bad {what}", f"{type(e).__name__}: {e}") from None
 
 
-def decode(frames: list[bytes], *, raw: bool = False) -> Envelope:
-    """Decode one multipart message; raise :class:`MalformedFrame` on anything wrong."""
+def decode_header(frames: list[bytes]) -> tuple[str, Header]:
+    """Topic and header of one multipart message, without touching its body.
+
+    The broker checks state messages with this before caching them.
+    """
     if len(frames) < 3:
         raise MalformedFrame("too few frames", f"{len(frames)} frame(s), expected at least 3")
     try:
@@ -94,10 +103,16 @@ def decode(frames: list[bytes], *, raw: bool = False) -> Envelope:
     if not isinstance(h, list) or len(h) < 5:
         raise MalformedFrame("bad header", "header is not an array of at least 5 elements")
     t, v, src, seq, ts = h[:5]
+    epoch = h[5] if len(h) > 5 else 0
     if not (isinstance(t, str) and isinstance(src, str) and type(v) is int
-            and type(seq) is int and type(ts) is int):
+            and type(seq) is int and type(ts) is int and type(epoch) is int):
         raise MalformedFrame("bad header", "header fields have the wrong types")
-    header = Header(t, v, src, seq, ts)
+    return topic, Header(t, v, src, seq, ts, epoch)
+
+
+def decode(frames: list[bytes], *, raw: bool = False) -> Envelope:
+    """Decode one multipart message; raise :class:`MalformedFrame` on anything wrong."""
+    topic, header = decode_header(frames)
     body = _unpack(frames[2], "body")
     if not isinstance(body, dict):
         raise MalformedFrame("bad body", f"body is {type(body).__name__}, expected a map")

@@ -148,6 +148,10 @@ class Fanout:
         self._skipping = False
         self.restarts = 0
         self.last_frame_mono: float | None = None
+        # The last live unit (not the publisher's replay, not late): the media
+        # plane's own word that the camera is sending now.
+        self.last_live_mono: float | None = None
+        self._live_unit = asyncio.Event()
         self._rate: deque[tuple[float, int]] = deque()
         self.error: str = ""
 
@@ -214,6 +218,16 @@ class Fanout:
             lost += getattr(stats, "missed", 0) + getattr(stats, "dropped_to_keyframe", 0)
         return int(lost)
 
+    async def wait_live(self, timeout: float, fresh_s: float) -> bool:
+        """True if a live unit came in the last `fresh_s` seconds or comes within `timeout`."""
+        last = self.last_live_mono
+        if last is not None and time.monotonic() - last < fresh_s:
+            return True
+        self._live_unit.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._live_unit.wait(), timeout)
+        return self._live_unit.is_set()
+
     def stalled_for(self) -> float | None:
         """Seconds since the last unit, or None while none has come yet."""
         if self.last_frame_mono is None:
@@ -256,6 +270,8 @@ class Fanout:
                     self._skipping, self.gop = True, []
                 return
             self._skipping = False
+            self.last_live_mono = now
+            self._live_unit.set()
         self._rate.append((now, len(frame.data)))
         while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
             self._rate.popleft()

@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 PROFILES = ("main", "sub", "auto")
 CONNECT_TIMEOUT_S = 30.0
 STALL_S = 2.0  # no unit from the camera for this long: the session is waiting
+# Camera states that only say the bus has not told us lately (the bus may be
+# stalled while the camera's media plane flows): the media plane decides.
+MEDIA_DECIDES = ("silent", "unknown")
+# How long a request waits for a live unit when the bus cannot vouch for the camera.
+MEDIA_PROBE_S = 1.5
 TRANSCODE_START_S = 4.0
 RETRY_AFTER_S = 2
 STATS_EVERY_S = 1.0
@@ -157,7 +162,7 @@ class Session:
             return "waiting", f"stream error: {fanout.error}"
         stalled = fanout.stalled_for() if fanout is not None else None
         flowing = stalled is not None and stalled < STALL_S
-        if cam is not None and not cam.live:
+        if cam is not None and not cam.live and not (flowing and cam.state in MEDIA_DECIDES):
             return "waiting", f"camera {self.camera_id} is {cam.state}: {cam.reason}".rstrip(": ")
         if not flowing:
             silent = "no video yet" if stalled is None else f"no video for {stalled:.0f} s"
@@ -269,8 +274,9 @@ class SessionManager:
             raise WhepError(400, str(e)) from None
         key = self.resolve(cam, requested)
         stream = cam.streams.get(key.profile)
-        if not cam.live or stream is None:
-            why = cam.reason if not cam.live else f"its {key.profile} stream is not announced yet"
+        if stream is None or not (cam.live or cam.state in MEDIA_DECIDES):
+            why = cam.reason if stream is not None else \
+                f"its {key.profile} stream is not announced yet"
             raise WhepError(409, f"camera {camera_id} is not live ({cam.state}): {why}",
                             {"Retry-After": str(RETRY_AFTER_S)})
         if len(self.sessions) + self._creating >= self.config.max_sessions:
@@ -289,6 +295,10 @@ class SessionManager:
         self._creating += 1
         try:
             session.sink = fanout.add_sink()
+            if not cam.live and not await fanout.wait_live(MEDIA_PROBE_S, STALL_S):
+                raise WhepError(409, f"camera {camera_id} is not live ({cam.state}): "
+                                f"{cam.reason}, and no video from it within "
+                                f"{MEDIA_PROBE_S:g} s", {"Retry-After": str(RETRY_AFTER_S)})
             plid = await self._profile_level_id(key, stream, fanout)
             answer = await self._negotiate(session, offer, offer_sdp, plid)
         except BaseException:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgpack
 import pytest
@@ -10,19 +15,63 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.bus import topics
+from edge.bus import broker as broker_module
+from edge.bus import envelope, topics
 from edge.bus.broker import Broker
 from edge.bus.client import BusClient, RequestError, RequestTimeout, Subscription
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope
-from edge.bus.messages import Alert, CameraStatus, Message, Ping, Reply
+from edge.bus.messages import Alert, CameraStatus, CameraStream, Message, Ping, Reply
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def settle() -> None:
-    # PUB/SUB subscriptions take a moment to reach the publisher ("slow joiner").
-    await asyncio.sleep(0.3)
+async def joined(pub: BusClient, sub: Subscription, prefix: str = "") -> None:
+    """Until `sub` hears `pub` (PUB/SUB subscriptions take a moment: the slow joiner).
+
+    Probes go on a topic under `prefix` that is not state, so nothing is cached.
+    """
+    probe = f"{prefix}join/probe"
+
+    async def heard() -> None:
+        while True:
+            pub.publish(probe, Alert(text="probe"))
+            try:
+                while (await asyncio.wait_for(sub.recv(), 0.1)).topic != probe:
+                    pass
+                return
+            except TimeoutError:
+                continue
+
+    await asyncio.wait_for(heard(), 10)
+
+
+async def answered(bus: BusClient, service: str, within: float = 10.0) -> None:
+    """Until the broker routes requests to `service` (it registers once a second)."""
+    async def ask() -> None:
+        while True:
+            try:
+                await bus.request(service, Ping(), timeout=0.5)
+                return
+            except RequestTimeout:
+                return  # routed: the service is registered, it just did not answer in time
+            except RequestError:
+                await asyncio.sleep(0.05)
+    await asyncio.wait_for(ask(), within)
+
+
+@contextmanager
+def running_broker(endpoints: Endpoints) -> Iterator[Broker]:
+    b = Broker(endpoints)
+    b.bind()
+    t = threading.Thread(target=b.run, daemon=True)
+    t.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+        t.join(5)
+        assert not t.is_alive(), "broker did not stop"
 
 
 async def next_of(sub: Subscription, topic: str, timeout: float = 3.0) -> Envelope:
@@ -36,7 +85,7 @@ async def next_of(sub: Subscription, topic: str, timeout: float = 3.0) -> Envelo
 
 async def test_publish_subscribe_by_prefix(bus: BusClient) -> None:
     cams = bus.subscribe(topics.CAM)
-    await settle()
+    await joined(bus, cams, topics.CAM)
     bus.publish(topics.alert("x"), Alert(text="not for cams"))
     bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a", state="live"))
     env = await asyncio.wait_for(cams.recv(), 3)
@@ -46,7 +95,7 @@ async def test_publish_subscribe_by_prefix(bus: BusClient) -> None:
 
 async def test_late_subscriber_gets_last_state_at_once(bus: BusClient) -> None:
     early = bus.subscribe("")
-    await settle()
+    await joined(bus, early)
     for state in ("connecting", "live"):
         bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a", state=state))
     bus.publish(topics.cam_status("b"), CameraStatus(camera_id="b", state="down"))
@@ -66,7 +115,7 @@ async def test_late_subscriber_gets_last_state_at_once(bus: BusClient) -> None:
 
 async def test_replay_is_marked_not_a_gap(bus: BusClient) -> None:
     first = bus.subscribe(topics.CAM)
-    await settle()
+    await joined(bus, first, topics.CAM)
     bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a"))
     env = await next_of(first, "cam/a/status")
     assert not env.replayed
@@ -77,7 +126,7 @@ async def test_replay_is_marked_not_a_gap(bus: BusClient) -> None:
 
 async def test_gap_detected_from_sequence(bus: BusClient) -> None:
     sub = bus.subscribe(topics.ALERT)
-    await settle()
+    await joined(bus, sub, topics.ALERT)
     bus.publish(topics.alert("x"), Alert(text="1"))
     bus._seq[topics.alert("x")] += 3  # as if three were lost on the way
     bus.publish(topics.alert("x"), Alert(text="5"))
@@ -122,7 +171,7 @@ async def test_silent_service_times_out(endpoints: Endpoints, bus: BusClient) ->
         return Reply()
 
     server.serve("slow", never)
-    await asyncio.sleep(0.3)
+    await answered(bus, "slow")
     try:
         with pytest.raises(RequestTimeout, match="no reply from slow within 0.5 s"):
             await bus.request("slow", Ping(), timeout=0.5)
@@ -137,7 +186,7 @@ async def test_handler_error_is_a_reply(endpoints: Endpoints, bus: BusClient) ->
         raise ValueError("boom")
 
     server.serve("bad", broken)
-    await asyncio.sleep(0.3)
+    await answered(bus, "bad")
     try:
         reply = await bus.request("bad", Ping())
         assert isinstance(reply.message, Reply)
@@ -162,7 +211,7 @@ def test_random_frames_do_not_stop_broker_or_subscriber(
         router: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         router.connect(endpoints.router)
         try:
-            await asyncio.sleep(0.2)
+            await joined(client, sub)
             for frames in junk:
                 if frames:
                     raw.send_multipart(frames)
@@ -179,3 +228,198 @@ def test_random_frames_do_not_stop_broker_or_subscriber(
             await client.close()
 
     asyncio.run(scenario())
+
+
+def _header(type_name: str = "alert", source: str = "raw", seq: int = 1) -> bytes:
+    return msgpack.packb([type_name, 1, source, seq, 1, 7])
+
+
+async def test_each_kind_of_malformed_message_is_counted(
+        endpoints: Endpoints, broker: Broker, bus: BusClient) -> None:
+    sub = bus.subscribe("odd/")
+    raw: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoints.pub)
+    body = msgpack.packb({"text": "x"})
+    bad = [
+        [b"odd/one"],                                                   # too few frames
+        [b"odd/\xff", _header(), body],                                 # bad topic
+        [b"odd/h1", b"\xc1", body],                                     # bad header
+        [b"odd/h2", msgpack.packb([1, 2]), body],                        # bad header
+        [b"odd/b", _header(), msgpack.packb([1])],                       # bad body
+        [b"odd/t", _header("no.such.type"), body],                       # unknown type
+        [b"odd/s", _header("cam.status"), msgpack.packb({"fps": "fast"})],  # schema
+        [b"odd/x/status", b"\xc1", body],                               # state, bad header
+    ]
+    try:
+        async def through() -> None:
+            # Until the raw socket is joined: each round ends with a good message.
+            while True:
+                for frames in bad:
+                    raw.send_multipart(frames)
+                raw.send_multipart([b"odd/end", _header(), body])
+                try:
+                    while (await asyncio.wait_for(sub.recv(), 0.2)).topic != "odd/end":
+                        pass
+                    return
+                except TimeoutError:
+                    bus.stats.malformed.clear()
+                    broker.stats.malformed.clear()
+        await asyncio.wait_for(through(), 10)
+    finally:
+        raw.close(0)
+    assert bus.stats.malformed == Counter({
+        "too few frames": 1, "bad topic": 1, "bad header": 3, "bad body": 1,
+        "unknown type": 1, "schema": 1})
+    # The broker checks state messages before caching them, and keeps none of these.
+    assert broker.stats.malformed["bad header"] == 1
+    assert b"odd/x/status" not in broker.cache
+
+
+async def test_restarted_publisher_is_heard_at_once(endpoints: Endpoints, bus: BusClient) -> None:
+    """A service restarted under the same name counts from 1 again: not a replay."""
+    sub = bus.subscribe(topics.CAM)
+    first = BusClient(endpoints, source="camera@a")
+    try:
+        await joined(first, sub, topics.CAM)
+        for _ in range(50):
+            first.publish(topics.cam_status("a"), CameraStatus(camera_id="a", state="live"))
+        seen = 0
+        while seen < 50:
+            env = await next_of(sub, "cam/a/status")
+            assert not env.replayed
+            seen += 1
+    finally:
+        await first.close()
+    second = BusClient(endpoints, source="camera@a")
+    try:
+        async def down() -> Envelope:
+            while True:
+                second.publish(topics.cam_status("a"), CameraStatus(camera_id="a", state="down"))
+                with contextlib.suppress(TimeoutError):
+                    return await next_of(sub, "cam/a/status", 0.1)
+        env = await asyncio.wait_for(down(), 10)
+        assert isinstance(env.message, CameraStatus) and env.message.state == "down"
+        assert not env.replayed and env.gap == 0
+        assert env.header.epoch == second.epoch != first.epoch
+    finally:
+        await second.close()
+
+
+async def test_forged_sequence_does_not_silence_a_source(
+        endpoints: Endpoints, bus: BusClient) -> None:
+    sub = bus.subscribe(topics.CAM)
+    genuine = BusClient(endpoints, source="camera@a")
+    raw: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoints.pub)
+    topic = topics.cam_status("a")
+    try:
+        await joined(genuine, sub, topics.CAM)
+        genuine.publish(topic, CameraStatus(camera_id="a", state="live"))
+        assert not (await next_of(sub, topic)).replayed
+        forged = envelope.encode(topic, CameraStatus(camera_id="a", state="down"), "camera@a",
+                                 2**62, epoch=genuine.epoch)
+
+        async def delivered() -> None:
+            while True:
+                raw.send_multipart(forged)
+                with contextlib.suppress(TimeoutError):
+                    if (await next_of(sub, topic, 0.1)).header.seq == 2**62:
+                        return
+        await asyncio.wait_for(delivered(), 10)
+        genuine.publish(topic, CameraStatus(camera_id="a", state="live"))
+        env = await next_of(sub, topic)
+        assert env.header.seq == 2 and not env.replayed
+    finally:
+        raw.close(0)
+        await genuine.close()
+
+
+async def test_state_is_back_after_a_broker_restart(endpoints: Endpoints) -> None:
+    """Announced once (a camera's stream), still known to whoever subscribes after a restart."""
+    announcement = CameraStream(camera_id="a", profile="main", codec="h264")
+    camera = BusClient(endpoints, source="camera@a")
+    try:
+        with running_broker(endpoints) as first:
+            async def cached() -> None:
+                while b"cam/a/main/stream" not in first.cache:
+                    camera.publish(topics.cam_stream("a", "main"), announcement)
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(cached(), 10)
+        with running_broker(endpoints):
+            viewer = BusClient(endpoints, source="uplink")
+            try:
+                env = await next_of(viewer.subscribe(topics.CAM), "cam/a/main/stream", 10)
+                assert env.message == announcement
+            finally:
+                await viewer.close()
+    finally:
+        await camera.close()
+
+
+async def test_subscriptions_come_only_from_subscribers(
+        endpoints: Endpoints, broker: Broker, bus: BusClient) -> None:
+    """A publisher sending frames that look like subscriptions makes the broker replay nothing."""
+    sub = bus.subscribe("")
+    await joined(bus, sub)
+    bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a"))
+    await next_of(sub, "cam/a/status")
+    replayed, subscriptions = broker.stats.replayed, broker.stats.subscriptions
+    raw: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(endpoints.pub)
+    try:
+        async def through() -> None:
+            while True:
+                for _ in range(100):
+                    raw.send(b"\x01")
+                    raw.send(b"\x01cam/")
+                raw.send_multipart([b"alert/raw", _header(), msgpack.packb({"text": "end"})])
+                with contextlib.suppress(TimeoutError):
+                    await next_of(sub, "alert/raw", 0.2)
+                    return
+        await asyncio.wait_for(through(), 10)
+    finally:
+        raw.close(0)
+    assert broker.stats.subscriptions == subscriptions
+    assert broker.stats.replayed == replayed
+
+
+async def test_subscription_flood_is_answered_once_per_interval(
+        endpoints: Endpoints, broker: Broker, bus: BusClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long enough that the whole flood falls in one interval on any machine.
+    monkeypatch.setattr(broker_module, "REPLAY_EVERY_S", 60.0)
+    watcher = bus.subscribe("")
+    await joined(bus, watcher)
+    bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a"), b"x" * 100_000)
+    await next_of(watcher, "cam/a/status")
+    before = broker.stats.replayed
+    flood: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XSUB)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(endpoints.sub)
+    try:
+        for _ in range(200):
+            flood.send(b"\x01cam/")
+            flood.send(b"\x00cam/")
+        async def counted() -> None:
+            while broker.stats.subscriptions - 0 < 200:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(counted(), 10)
+    finally:
+        flood.close(0)
+    # The first subscription is answered at once; the rest wait for the interval, as one.
+    assert broker.stats.replayed - before == 1
+    assert list(broker._replay_due) == [b"cam/"]
+
+
+async def test_oversized_state_is_forwarded_not_cached(broker: Broker, bus: BusClient) -> None:
+    sub = bus.subscribe(topics.CAM)
+    await joined(bus, sub, topics.CAM)
+    big = b"x" * (broker_module.MAX_STATE_BYTES + 1)
+    bus.publish(topics.cam_thumbnail("a"), CameraStatus(camera_id="a"), big)
+    env = await next_of(sub, "cam/a/thumbnail")
+    assert env.blobs == [big]
+    assert b"cam/a/thumbnail" not in broker.cache
+    assert broker.stats.malformed["state too large"] == 1
