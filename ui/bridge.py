@@ -191,9 +191,12 @@ class BusBridge:
         msg = env.message
         if isinstance(msg, ServiceHealth) and env.topic == topics.svc_health("bus"):
             # A cached heartbeat replayed to a fresh subscription is not a new sign
-            # of life: only a new (source, seq) counts.
+            # of life: only a new (source, seq) counts, and only one produced within
+            # the timeout (a new client has no earlier one to compare with, and the
+            # broker's cache may hold the last beat of a heartbeat long dead).
             key = (env.header.source, env.header.seq)
-            if key != self._last_heartbeat:
+            produced_age = self.state.now() - env.header.ts_ns / 1e9
+            if key != self._last_heartbeat and produced_age < self.heartbeat_timeout:
                 self._last_heartbeat = key
                 self.state.bus.heartbeat_at = self.state.now()
         update = self.state.apply(env.topic, msg, env.header.ts_ns)

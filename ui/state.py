@@ -188,7 +188,9 @@ class Event:
 
 @dataclass(slots=True)
 class BusView:
-    heartbeat_at: float | None = None  # our clock, when the broker's health last arrived
+    # Our clock, when a new heartbeat of the broker's last arrived (the bridge decides
+    # what is new: not a replay, not one produced too long ago).
+    heartbeat_at: float | None = None
     connected: bool | None = None  # None until the first heartbeat or timeout
     changed_at: float | None = None
     reconnects: int = 0
@@ -299,9 +301,6 @@ class DashboardState:
         if not name:
             self._odd()
             return None
-        if topic == topics.svc_health(BUS_SERVICE):
-            # Receipt time, not production time: this is about the path to the broker.
-            self.bus.heartbeat_at = now
         if name not in self.services and len(self.services) >= MAX_DEVICES * 4:
             self._odd()
             return None

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class Child:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     last_start: float = 0.0
-    backoff: float = BACKOFF_FIRST_S
+    backoff: float = field(default_factory=lambda: BACKOFF_FIRST_S)  # per child: patchable
     last_exit: int | None = None
     health: ServiceHealth | None = None
     log_path: Path | None = None
