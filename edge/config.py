@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,10 +25,20 @@ from pydantic import (
     model_validator,
 )
 
+from edge.addresses import (
+    check_host_port,
+    check_ice_url,
+    check_rtsp_url,
+    check_zmq_endpoint,
+    host_problem,
+)
+
 # Ids appear in topics, file names, systemd instance names and URLs.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DeviceId = Annotated[str, Field(pattern=ID_PATTERN)]
-CONNECTION_RE = re.compile(r"^(udpin|udpout|tcp|tcpin):[^:\s]+:\d{1,5}$|^serial:/[^:\s]+:\d+$")
+CONNECTION_RE = re.compile(r"^(udpin|udpout|tcp|tcpin):[^:\s]+:\d+$|^serial:/[^:\s]+:\d+$")
+# Deeper than any vehicle config; tomllib itself has no limit and recurses.
+MAX_NESTING = 100
 
 
 class ConfigError(Exception):
@@ -79,8 +91,16 @@ class SecretRef(Model):
 
 
 def _check_rtsp(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("rtsp://", "rtsps://")):
-        raise ValueError(f'expected rtsp:// URL, got "{value}"')
+    return None if value is None else check_rtsp_url(value)
+
+
+def _check_link(value: str, kinds: tuple[str, ...]) -> str:
+    """A MAVLink link `KIND:HOST:PORT` (HOST without brackets: pymavlink takes no IPv6)."""
+    kind, _, rest = value.partition(":")
+    if kind not in kinds or ":" not in rest:
+        forms = ", ".join(f"{k}:HOST:PORT" for k in kinds)
+        raise ValueError(f'expected {forms}, got "{value}"')
+    check_host_port(rest, ipv6=False, within=value)
     return value
 
 
@@ -96,9 +116,7 @@ class BusConfig(Model):
     @field_validator("pub_endpoint", "sub_endpoint", "router_endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(ipc|tcp|inproc)://.+", v):
-            raise ValueError(f'expected a ZeroMQ endpoint (ipc://, tcp://), got "{v}"')
-        return v
+        return None if v is None else check_zmq_endpoint(v)
 
 
 class Position(Model):
@@ -141,10 +159,15 @@ class MavlinkEndpointConfig(Model):
 
     name: DeviceId
     # The router serves these three; a GCS that dials out to us uses tcpin.
-    url: str = Field(pattern=r"^(udpout|udpin|tcpin):.+:\d+$")
+    url: str
     mode: Literal["ro", "rw"] = "ro"
     allow: list[int | str] = []
     deny: list[int | str] = []
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_link(v, ("udpout", "udpin", "tcpin"))
 
 
 class DroneLinkConfig(Model):
@@ -163,7 +186,11 @@ class DroneLinkConfig(Model):
         if not CONNECTION_RE.match(v):
             raise ValueError("expected udpin:HOST:PORT, udpout:HOST:PORT, tcp:HOST:PORT or "
                              f'serial:/dev/DEVICE:BAUD, got "{v}"')
-        return v
+        if v.startswith("serial:"):
+            if int(v.rpartition(":")[2]) == 0:
+                raise ValueError(f'the baud rate must be more than 0, got "{v}"')
+            return v
+        return _check_link(v, ("udpin", "udpout", "tcp", "tcpin"))
 
 
 class WanLinkConfig(Model):
@@ -177,19 +204,33 @@ class WanLinkConfig(Model):
     rtt_ms: int = Field(default=0, ge=0)
     constrained: bool = False
 
+    @field_validator("probe_host")
+    @classmethod
+    def _probe_host(cls, v: str) -> str:
+        why = host_problem(f"[{v}]" if ":" in v else v) if v else None
+        if why:
+            raise ValueError(why)
+        return v
+
 
 class UplinkConfig(Model):
     enabled: bool = True
-    listen: str = Field(default="127.0.0.1:8800", pattern=r"^[^\s]+:\d+$")
+    listen: str = "127.0.0.1:8800"
     token: SecretRef | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    ice_servers: list[str] = []
+    ice_servers: list[Annotated[str, AfterValidator(check_ice_url)]] = []
     max_sessions: int = Field(default=16, ge=1, le=256)
     max_transcodes: int = Field(default=1, ge=0, le=8)
     # The worst round trip a viewer may have (satellite): sizes NACK history.
     worst_rtt_ms: int = Field(default=1000, ge=50, le=10000)
     profile: Literal["main", "sub", "auto"] = "auto"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        # Port 0 is "any free port": tests and benches listen that way.
+        return check_host_port(v, allow_zero_port=True)
 
 
 class RecorderConfig(Model):
@@ -207,10 +248,15 @@ class SimCameraConfig(Model):
 
 
 class SimDroneConfig(Model):
-    connection: str = Field(pattern=r"^(tcp|udpin|udpout):[^:]+:\d+$")
+    connection: str
     sysid: int = Field(default=1, ge=1, le=254)
     home: Position | None = None
     camera: str | None = None
+
+    @field_validator("connection")
+    @classmethod
+    def _connection(cls, v: str) -> str:
+        return _check_link(v, ("tcp", "udpin", "udpout"))
 
 
 class DemoConfig(Model):
@@ -255,17 +301,35 @@ class VehicleConfig(Model):
         raise KeyError(link_id)
 
 
+# How pydantic names union branches in locations; they mean nothing to an operator.
+_BRANCHES = frozenset({"int", "str", "float", "bool", "none"})
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-", "literal[", "int", "str", "float")):
-            # pydantic names union branches in locations; they mean nothing to an operator.
+        elif part in _BRANCHES or part.startswith(("function-", "literal[")):
             continue
         else:
             out += f".{part}" if out else part
     return out or "(top level)"
+
+
+_SHOW = reprlib.Repr()
+# A value is shown short and shallow: a deeply nested one must not recurse.
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 2, 80, 80
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 4
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_PROBLEM_CHARS = 300
+
+
+def _one_line(text: str) -> str:
+    """`text` with its control characters escaped, cut short: one line an operator can read."""
+    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                            else f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[:MAX_PROBLEM_CHARS - 1] + "…"
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -283,8 +347,8 @@ def _describe(err: dict[str, Any]) -> str:
             return f'expected an id (a-z, 0-9, - and _, at most 32), got "{got}"'
         return f'expected text matching {err["ctx"]["pattern"]}, got "{got}"'
     if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}, got {got!r}"
-    return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
+        return f"expected {err['ctx']['expected']}, got {_SHOW.repr(got)}"
+    return f"{msg[:1].lower()}{msg[1:]}, got {_SHOW.repr(got)}"
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
@@ -325,9 +389,28 @@ def _line_of(loc: tuple[int | str, ...], lines: dict[tuple[int | str, ...], int]
     return None
 
 
+def _depth(value: Any) -> int:
+    """How deeply arrays and tables nest in `value`, counted without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "") -> VehicleConfig:
+    if _depth(data) > MAX_NESTING:
+        raise ConfigError(source, [_TOO_DEEP])
     try:
         return VehicleConfig.model_validate(data)
+    except RecursionError:
+        raise ConfigError(source, [_TOO_DEEP]) from None
     except ValidationError as e:
         problems = []
         seen = set()
@@ -335,7 +418,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "")
         for err in e.errors():
             where = _loc(err["loc"])
             what = _describe(dict(err))
-            line = what if not err["loc"] else f"{where}: {what}"
+            line = _one_line(what if not err["loc"] else f"{where}: {what}")
             number = _line_of(tuple(err["loc"]), lines)
             if number is not None:
                 # Editors and terminals jump to "FILE:LINE: ..." (see ConfigError).
@@ -346,16 +429,28 @@ def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "")
         raise ConfigError(source, problems) from None
 
 
+_TOO_DEEP = f"arrays or tables nested more than {MAX_NESTING} levels deep"
+
+
 def load_config(path: str | Path) -> VehicleConfig:
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read: {e.strerror}"]) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(str(p), [f"{line}: not UTF-8 text: byte 0x{raw[e.start]:02x} at line "
+                                   f"{line}, column {column} (save the file as UTF-8)"]) from None
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
+        raise ConfigError(str(p), [_one_line(f"not valid TOML: {e}")]) from None
+    except RecursionError:  # tomllib recurses once per level of nesting, without a limit
+        raise ConfigError(str(p), [_TOO_DEEP]) from None
     return parse_config(data, str(p), text)
 
 

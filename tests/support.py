@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import json
 import logging
+import os
+import re
+import shutil
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+import tomllib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import pytest
 
 from edge.bus.client import BusClient, Subscription
-from edge.bus.endpoints import Endpoints
+from edge.bus.endpoints import RUNTIME_DIR_ENV, Endpoints
 from edge.bus.messages import Message
-from edge.config import VehicleConfig
+from edge.config import VehicleConfig, load_config
 from edge.runtime.service import Service, ServiceContext, host
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,3 +140,330 @@ async def run_edge(*args: str, env: dict[str, str] | None = None,
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+# -- a whole demo as a subprocess: private ports, found and cleaned up by its environment ----
+
+
+DEMO_CONFIG = REPO / "config" / "demo.toml"
+_LOCAL_PORT = re.compile(r"(?<=127\.0\.0\.1:)(\d+)")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {type(value).__name__}")
+
+
+def toml_text(data: dict[str, object]) -> str:
+    """`data` as TOML, every value inline on its key's line (enough for vehicle configs)."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in data.items())
+
+
+def demo_config_copy(dest: Path, *, cameras: list[str] | None = None,
+                     drones: list[str] | None = None, uplink: bool = True) -> Path:
+    """config/demo.toml written into `dest` with every local port replaced by a free one, so
+    that it runs beside anyone else's demo; optionally only the named cameras and drone
+    links (with their simulators). The token file is copied beside it. Returns its path."""
+    data: dict[str, Any] = tomllib.loads(DEMO_CONFIG.read_text())
+    demo = data.setdefault("demo", {})
+    if cameras is not None:
+        data["cameras"] = [c for c in data.get("cameras", []) if c["id"] in cameras]
+        demo["sim_cameras"] = [c for c in demo.get("sim_cameras", []) if c["name"] in cameras]
+    if drones is not None:
+        data["drones"] = [d for d in data.get("drones", []) if d["id"] in drones]
+        links = {d["connection"] for d in data["drones"]}
+        demo["sim_drones"] = [d for d in demo.get("sim_drones", []) if d["connection"] in links]
+    served = {f"127.0.0.1:{c['port']}" for c in demo.get("sim_cameras", [])}
+    for sim in demo.get("sim_drones", []):
+        if "camera" in sim and _LOCAL_PORT.search(sim["camera"]) and not any(
+                s in sim["camera"] for s in served):
+            del sim["camera"]  # its camera's simulator is not in this copy
+    if not uplink:
+        data["uplink"] = {"enabled": False}
+    ports: dict[str, str] = {}
+
+    def remap(port: str) -> str:
+        if port not in ports:
+            ports[port] = str(free_port())
+        return ports[port]
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _LOCAL_PORT.sub(lambda m: remap(m.group(1)), value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    data = walk(data)
+    for sim in data.get("demo", {}).get("sim_cameras", []):
+        sim["port"] = int(remap(str(sim["port"])))
+    dest.mkdir(parents=True, exist_ok=True)
+    token = data.get("uplink", {}).get("token", {})
+    if isinstance(token, dict) and "file" in token:
+        shutil.copy(DEMO_CONFIG.parent / token["file"], dest / token["file"])
+    path = dest / "demo.toml"
+    path.write_text(toml_text(data))
+    return path
+
+
+def _proc_items() -> Iterator[tuple[int, bytes, list[bytes], str]]:
+    """(pid, environ, argv, state) of every process this user can read, zombies included."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        yield int(entry.name), env, argv, state
+
+
+def processes_with_env(name: str, value: str) -> dict[int, str]:
+    """Live processes whose environment holds `name=value` (pid -> command line). A child
+    re-parented to init keeps its environment, so this finds orphans too."""
+    needle = f"{name}={value}".encode()
+    return {pid: b" ".join(argv).decode(errors="replace").strip()
+            for pid, env, argv, state in _proc_items()
+            if state != "Z" and pid != os.getpid() and needle in env.split(b"\0")}
+
+
+def demo_processes(runtime_dir: str | Path) -> dict[int, str]:
+    """Every live process a demo started: each carries its runtime dir in EDGE_RUNTIME_DIR."""
+    return processes_with_env(RUNTIME_DIR_ENV, str(runtime_dir))
+
+
+@dataclass
+class DemoRun:
+    """`edge demo --headless` running as a subprocess (see :func:`running_demo`)."""
+
+    proc: subprocess.Popen[bytes]
+    config_path: Path
+    config: VehicleConfig
+    runtime_dir: Path
+    stdout: Path
+    stderr: Path
+    summary: dict[str, Any] | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints.from_config(self.config.bus, self.runtime_dir)
+
+    def pid_of(self, *argv: str) -> int | None:
+        """The live child of this demo whose command line holds `argv` in order, e.g.
+        ("run", "camera@north-gate") or ("sim", "drone"); None if there is none."""
+        want = [a.encode() for a in argv]
+        needle = f"{RUNTIME_DIR_ENV}={self.runtime_dir}".encode()
+        for pid, env, args, state in _proc_items():
+            if state == "Z" or needle not in env.split(b"\0"):
+                continue
+            if any(args[i:i + len(want)] == want for i in range(len(args))):
+                return pid
+        return None
+
+    def log(self, child: str) -> str:
+        """A child's log (the supervisor keeps one a child in the runtime dir)."""
+        try:
+            return (self.runtime_dir / "logs" / f"{child}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def output(self) -> str:
+        return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+
+
+async def wait_for_pid(demo: DemoRun, *argv: str, timeout: float = 30.0,
+                       other_than: int | None = None) -> int:
+    """The pid of the demo child with `argv`, waiting for it (a new one: not `other_than`)."""
+    found: list[int] = []
+
+    def check() -> bool:
+        pid = demo.pid_of(*argv)
+        if pid is not None and pid != other_than:
+            found.append(pid)
+            return True
+        return False
+
+    await eventually(check,
+                     within=timeout,
+                     what=f"a{' new' if other_than else ''} process {' '.join(argv)!r} "
+                     f"in the demo")
+    return found[-1]
+
+
+async def kill9(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL `pid` and wait until it is gone (reaped by its parent or a zombie)."""
+    os.kill(pid, signal.SIGKILL)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+
+    await eventually(gone, within=timeout, what=f"pid {pid} to die after SIGKILL", every=0.02)
+
+
+def _die_with_test() -> None:
+    # In the demo between fork and exec: should the test process die without cleaning up
+    # (a pytest-timeout, a crash), the demo gets SIGTERM and stops its children itself.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn_demo(config_path: Path, workdir: Path, extra: tuple[str, ...]
+                ) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    out, err = workdir / "demo.stdout", workdir / "demo.stderr"
+    # Files, not pipes: nobody reads a pipe while the test runs, and a full one would
+    # block the supervisor's logging.
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "demo", "--headless", "--config",
+                                 str(config_path), *extra], cwd=REPO, stdin=subprocess.DEVNULL,
+                                stdout=o, stderr=e, start_new_session=True,
+                                preexec_fn=_die_with_test)
+    return proc, out, err
+
+
+def _announced_runtime_dir(err: Path) -> Path | None:
+    m = re.search(r"logs in (\S+)", err.read_text(errors="replace"))
+    return Path(m.group(1)) if m else None
+
+
+def _kill_leftovers(runtime_dir: Path) -> None:
+    for pid in demo_processes(runtime_dir):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)  # a test may have stopped one
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_demo(config_path: Path, workdir: Path, *extra: str,
+                       stop_within: float = 30.0) -> AsyncIterator[DemoRun]:
+    """`edge demo --headless --config CONFIG` until the block ends; then SIGINT (as Ctrl-C)
+    and its JSON summary in `.summary`. Whatever happens, nothing it started outlives the
+    block: leftovers (found by their environment) are SIGKILLed."""
+    proc, out, err = _spawn_demo(config_path, workdir, extra)
+    runtime_dir: Path | None = None
+    try:
+        deadline = time.monotonic() + 20
+        while (runtime_dir := _announced_runtime_dir(err)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"edge demo did not start (exit {proc.returncode}):\n"
+                                     f"{err.read_text(errors='replace')[-3000:]}")
+            await asyncio.sleep(0.05)
+        demo = DemoRun(proc, config_path, load_config(config_path), runtime_dir, out, err)
+        yield demo
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, stop_within)
+        assert code == 0, f"edge demo exited {code}:\n{demo.output()[-3000:]}"
+        lines = out.read_text().strip().splitlines()
+        assert lines, f"edge demo printed no summary:\n{demo.output()[-3000:]}"
+        demo.summary = json.loads(lines[-1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
+        if runtime_dir is not None:
+            _kill_leftovers(runtime_dir)
+
+
+# -- waiting on a condition, and skips that CI turns into failures -----------------------------
+
+T = TypeVar("T")
+
+
+async def eventually(predicate: Callable[[], T], within: float = 10.0,
+                     what: str = "the condition", every: float = 0.05) -> T:
+    """Poll `predicate()` until its value is truthy, and return that value.
+
+    For state that has no event to wait on. `within` only keeps a broken test from hanging:
+    make it generous (a loaded machine is slow, not wrong); it is never a timing check.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (value := predicate()):
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(every)
+    return value
+
+
+def eventually_sync(predicate: Callable[[], T], within: float = 10.0,
+                    what: str = "the condition", every: float = 0.05) -> T:
+    """:func:`eventually` for code without an event loop (it blocks the thread)."""
+    deadline = time.monotonic() + within
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(every)
+    return value
+
+
+async def expect_sending(inbox: Inbox, kind: type[M], send: Callable[[], object],
+                         where: Callable[[M], bool] = lambda m: True, within: float = 10.0,
+                         every: float = 0.25, topic: str | None = None) -> M:
+    """Call `send()` again every `every` s until `inbox` receives a matching message.
+
+    For topics the broker does not cache (alerts, marks): a subscription still on its way
+    to the publisher misses what is sent before it arrives (ZeroMQ's "slow joiner"), so
+    the sender repeats instead of the test sleeping and hoping.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    start = inbox.mark()
+    while True:
+        send()
+        try:
+            wait = max(0.01, min(every, deadline - loop.time()))
+            return await inbox.expect(kind, where, within=wait, topic=topic, since=start)
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise AssertionError(f"no {kind.__name__} arrived within {within:g} s "
+                                     f"of sending it again every {every:g} s") from None
+
+
+def in_ci() -> bool:
+    """True on CI (`CI` set to anything non-empty), where .ci/run installed every tool."""
+    return bool(os.environ.get("CI"))
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip the test unless `condition` holds; on CI, fail it instead.
+
+    .ci/run installs every package the tests need (Chromium, tmux, systemd-analyze,
+    GStreamer), so there a missing one is a broken install step, not a reason to pass.
+    """
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason}; CI is set, and .ci/run should have installed it", pytrace=False)
+    pytest.skip(reason)
+
+
+def standing_still(read: Callable[[], object], looks: int = 3) -> Callable[[], bool]:
+    """A predicate for :func:`eventually`: true once `read()` gave the same value `looks`
+    times running. For "it has stopped" (a count that no longer moves), which no event says.
+    Poll it with an `every` long next to the thing's own pace (several of its steps), so
+    that a still count means stopped, not merely between two steps."""
+    seen: list[object] = []
+
+    def check() -> bool:
+        seen.append(read())
+        return len(seen) >= looks and all(v == seen[-1] for v in seen[-looks:])
+
+    return check

@@ -121,8 +121,16 @@ def open_source(
     return container
 
 
+# FFmpeg opens a stream it has no codec for (an SDP payload type without
+# a=rtpmap) without a codec context rather than failing.
+NO_CODEC = "the camera's video stream names no codec FFmpeg knows (SDP without a=rtpmap?)"
+
+
 def video_codec(stream: VideoStream) -> Codec:
-    name = stream.codec_context.name
+    context = stream.codec_context
+    if context is None:
+        raise SourceError(NO_CODEC)
+    name = context.name
     codec = _CODECS.get(name)
     if codec is None:
         raise SourceError(f"unsupported codec {name} (need H.264 or H.265)")

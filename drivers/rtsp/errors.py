@@ -12,11 +12,20 @@ import re
 import av
 
 SERVER_BUSY = "camera busy or starting (RTSP 5xx)"
+INVALID_DATA = "invalid data from source"
+# FFmpeg's RTSP demuxer answers a reply whose status it does not expect (a mangled
+# status line reads as a stray number) with a bare -1, which is AVERROR(EPERM):
+# PyAV raises PermissionError, "Operation not permitted", though nothing was refused.
+UNREADABLE_REPLY = "the camera sent an RTSP reply FFmpeg could not use (malformed status?)"
 _USERINFO = re.compile(r"(rtsps?://)[^/@\s]*@", re.IGNORECASE)
 
 
 class ProbeError(Exception):
     """A source could not be probed; `str()` is a one-line reason."""
+
+
+class MalformedReply(ProbeError):
+    """A camera's RTSP reply or SDP that does not parse; `str()` says what is wrong with it."""
 
 
 def describe_error(exc: BaseException, *, opening: bool = False) -> str:
@@ -44,7 +53,10 @@ def describe_error(exc: BaseException, *, opening: bool = False) -> str:
     if isinstance(exc, EOFError):
         return "closed by source"
     if isinstance(exc, av.error.InvalidDataError):
-        return "invalid data from source"
+        return INVALID_DATA
+    if isinstance(exc, av.error.FFmpegError) and isinstance(exc, OSError) \
+            and exc.errno == errno.EPERM:
+        return UNREADABLE_REPLY
     if isinstance(exc, OSError):
         code = exc.errno
         if code == errno.EHOSTUNREACH:

@@ -10,16 +10,28 @@ from fractions import Fraction
 import av
 
 from drivers.rtsp.demux import (
+    NO_CODEC,
     AccessUnitAssembler,
     SourceError,
     Transport,
     open_source,
     redact_url,
 )
-from drivers.rtsp.errors import ProbeError, describe_error, describe_open_error
+from drivers.rtsp.diagnose import diagnose
+from drivers.rtsp.errors import (
+    INVALID_DATA,
+    UNREADABLE_REPLY,
+    ProbeError,
+    describe_error,
+    describe_open_error,
+)
 from drivers.rtsp.model import Codec
 
 _READ_POLL_S = 0.5
+_DIAGNOSE_S = 3.0
+# FFmpeg's reasons that say something was wrong but not what: the probe then
+# replays the handshake itself to name it.
+_VAGUE = frozenset({INVALID_DATA, UNREADABLE_REPLY, NO_CODEC})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +76,19 @@ def _probe_blocking(
         raise ProbeError(str(exc)) from None
     except Exception as exc:
         elapsed = time.monotonic() - started
-        raise ProbeError(describe_open_error(exc, elapsed, open_timeout)) from None
+        reason = describe_open_error(exc, elapsed, open_timeout)
+        raise ProbeError(_explained(url, reason, open_timeout)) from None
     try:
         return _measure(container, url, transport, seconds, started, open_timeout)
     finally:
         container.close()
+
+
+def _explained(url: str, reason: str, open_timeout: float) -> str:
+    """`reason`, or what the camera got wrong when FFmpeg's reason does not say."""
+    if reason not in _VAGUE:
+        return reason
+    return diagnose(url, min(open_timeout, _DIAGNOSE_S)) or reason
 
 
 def _measure(
@@ -83,7 +103,7 @@ def _measure(
     try:
         assembler = AccessUnitAssembler(stream)
     except SourceError as exc:
-        raise ProbeError(str(exc)) from None
+        raise ProbeError(_explained(url, str(exc), open_timeout)) from None
     first_key: float | None = None
     keyframe_positions: list[int] = []
     frames = 0

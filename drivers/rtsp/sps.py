@@ -37,6 +37,14 @@ H265_PROFILES = {
 }
 
 
+# The widest or tallest picture any level allows: sqrt(8 x MaxFS) at H.264
+# level 6.2 (139264 macroblocks) and sqrt(8 x MaxLumaPs) at H.265 level 6.2
+# both come to 16888 pixels. A larger one is a corrupt SPS.
+MAX_DIMENSION = 16888
+# A frame rate from the VUI beyond this is a corrupt or placeholder timing info.
+MAX_FPS = 1000.0
+
+
 class SpsError(ValueError):
     """The bytes are not a parameter set we can read."""
 
@@ -139,7 +147,7 @@ def parse_h264_sps(nal: bytes) -> SpsInfo:
     chroma_format_idc = 1
     separate_colour_plane = False
     if profile_idc in _H264_HIGH_PROFILES:
-        chroma_format_idc = r.ue()
+        chroma_format_idc = _chroma_format(r.ue())
         if chroma_format_idc == 3:
             separate_colour_plane = r.flag()
         r.ue()  # bit_depth_luma_minus8
@@ -151,6 +159,8 @@ def parse_h264_sps(nal: bytes) -> SpsInfo:
                     _scaling_list(r, 16 if i < 6 else 64)
     r.ue()  # log2_max_frame_num_minus4
     poc_type = r.ue()
+    if poc_type > 2:
+        raise SpsError(f"pic_order_cnt_type {poc_type} is not 0-2")
     if poc_type == 0:
         r.ue()
     elif poc_type == 1:
@@ -177,13 +187,16 @@ def parse_h264_sps(nal: bytes) -> SpsInfo:
         sub_w = 2 if chroma_format_idc in (1, 2) else 1
         sub_h = 2 if chroma_format_idc == 1 else 1
         crop_x, crop_y = sub_w, sub_h * (2 - frame_mbs_only)
-    width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
-    height = (2 - frame_mbs_only) * height_units * 16 - crop_y * (crop[2] + crop[3])
+    width = _cropped("width", width_mbs * 16, crop_x, crop[0], crop[1])
+    height = _cropped("height", (2 - frame_mbs_only) * height_units * 16, crop_y, crop[2],
+                      crop[3])
     fps = None
     try:
         fps = _h264_vui_fps(r)
     except SpsError:
         pass  # VUI is optional and sometimes truncated; fps then comes from elsewhere
+    if fps is not None and not 0 < fps <= MAX_FPS:
+        fps = None
     if level_idc == 9 or (level_idc == 11 and constraints & 0x10 and profile_idc in (66, 77, 88)):
         level = "1b"
     else:
@@ -199,6 +212,23 @@ def parse_h264_sps(nal: bytes) -> SpsInfo:
         fps=fps,
         profile_level_id=nal[1:4].hex(),
     )
+
+
+def _chroma_format(idc: int) -> int:
+    if idc > 3:
+        raise SpsError(f"chroma_format_idc {idc} is not 0-3")
+    return idc
+
+
+def _cropped(what: str, coded: int, unit: int, first: int, second: int) -> int:
+    """The picture's `what` (width or height) once its cropping window is taken off."""
+    if not 0 < coded <= MAX_DIMENSION:
+        raise SpsError(f"the SPS's coded picture {what} {coded} is not 1-{MAX_DIMENSION} pixels")
+    cut = unit * (first + second)
+    if cut >= coded:
+        raise SpsError(f"the SPS's cropping window takes {cut} of its {coded} pixel {what} "
+                       f"(offsets {first} + {second} in units of {unit}), leaving no picture")
+    return coded - cut
 
 
 def _h264_vui_fps(r: BitReader) -> float | None:
@@ -232,6 +262,8 @@ def parse_h265_sps(nal: bytes) -> SpsInfo:
     r = BitReader(unescape_rbsp(nal[2:]))
     r.skip(4)  # sps_video_parameter_set_id
     max_sub_layers_minus1 = r.u(3)
+    if max_sub_layers_minus1 > 6:
+        raise SpsError(f"sps_max_sub_layers_minus1 {max_sub_layers_minus1} is not 0-6")
     r.skip(1)  # sps_temporal_id_nesting_flag
     r.skip(2)  # general_profile_space
     tier = "High" if r.flag() else "Main"
@@ -251,17 +283,18 @@ def parse_h265_sps(nal: bytes) -> SpsInfo:
         if has_level:
             r.skip(8)
     r.ue()  # sps_seq_parameter_set_id
-    chroma_format_idc = r.ue()
+    chroma_format_idc = _chroma_format(r.ue())
     separate_colour_plane = chroma_format_idc == 3 and r.flag()
-    width = r.ue()
-    height = r.ue()
+    coded_width = r.ue()
+    coded_height = r.ue()
+    left = right = top = bottom = 0
     if r.flag():  # conformance_window_flag
         left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
-        chroma_array_type = 0 if separate_colour_plane else chroma_format_idc
-        sub_w = 2 if chroma_array_type in (1, 2) else 1
-        sub_h = 2 if chroma_array_type == 1 else 1
-        width -= sub_w * (left + right)
-        height -= sub_h * (top + bottom)
+    chroma_array_type = 0 if separate_colour_plane else chroma_format_idc
+    sub_w = 2 if chroma_array_type in (1, 2) else 1
+    sub_h = 2 if chroma_array_type == 1 else 1
+    width = _cropped("width", coded_width, sub_w, left, right)
+    height = _cropped("height", coded_height, sub_h, top, bottom)
     if profile_idc == 0:
         # Some encoders leave general_profile_idc 0 and only set a compatibility flag.
         for idc in range(1, 32):

@@ -27,10 +27,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from drivers.rtsp.demux import redact_url
     from drivers.rtsp.errors import ProbeError
     from drivers.rtsp.probe import probe
+    from edge.addresses import check_rtsp_url
     from edge.cli import OperatorError
 
-    if not args.url.startswith(("rtsp://", "rtsps://")):
-        raise OperatorError(f'expected an rtsp:// URL, got "{args.url}"')
+    try:
+        check_rtsp_url(args.url)  # the same rules as a camera URL in the config
+    except ValueError as e:
+        raise OperatorError(str(e)) from None
     try:
         r = asyncio.run(probe(args.url, args.seconds, args.transport))
     except ProbeError as e:

@@ -7,7 +7,9 @@ baseline profile-level-ids (42001f, 42e01f) and refuses an offer's High
 profile entries as incompatible. So, before aiortc sees the offer:
 
 1. :func:`inspect_offer` checks it (an operator gets a 400 with the reason,
-   never a traceback) and lists its H.264 formats with packetization-mode 1;
+   never a traceback; every line aiortc reads is checked first by
+   :mod:`edge.uplink.offer_check`) and lists its H.264 formats with
+   packetization-mode 1;
 2. :func:`choose_format` picks the one whose decoder fits the camera's
    profile (High for a High camera, not the browser's favourite baseline);
 3. :func:`pin_offer` removes every other video format, relabels the chosen
@@ -31,11 +33,18 @@ decoders and other players choose by the label, so the label is the truth.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
+from aiortc.exceptions import OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import H264Profile, SessionDescription, parse_h264_profile_level_id
+
+from edge.uplink.offer_check import BadOffer as BadOffer
+from edge.uplink.offer_check import check_offer, shown
+
+log = logging.getLogger(__name__)
 
 # The profile-level-id aiortc accepts (its own codec table); the offer's chosen
 # format is relabelled with it before aiortc negotiates.
@@ -63,10 +72,6 @@ _DECODES: dict[H264Profile, frozenset[H264Profile]] = {
     _P.PROFILE_PREDICTIVE_HIGH_444: frozenset(_P),
 }
 _PLID_RE = re.compile(r"^[0-9a-fA-F]{6}$")
-
-
-class BadOffer(ValueError):
-    """An offer we cannot answer; `str()` is the reason the viewer gets with a 400."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +165,48 @@ def _fmtp(section: _Section) -> dict[int, dict[str, str]]:
 
 
 def _rtpmap(section: _Section) -> dict[int, str]:
-    out: dict[int, str] = {}
+    return {pt: name for pt, (name, _) in _rtpmap_clock(section).items()}
+
+
+def _rtpmap_clock(section: _Section) -> dict[int, tuple[str, str]]:
+    """Payload type -> (encoding name, clock rate as written)."""
+    out: dict[int, tuple[str, str]] = {}
     for value in section.attrs("rtpmap"):
         pt, _, codec = value.partition(" ")
         if pt.isdigit():
-            out[int(pt)] = codec.split("/", 1)[0]
+            name, _, rest = codec.partition("/")
+            out[int(pt)] = (name, rest.split("/", 1)[0])
     return out
+
+
+def _unreadable_line(sdp: str) -> str:
+    """The first line of `sdp` that aiortc's parser trips on, quoted; found by parsing prefixes.
+
+    Only reached when :func:`check_offer` let through something aiortc still
+    cannot read, so that even then the viewer learns which line it was.
+    """
+    lines = sdp.splitlines()
+    for n in range(1, len(lines) + 1):
+        try:
+            SessionDescription.parse("\r\n".join(lines[:n]) + "\r\n")
+        except Exception:
+            return f"line {n}, {shown(lines[n - 1])}"
+    return "a line it could not read"
+
+
+def refusal_reason(exc: Exception) -> str:
+    """One sentence for what aiortc refused in an offer that passed our checks.
+
+    The exception's own text is for the log: it names Python's internals, not
+    the viewer's offer.
+    """
+    text = str(exc)
+    m = re.match(r"Failed to set remote (\w+) description send parameters", text)
+    if isinstance(exc, OperationError) and m:
+        return (f"the offer's {m.group(1)} section offers no codec this server can use "
+                "with it")
+    log.warning("cannot answer an offer: %s: %s", type(exc).__name__, text)
+    return "this server cannot answer the offer (the uplink's log has aiortc's reason)"
 
 
 def _first_video(sections: list[_Section]) -> _Section:
@@ -181,10 +222,12 @@ def inspect_offer(sdp: str) -> VideoOffer:
         raise BadOffer(f"the offer is larger than {MAX_OFFER_BYTES // 1024} KiB")
     if not sdp.lstrip().startswith("v=0"):
         raise BadOffer("not an SDP offer (it must start with v=0)")
+    check_offer(sdp)
     try:
         parsed = SessionDescription.parse(sdp)
-    except Exception as e:  # aiortc's parser raises whatever it trips on; all mean "bad SDP"
-        raise BadOffer(f"the offer is not valid SDP ({type(e).__name__}: {e})") from None
+    except Exception:  # aiortc's parser raises whatever it trips on; all mean "bad SDP"
+        raise BadOffer(f"the offer is not valid SDP: aiortc cannot read "
+                       f"{_unreadable_line(sdp)}") from None
     session, sections = _split(sdp)
     video = _first_video(sections)
     direction = video.flag("sendrecv", "sendonly", "recvonly", "inactive") or "sendrecv"
@@ -196,13 +239,14 @@ def inspect_offer(sdp: str) -> VideoOffer:
         raise BadOffer("the offer has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
     if media.dtls is None or not media.dtls.fingerprints:
         raise BadOffer("the offer has no DTLS fingerprint (a=fingerprint)")
+    clock = _rtpmap_clock(video)
     rtpmap = _rtpmap(video)
     fmtp = _fmtp(video)
     rtx_for = {int(p["apt"]): pt for pt, p in fmtp.items()
                if rtpmap.get(pt, "").lower() == "rtx" and p.get("apt", "").isdigit()}
     formats: list[H264Format] = []
     for pt, name in rtpmap.items():
-        if name.upper() != "H264":
+        if name.upper() != "H264" or clock[pt][1] != "90000":  # RFC 6184: always 90 kHz
             continue
         params = fmtp.get(pt, {})
         if params.get("packetization-mode", "0") != "1":

@@ -61,6 +61,7 @@ from edge.uplink.sdp import (
     pin_answer,
     pin_offer,
     profile_level_id_from_annexb,
+    refusal_reason,
     restore_payload_types,
 )
 from edge.uplink.state import CameraState, UplinkState
@@ -373,10 +374,8 @@ class SessionManager:
             await pc.setRemoteDescription(RTCSessionDescription(pinned.sdp, "offer"))
             restore_payload_types(transceiver._codecs, pinned.renumbered)
             await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, KeyError, IndexError) as e:
-            raise WhepError(400, f"cannot answer this offer: {e}") from None
         except Exception as e:  # aiortc's OperationError & co: the offer is what it cannot take
-            raise WhepError(400, f"cannot answer this offer ({type(e).__name__}: {e})") from None
+            raise WhepError(400, refusal_reason(e)) from None
         session.history = deepen_history(transceiver.sender, self.config.worst_rtt_ms)
         session.payload_type = chosen.pt
         session.profile_level_id = plid

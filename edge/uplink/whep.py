@@ -149,10 +149,14 @@ class UplinkHttp:
                             f"(got {got})", {"Accept-Post": "application/sdp"})
         camera = request.match_info["camera"]
         profile = request.query.get("profile", self.manager.config.profile)
+        # SDP is UTF-8 (RFC 8866) whatever charset the request claims; aiohttp's
+        # text() would decode with that charset, and fail on an unknown one.
+        body = await request.read()
         try:
-            offer = await request.text()
-        except UnicodeDecodeError:
-            raise WhepError(400, "the offer is not text (UTF-8)") from None
+            offer = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WhepError(400, f"the offer is not UTF-8 text (byte 0x{body[e.start]:02x} at "
+                            f"offset {e.start})") from None
         remote = request.remote or "?"
         session, answer = await self.manager.create(
             camera, profile, offer, remote, request.headers.get("User-Agent", ""))

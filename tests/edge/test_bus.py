@@ -231,7 +231,8 @@ def test_random_frames_do_not_stop_broker_or_subscriber(
 
 
 def _header(type_name: str = "alert", source: str = "raw", seq: int = 1) -> bytes:
-    return msgpack.packb([type_name, 1, source, seq, 1, 7])
+    packed: bytes = msgpack.packb([type_name, 1, source, seq, 1, 7])
+    return packed
 
 
 async def test_each_kind_of_malformed_message_is_counted(

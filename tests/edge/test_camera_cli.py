@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,8 @@ async def describe(port: int, name: str, stream: str = "main") -> tuple[int, dic
     return int(lines[0].split()[1]), headers
 
 
-async def wait_listening(port: int, within: float = 15) -> float:
-    """Poll until the port accepts connections; the monotonic time it did."""
+async def wait_listening(port: int, within: float = 30) -> None:
+    """Poll until the port accepts connections."""
     async with asyncio.timeout(within):
         while True:
             try:
@@ -52,7 +51,12 @@ async def wait_listening(port: int, within: float = 15) -> float:
                 continue
             writer.close()
             await writer.wait_closed()
-            return time.monotonic()
+            return
+
+
+def encoded_lines(err: str) -> list[str]:
+    """The sim's log lines that say it encoded a loop (rather than loading it from disk)."""
+    return [line for line in err.splitlines() if "encoded" in line and " loop " in line]
 
 
 # --------------------------------------------------------------------------- probe
@@ -68,19 +72,23 @@ async def test_probe_prints_a_table_then_json() -> None:
         assert key in result, key
     assert (result["codec"], result["profile"]) == ("h264", "Constrained Baseline")
     assert (result["width"], result["height"], result["gop"]) == (1280, 720, 30)
-    assert 25 <= result["fps"] <= 35 and 500 < result["kbps"] < 6000
-    assert 0 < result["first_keyframe_ms"] < 3000
+    # Figures a loaded machine can only lower; the upper bounds are functional: fps comes
+    # from presentation timestamps (the camera sends 30), kbps is kilobits (about 2,000,
+    # not bytes or bits), first_keyframe_ms milliseconds since connecting (less than the
+    # whole run, not a clock reading).
+    assert 0 < result["fps"] <= 35 and 0 < result["kbps"] < 6000
+    assert 0 < result["first_keyframe_ms"] < 60_000
     assert any(line.split() == ["resolution", "1280x720"] for line in lines[:-1])
 
 
 async def test_probe_of_a_closed_port_is_one_line_and_exit_1() -> None:
     port = free_port()
-    started = time.monotonic()
+    # It says "connection refused" at once rather than timing out (which would say so);
+    # run_edge's own timeout catches a probe that hangs.
     code, out, err = await edge("camera", "probe", f"rtsp://127.0.0.1:{port}/x/main")
     assert code == 1 and out == ""
     assert err.strip() == f"edge: rtsp://127.0.0.1:{port}/x/main: connection refused"
     assert "Traceback" not in err
-    assert time.monotonic() - started < 10
 
 
 async def test_probe_of_a_wrong_path_or_password_names_it() -> None:
@@ -95,6 +103,7 @@ async def test_probe_of_a_wrong_path_or_password_names_it() -> None:
 
 # --------------------------------------------------------------------------- sim
 
+@pytest.mark.timeout(120)  # three sim processes, one of them encoding its loops
 async def test_sim_camera_answers_503_while_encoding_caches_its_loop_and_stops_on_sigterm(
         tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
@@ -107,11 +116,9 @@ async def test_sim_camera_answers_503_while_encoding_caches_its_loop_and_stops_o
             "--port", str(port), cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
-    async def stop(proc: asyncio.subprocess.Process, within: float) -> str:
+    async def stop(proc: asyncio.subprocess.Process) -> str:
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, err = await asyncio.wait_for(proc.communicate(), 10)
-        assert time.monotonic() - started < within
+        _, err = await asyncio.wait_for(proc.communicate(), 20)  # only against a hang
         assert proc.returncode == 0, err.decode()
         assert b"Traceback" not in err, err.decode()
         return err.decode()
@@ -127,7 +134,7 @@ async def test_sim_camera_answers_503_while_encoding_caches_its_loop_and_stops_o
             while (await describe(port, name, "sub"))[0] != 200:  # main is encoded first
                 await asyncio.sleep(0.2)
         assert (await describe(port, name, "main"))[0] == 200
-        await stop(proc, within=5)
+        await stop(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -135,35 +142,41 @@ async def test_sim_camera_answers_503_while_encoding_caches_its_loop_and_stops_o
     files = sorted(p.name for p in cache.iterdir())
     assert len(files) == 2 and all(f.endswith(".loop") for f in files), files  # main and sub
 
-    # Warm: the loops come from disk and it is ready as soon as it listens.
+    # Warm: the loops come from disk, not from another encode.
+    stored = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     port = free_port()
     proc = await run_sim(port)
     try:
-        listening = await wait_listening(port)
-        async with asyncio.timeout(5):
+        await wait_listening(port)
+        async with asyncio.timeout(30):
             while (await describe(port, name, "sub"))[0] != 200:
                 await asyncio.sleep(0.02)
-        assert time.monotonic() - listening < 1.0
-        await stop(proc, within=5)
+        err = await stop(proc)
+        assert encoded_lines(err) == [], err
+        assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stored
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
 
-    # SIGTERM in the middle of an encode does not wait for the encode to finish.
+    # SIGTERM in the middle of an encode does not wait for the encode to finish. Shown by
+    # what is left, not by a stopwatch: an encode that ran on to its end would have logged
+    # and stored its loop, so both loops could not have been encoded again.
     for f in cache.iterdir():
         f.write_bytes(f.read_bytes()[:1000])  # corrupt: ignored, encoded again
     port = free_port()
     proc = await run_sim(port)
     try:
         await wait_listening(port)
-        assert (await describe(port, name))[0] == 503
-        err = await stop(proc, within=3)
+        assert (await describe(port, name))[0] == 503  # main still encoding
+        err = await stop(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     assert "ignoring loop cache file" in err
+    assert len(encoded_lines(err)) < 2, err  # main is encoded first, then sub
+    assert any(p.stat().st_size == 1000 for p in cache.iterdir())  # one still the corrupt one
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
 

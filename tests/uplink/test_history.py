@@ -97,7 +97,7 @@ def test_history_forgets_by_age_but_keeps_aiortcs_minimum_and_a_cap() -> None:
     history = NackHistory(window_s=0.05, max_packets=300)
     for seq in range(200):
         history[seq % 128] = RtpPacket(sequence_number=seq)
-    time.sleep(0.06)
+    time.sleep(0.06)  # let them age past the 0.05 s window (any longer is the same)
     history[0] = RtpPacket(sequence_number=200)
     assert len(history) == MIN_PACKETS and history.get(199) is not None
     assert history.get(0) is None

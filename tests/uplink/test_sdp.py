@@ -93,7 +93,7 @@ def test_pin_answer_and_restore_payload_types() -> None:
 @pytest.mark.parametrize(("sdp", "reason"), [
     ("", "must start with v=0"),
     ("hello", "must start with v=0"),
-    ("v=0\r\nm=video\r\n", "not valid SDP"),
+    ("v=0\r\nm=video\r\n", 'media line "m=video" is not m=KIND PORT PROTOCOL FORMAT'),
     (offer_sdp(video=False), "no video section"),
     (offer_sdp(h264=False), "no H.264 with packetization-mode=1 (offered: VP8)"),
     (offer_sdp(direction="sendonly"), "does not receive (a=sendonly)"),

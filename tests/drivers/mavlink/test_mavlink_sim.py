@@ -1,46 +1,54 @@
-"""The simulator itself: cost, ground-station chatter, request handling."""
+"""The simulator itself: several at once, ground-station chatter, request handling."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from drivers.mavlink.dialect import mavlink
+from drivers.mavlink.framing import FrameParser
 from drivers.sim.drone.generator import DEFAULT_RATES_HZ, chunk_statustext
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(15)
 
 
-async def test_four_drones_at_full_rate_are_cheap(mav: Any) -> None:
-    sims = [await mav.sim(sysid=i + 1, camera_rtsp_url="rtsp://127.0.0.1/x") for i in range(4)]
-    received = [0]
+async def test_four_drones_stream_at_once(mav: Any) -> None:
+    """Four simulators in one process each stream their own telemetry to their own reader.
 
-    async def drain(port: int) -> None:
+    What they cost is a figure for a benchmark, not a test (a loaded machine moves it).
+    """
+    sims = [await mav.sim(sysid=i + 1, camera_rtsp_url="rtsp://127.0.0.1/x") for i in range(4)]
+    seen: list[dict[int, int]] = [{} for _ in sims]  # per reader: message id -> count
+
+    async def drain(port: int, counts: dict[int, int], sysid: int) -> None:
+        parser = FrameParser()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while data := await reader.read(65536):
-                received[0] += len(data)
+                for frame in parser.feed(data):
+                    assert frame.sysid == sysid, (frame.sysid, sysid)
+                    counts[frame.msg_id] = counts.get(frame.msg_id, 0) + 1
         finally:
             writer.close()
 
-    readers = [asyncio.create_task(drain(s.address[1])) for s in sims]
+    readers = [asyncio.create_task(drain(s.address[1], seen[i], i + 1))
+               for i, s in enumerate(sims)]
+    heartbeat = mavlink.MAVLINK_MSG_ID_HEARTBEAT
     try:
-        await asyncio.sleep(0.3)
-        cpu0, wall0, bytes0 = time.process_time(), time.monotonic(), received[0]
-        await asyncio.sleep(2.0)
-        cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
-        rate = (received[0] - bytes0) / (time.monotonic() - wall0)
+        # Functional, not a rate: every sim keeps streaming (a second HEARTBEAT, 1 Hz) and
+        # sends its whole telemetry set, not one message type; 20 s only guards a hang.
+        await eventually(lambda: all(c.get(heartbeat, 0) >= 2 and len(c) >= 5 for c in seen)
+                         or any(r.done() for r in readers),
+                         within=20, what="every sim's HEARTBEATs and telemetry")
     finally:
         for r in readers:
             r.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    # every stream at its default rate: about 30 messages/s and 1 kB/s each
-    assert rate > 4 * 800
-    # the budget is 10 % of a core for all four; this includes the readers
-    assert cpu < 0.05, f"4 sims used {cpu:.1%} of a core"
+        results = await asyncio.gather(*readers, return_exceptions=True)
+    for result in results:  # a reader that failed (a frame of another sysid) fails the test
+        assert result is None or isinstance(result, asyncio.CancelledError), result
 
 
 async def test_ground_station_chatter_is_answered(mav: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 
 import pytest
@@ -13,6 +13,7 @@ from drivers.mavlink.framing import Frame, FrameParser
 from drivers.mavlink.modes import available_modes, mode_name, mode_request
 from drivers.mavlink.telemetry import TelemetryNormaliser
 from drivers.mavlink.transport import SerialTransport, parse_connection
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -92,15 +93,20 @@ async def test_serial_link_on_a_pty() -> None:
         mav = MAVLink(None, srcSystem=1, srcComponent=1)
         frame = mav.heartbeat_encode(2, 3, 0, 0, 3).pack(mav)
         os.write(master, frame)
-        for _ in range(100):
-            if sum(map(len, got)) >= len(frame):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: sum(map(len, got)) >= len(frame), what="the frame read")
         frames = FrameParser().feed(b"".join(got))
         assert len(frames) == 1 and frames[0].msg_id == 0
+        os.set_blocking(master, False)  # a read must not hang the test if nothing comes
+        echoed = bytearray()
+
+        def all_written() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                echoed.extend(os.read(master, 100))
+            return len(echoed) >= len(b"\xfdhello")
+
         transport.send(b"\xfdhello")
-        await asyncio.sleep(0.05)
-        assert os.read(master, 100) == b"\xfdhello"
+        await eventually(all_written, what="the bytes written to the port")
+        assert bytes(echoed) == b"\xfdhello"
     finally:
         await transport.close()
         os.close(master)
