@@ -17,7 +17,6 @@ Level = Literal["info", "warning", "critical"]
 def _now_ns() -> int:
     return time.time_ns()
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkEvent:
     sysid: int
@@ -33,17 +32,11 @@ class LinkEvent:
     def level(self) -> Level:
         return "info"
 
-    def describe(self) -> str:
-        return self.kind.replace("_", " ")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleDiscovered(LinkEvent):
     autopilot: str
     vehicle_type: str
-
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} found: {self.autopilot} {self.vehicle_type}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,9 +47,6 @@ class VehicleLost(LinkEvent):
     def level(self) -> Level:
         return "critical"
 
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} lost: silent for {self.silent_s:.1f} s"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleRegained(LinkEvent):
@@ -65,9 +55,6 @@ class VehicleRegained(LinkEvent):
     @property
     def level(self) -> Level:
         return "warning"
-
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} regained after {self.lost_for_s:.1f} s"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,17 +72,11 @@ class StatusText(LinkEvent):
             return "warning"
         return "info"
 
-    def describe(self) -> str:
-        return f"vehicle {self.sysid}: {self.severity}: {self.text}"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModeChanged(LinkEvent):
     old: str
     new: str
-
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} mode {self.old} -> {self.new}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,9 +87,6 @@ class ArmedChanged(LinkEvent):
     def level(self) -> Level:
         return "warning"
 
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} {'armed' if self.armed else 'disarmed'}"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoStreamFound(LinkEvent):
@@ -116,9 +94,6 @@ class VideoStreamFound(LinkEvent):
     stream_id: int
     name: str
     uri: str
-
-    def describe(self) -> str:
-        return f"vehicle {self.sysid} camera {self.compid} stream {self.name!r}: {self.uri}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,5 +109,3 @@ class SigningRefused(LinkEvent):
     def level(self) -> Level:
         return "warning"
 
-    def describe(self) -> str:
-        return f"unsigned {self.message} from {self.sysid}/{self.compid} via {self.source} refused"
