@@ -22,6 +22,7 @@ from edge.bus.client import BusClient, RequestError, RequestTimeout, Subscriptio
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope
 from edge.bus.messages import Alert, CameraStatus, CameraStream, Message, Ping, Reply
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -252,27 +253,32 @@ async def test_each_kind_of_malformed_message_is_counted(
         [b"odd/s", _header("cam.status"), msgpack.packb({"fps": "fast"})],  # schema
         [b"odd/x/status", b"\xc1", body],                               # state, bad header
     ]
+    end = [b"odd/end", _header(), body]
+
+    async def heard(topic: str) -> None:
+        while (await sub.recv()).topic != topic:
+            pass
+
     try:
-        async def through() -> None:
-            # Until the raw socket is joined: each round ends with a good message.
-            while True:
-                for frames in bad:
-                    raw.send_multipart(frames)
-                raw.send_multipart([b"odd/end", _header(), body])
-                try:
-                    while (await asyncio.wait_for(sub.recv(), 0.2)).topic != "odd/end":
-                        pass
-                    return
-                except TimeoutError:
-                    bus.stats.malformed.clear()
-                    broker.stats.malformed.clear()
-        await asyncio.wait_for(through(), 10)
+        async def joined_raw() -> None:
+            while True:  # until the raw socket is joined (the slow joiner)
+                raw.send_multipart([b"odd/join", _header(), body])
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(heard("odd/join"), 0.2)
+        await asyncio.wait_for(joined_raw(), 10)
+        for frames in bad:
+            raw.send_multipart(frames)
+        raw.send_multipart(end)  # one connection keeps order: the rest came before it
+        await asyncio.wait_for(heard("odd/end"), 10)
     finally:
         raw.close(0)
     assert bus.stats.malformed == Counter({
         "too few frames": 1, "bad topic": 1, "bad header": 3, "bad body": 1,
         "unknown type": 1, "schema": 1})
     # The broker checks state messages before caching them, and keeps none of these.
+    # (Its cache reads a copy of the traffic in its own thread: wait for it.)
+    await eventually(lambda: broker.stats.malformed["bad header"], within=10,
+                     what="the broker to count the bad state header")
     assert broker.stats.malformed["bad header"] == 1
     assert b"odd/x/status" not in broker.cache
 
@@ -381,6 +387,12 @@ async def test_subscriptions_come_only_from_subscribers(
                     await next_of(sub, "alert/raw", 0.2)
                     return
         await asyncio.wait_for(through(), 10)
+        # The broker's cache thread reads a copy of the traffic: once it has seen the
+        # last message, it has seen everything the raw socket sent before it.
+        seen = broker.stats.forwarded
+        raw.send_multipart([b"alert/raw", _header(), msgpack.packb({"text": "end"})])
+        await eventually(lambda: broker.stats.forwarded > seen, within=10,
+                         what="the broker to see the raw socket's last message")
     finally:
         raw.close(0)
     assert broker.stats.subscriptions == subscriptions
@@ -422,5 +434,7 @@ async def test_oversized_state_is_forwarded_not_cached(broker: Broker, bus: BusC
     bus.publish(topics.cam_thumbnail("a"), CameraStatus(camera_id="a"), big)
     env = await next_of(sub, "cam/a/thumbnail")
     assert env.blobs == [big]
+    await eventually(lambda: broker.stats.malformed["state too large"], within=10,
+                     what="the broker to refuse caching the oversized state")
     assert b"cam/a/thumbnail" not in broker.cache
     assert broker.stats.malformed["state too large"] == 1
