@@ -11,10 +11,14 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.runtime.logs import setup_logging
+
+if TYPE_CHECKING:
+    from drivers.sim.link.profile import LinkProfile
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim_sub = p.add_subparsers(dest="sim", metavar="DEVICE", required=True)
     register_drone(sim_sub)
     register_camera(sim_sub)
+    register_link(sim_sub)
 
 
 # --- edge sim camera --------------------------------------------------------
@@ -110,6 +115,70 @@ def cmd_sim_drone(args: argparse.Namespace) -> int:
                                         camera_rtsp_url=args.camera))
     except OSError as e:
         raise OperatorError(f"cannot open {args.connection}: {e.strerror or e}") from None
+    return 0
+
+
+# --- edge sim link ----------------------------------------------------------
+def _link_spec(text: str) -> tuple[str, LinkProfile]:
+    from drivers.sim.link.profile import profile_named
+    from drivers.sim.link.world import check_wan_name
+
+    name, sep, profile = text.partition("=")
+    if not sep:
+        name = profile = text
+    try:
+        return check_wan_name(name), profile_named(profile)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register_link(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from drivers.sim.link.profile import PROFILES
+
+    p = sim_sub.add_parser(
+        "link", help="emulated WAN links (satellite, 4G) between two network namespaces",
+        description="Creates a centre and a vehicle network namespace joined by one emulated "
+                    "WAN per --profile (delay, rate, modem buffer, loss, outages), prints "
+                    "them, relays until Ctrl-C, SIGTERM or --seconds, then prints a counters "
+                    "table and one JSON line. Needs root and /dev/net/tun.")
+    p.add_argument("--profile", dest="links", type=_link_spec, action="append", required=True,
+                   metavar="[NAME=]PROFILE",
+                   help=f"a link with this profile ({', '.join(PROFILES)}), named after it "
+                        "or NAME; repeat for links side by side")
+    p.add_argument("--script", action="append", default=[], metavar="EVENTS",
+                   help="outages: '[LINK] down|stall at TIME for DURATION', separated by ';' "
+                        "(e.g. 'lte down at 30s for 60s'); no LINK means every link")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--seed", type=int, default=None, help="seed for loss and stalls")
+    p.set_defaults(func=cmd_sim_link)
+
+
+def cmd_sim_link(args: argparse.Namespace) -> int:
+    from drivers.sim.link.runner import run_sim_link, with_script
+    from drivers.sim.link.script import ScriptedOutage, parse_script
+    from drivers.sim.link.world import preflight
+    from edge.cli import OperatorError
+
+    names = [name for name, _ in args.links]
+    if len(set(names)) != len(names):
+        raise OperatorError(f"--profile: two links named the same ({', '.join(names)}); "
+                            "name them, e.g. --profile sat=geo --profile lte")
+    if args.seconds is not None and not args.seconds > 0:
+        raise OperatorError(f"--seconds must be more than 0, got {args.seconds:g}")
+    script: list[ScriptedOutage] = []
+    for text in args.script:
+        try:
+            script += parse_script(text, names)
+        except ValueError as e:
+            raise OperatorError(f"--script: {e}") from None
+    if (why := preflight()) is not None:
+        print(f"edge: sim link: {why}", file=sys.stderr)
+        return 2
+    try:
+        run_until_stopped(run_sim_link(with_script(args.links, script), seconds=args.seconds,
+                                       seed=args.seed))
+    except OSError as e:
+        raise OperatorError(f"cannot build the emulated network: {e.strerror or e}") from None
     return 0
 
 
