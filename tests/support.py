@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,15 +324,16 @@ def _die_with_test() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _spawn_demo(config_path: Path, workdir: Path, extra: tuple[str, ...]
-                ) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def _spawn_demo(config_path: Path, workdir: Path, extra: tuple[str, ...],
+                prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], Path, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     out, err = workdir / "demo.stdout", workdir / "demo.stderr"
     # Files, not pipes: nobody reads a pipe while the test runs, and a full one would
     # block the supervisor's logging.
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "demo", "--headless", "--config",
-                                 str(config_path), *extra], cwd=REPO, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge", "demo", "--headless",
+                                 "--config", str(config_path), *extra], cwd=REPO,
+                                stdin=subprocess.DEVNULL,
                                 stdout=o, stderr=e, start_new_session=True,
                                 preexec_fn=_die_with_test)
     return proc, out, err
@@ -353,11 +354,14 @@ def _kill_leftovers(runtime_dir: Path) -> None:
 
 @asynccontextmanager
 async def running_demo(config_path: Path, workdir: Path, *extra: str,
-                       stop_within: float = 30.0) -> AsyncIterator[DemoRun]:
+                       stop_within: float = 30.0, prefix: Sequence[str] = ()
+                       ) -> AsyncIterator[DemoRun]:
     """`edge demo --headless --config CONFIG` until the block ends; then SIGINT (as Ctrl-C)
     and its JSON summary in `.summary`. Whatever happens, nothing it started outlives the
-    block: leftovers (found by their environment) are SIGKILLed."""
-    proc, out, err = _spawn_demo(config_path, workdir, extra)
+    block: leftovers (found by their environment) are SIGKILLed. `prefix` goes before the
+    command, e.g. ``netns.exec_prefix(ns)`` to run the demo in a network namespace (it
+    must exec the command, so that the demo keeps the pid the test signals)."""
+    proc, out, err = _spawn_demo(config_path, workdir, extra, prefix)
     runtime_dir: Path | None = None
     try:
         deadline = time.monotonic() + 20

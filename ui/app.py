@@ -7,30 +7,30 @@ import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
+from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker
 
 from edge.bus.endpoints import Endpoints
-from edge.bus.messages import DroneCommand
+from edge.bus.mirror import Clock
 from edge.config import VehicleConfig
-from ui import geo
 from ui.bridge import BusBridge
-from ui.commands import DashboardCommands
-from ui.dialogs import ConfirmDialog, GotoDialog, MarkDialog, TextDialog
-from ui.format import clock_text, distance_text, finite
-from ui.keys import ACTION_NAMES, ACTION_SHORT
+from ui.commands import CommandFlow, Refusal, commandable, drone_command
+from ui.dialogs import GotoDialog, MarkDialog, TextDialog
+from ui.format import clock_text, finite
+from ui.palette import DashboardCommands
+from ui.requests import CommandDrone, FocusPane, OpenCamera, OpenDrone, OpenEvent
 from ui.screens.camera import CameraScreen
 from ui.screens.drone import DroneScreen
 from ui.screens.help import HelpScreen
 from ui.screens.main import MainScreen
-from ui.state import Clock, CommandResult, DashboardState, Event
+from ui.severity import SEVERITY_SHORT
+from ui.state import DashboardState
 from ui.widgets import parts
-from ui.widgets.parts import SEVERITY_SHORT
 
 STYLES = Path(__file__).parent / "styles"
-NOTIFY_SEVERITY = {"accepted": "information", "rejected": "warning", "busy": "warning"}
 
 
 class DashboardApp(App[None]):
@@ -64,13 +64,17 @@ class DashboardApp(App[None]):
         if bridge is None and endpoints is not None:
             bridge = BusBridge(endpoints, self.state, **bridge_options)
         self.bridge = bridge
+        self.command_flow = CommandFlow(self, self.state, bridge)
         self.stop_event = stop
         self._bridge_worker: Worker[None] | None = None
         if config is not None:
             self.sub_title = config.vehicle
 
     def get_default_screen(self) -> Screen[Any]:
-        return MainScreen()
+        return MainScreen(self.state, self._unsent_marks)
+
+    def _unsent_marks(self) -> int:
+        return self.bridge.unsent_marks if self.bridge else 0
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, lambda _theme: parts.clear_cache())
@@ -117,25 +121,33 @@ class DashboardApp(App[None]):
                     title=f"{SEVERITY_SHORT.get(ev.severity, ev.severity)} {clock_text(ev.ts)}",
                     severity="error", timeout=10)
 
-    # -- navigation ------------------------------------------------------------------
-    def focus_pane(self, name: str) -> None:
+    # -- what panes, screens and the palette ask for (ui/requests.py) ------------------
+    @on(FocusPane)
+    def focus_pane(self, message: FocusPane) -> None:
         if not isinstance(self.screen, MainScreen):
             self.pop_screen()
-        self.call_later(lambda: self.screen.query_one(f"#{name}").focus())
+        self.call_later(lambda: self.screen.query_one(f"#{message.pane}").focus())
 
-    def open_camera(self, camera_id: str) -> None:
-        if camera_id in self.state.cameras:
-            self.push_screen(CameraScreen(camera_id))
+    @on(OpenCamera)
+    def open_camera(self, message: OpenCamera) -> None:
+        if message.camera_id in self.state.cameras:
+            self.push_screen(CameraScreen(self.state, message.camera_id))
 
-    def open_drone(self, drone_id: str) -> None:
-        d = self.state.drones.get(drone_id)
-        if d is not None:
-            self.push_screen(DroneScreen(drone_id))
+    @on(OpenDrone)
+    def open_drone(self, message: OpenDrone) -> None:
+        if message.drone_id in self.state.drones:
+            self.push_screen(DroneScreen(self.state, message.drone_id))
 
-    def open_event(self, event: Event) -> None:
+    @on(OpenEvent)
+    def open_event(self, message: OpenEvent) -> None:
+        event = message.event
         title = (f"{SEVERITY_SHORT.get(event.severity, event.severity)} "
                  f"{clock_text(event.ts)} {event.source}")
         self.push_screen(TextDialog(title, event.text))
+
+    @on(CommandDrone)
+    def command_drone(self, message: CommandDrone) -> None:
+        self.drone_command(message.drone_id, message.action)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -160,23 +172,17 @@ class DashboardApp(App[None]):
 
     # -- drone commands ----------------------------------------------------------------
     def drone_command(self, drone_id: str, action: str) -> None:
-        """Ask, confirm, send, show the answer: the whole flow runs in a worker."""
-        self.run_worker(self._command_flow(drone_id, action), group="dialogs",
+        """Ask (a target, for `goto`), then the command flow: all in a worker."""
+        self.run_worker(self._drone_flow(drone_id, action), group="dialogs",
                         name=f"command-{action}")
 
-    async def _command_flow(self, drone_id: str, action: str) -> None:
-        d = self.state.drones.get(drone_id)
-        if d is None or d.placeholder:
-            self.notify("No drone there yet: nothing to command.", severity="warning")
+    async def _drone_flow(self, drone_id: str, action: str) -> None:
+        found = commandable(self.state, drone_id)
+        if isinstance(found, Refusal):
+            self.notify(found.text, severity=found.severity)
             return
-        sysid = d.sysid
-        if sysid is None or not d.link:
-            self.notify(f"{drone_id}: its link or system id is unknown; cannot command it.",
-                        severity="error")
-            return
-        command = DroneCommand(sysid=sysid, action=action)
-        name = ACTION_NAMES.get(action, action)
-        where = ""
+        d, sysid = found
+        target = None
         if action == "goto":
             t = d.telemetry
             target = await self.push_screen_wait(GotoDialog(
@@ -184,30 +190,4 @@ class DashboardApp(App[None]):
                 finite(t.alt_rel_m) if t else None))
             if target is None:
                 return
-            command.lat, command.lon, command.alt_m = target.lat, target.lon, target.alt_m
-            dist = (geo.haversine_m(self.state.position, (target.lat, target.lon))
-                    if self.state.position else None)
-            where = (f"\nto {target.lat:.6f}, {target.lon:.6f} at {target.alt_m:.0f} m above "
-                     f"home ({distance_text(dist)} from the vehicle)")
-        title = f"{name[:1].upper()}{name[1:]}: drone {drone_id}?"
-        link_name = f"{d.link_name}, " if d.link_name else ""
-        body = (f"Drone {drone_id} ({link_name}link {d.link}, system {sysid})\n"
-                f"will {name.upper()}{where}.")
-        if not await self.push_screen_wait(
-                ConfirmDialog(title, body, f"{ACTION_SHORT.get(action, action)} {drone_id}")):
-            self.notify(f"{name} for {drone_id} cancelled; nothing sent.", timeout=3)
-            return
-        now = self.state.now()
-        self.state.note_command(drone_id, CommandResult(action, "sent", "", None, now))
-        if self.bridge is None:
-            reply_status, detail, elapsed = "error", "no bus", None
-        else:
-            reply = await self.bridge.command(d.link, command)
-            reply_status = reply.status if isinstance(reply.status, str) else "error"
-            detail = str(reply.detail)[:200]
-            elapsed = finite(reply.elapsed_ms)
-        self.state.note_command(drone_id, CommandResult(action, reply_status, detail, elapsed,
-                                                        self.state.now()))
-        text = f"{drone_id} {name}: {reply_status}" + (f": {detail}" if detail else "")
-        severity: Any = NOTIFY_SEVERITY.get(reply_status, "error")
-        self.notify(text, title="drone command", severity=severity, timeout=8)
+        await self.command_flow.run(drone_command(self.state, d, sysid, action, target))

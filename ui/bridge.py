@@ -28,19 +28,14 @@ from typing import Any
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from edge.bus import topics
+from edge.bus import messages, topics
 from edge.bus.client import BusClient, RequestError, RequestTimeout, Subscription
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope
-from edge.bus.messages import (
-    CameraThumbnail,
-    DroneCommand,
-    EventMark,
-    Reply,
-    ServiceHealth,
-)
+from edge.bus.messages import EventMark, Reply, Severity
 from ui import thumbnail
-from ui.state import SEVERITY_RANK, DashboardState, Event
+from ui.severity import at_least
+from ui.state import DashboardState, Event
 
 log = logging.getLogger("ui.bridge")
 
@@ -50,7 +45,7 @@ CHECK_EVERY_S = 0.25
 FLUSH_DELAY_S = 0.5
 STALL_S = 1.0  # a check round this late means our loop, not the bus, was stuck
 # Alerts this severe or worse also pop up as a notification, not only in the log.
-POPUP_SEVERITY = "error"
+POPUP_SEVERITY: Severity = "error"
 PREFIXES = (topics.SVC, topics.CAM, topics.DRONE, topics.LINK, topics.UPLINK, topics.ALERT,
             topics.EVENT)
 
@@ -176,8 +171,6 @@ class BusBridge:
 
     async def _pump(self, sub: Subscription) -> None:
         async for env in sub:
-            if env.replayed:
-                continue  # the broker's cache repeating what we already hold
             try:
                 self._take(env)
             except Exception:  # odd data must never end the pump
@@ -188,10 +181,11 @@ class BusBridge:
                                   "counted", env.topic[:80])
 
     def _take(self, env: Envelope) -> None:
-        msg = env.message
-        if isinstance(msg, ServiceHealth) and env.topic == topics.svc_health("bus"):
-            # A cached heartbeat replayed to a fresh subscription is not a new sign
-            # of life: only a new (source, seq) counts, and only one produced within
+        update = self.state.take(env)  # a replay of the broker's cache changes nothing
+        if update is None:
+            return
+        if update.kind == "heartbeat" and env.topic == topics.svc_health("bus"):
+            # Only a new (source, seq) is a new sign of life, and only one produced within
             # the timeout (a new client has no earlier one to compare with, and the
             # broker's cache may hold the last beat of a heartbeat long dead).
             key = (env.header.source, env.header.seq)
@@ -199,17 +193,17 @@ class BusBridge:
             if key != self._last_heartbeat and produced_age < self.heartbeat_timeout:
                 self._last_heartbeat = key
                 self.state.bus.heartbeat_at = self.state.now()
-        update = self.state.apply(env.topic, msg, env.header.ts_ns)
-        if update is None:
-            return
         if update.new:
             self._post(self.DeviceAppeared(update.kind, update.key))
-        if update.kind == "thumbnail" and isinstance(msg, CameraThumbnail):
-            captured = msg.captured_ns if isinstance(msg.captured_ns, int) else 0
-            self._queue_thumbnail(update.key, env.blobs[0] if env.blobs else b"", captured)
+        if update.kind == "thumbnail":
+            record = self.state.mirror.cameras[update.key]
+            heard = record.thumbnail
+            captured = heard.message.captured_ns if heard is not None else 0
+            self._queue_thumbnail(update.key, record.jpeg,
+                                  captured if isinstance(captured, int) else 0)
         elif update.kind == "event" and self.state.events:
             event = self.state.events[0]
-            if SEVERITY_RANK.get(event.severity, 0) >= SEVERITY_RANK[POPUP_SEVERITY]:
+            if at_least(event.severity, POPUP_SEVERITY):
                 self._post(self.AlertReceived(event))
 
     # -- thumbnails ---------------------------------------------------------------
@@ -238,15 +232,15 @@ class BusBridge:
             self._decoders.pop(cam_id, None)
 
     # -- talking back -------------------------------------------------------------
-    async def command(self, link: str, command: DroneCommand,
+    async def request(self, service: str, message: messages.Message,
                       timeout: float | None = None) -> Reply:
-        """Send a drone command; always a Reply (timeouts and errors become one)."""
+        """Ask `service`; always a Reply (timeouts and errors become one)."""
         client = self.client
         if client is None or self.state.bus.connected is False:
             return Reply(status="error", detail="not sent: the bus is gone")
         t0 = time.monotonic()
         try:
-            env = await client.request(topics.drone_service(link), command, timeout)
+            env = await client.request(service, message, timeout)
         except RequestTimeout as e:
             return Reply(status="timeout", detail=str(e),
                          elapsed_ms=(time.monotonic() - t0) * 1000)

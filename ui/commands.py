@@ -1,55 +1,127 @@
-"""The command palette's entries: open any camera or drone, command a drone, mark, help."""
+"""Commands the commander sends: confirm → request → reply, one flow for every kind.
+
+A :class:`Command` says whom to ask (a bus service), what to send (a bus
+message) and how to word it (the confirmation, the log line, the
+notification); :class:`CommandFlow` runs any of them the same way: ask for
+confirmation (nothing goes out without it), send, wait for the reply (the bus
+always gives one: an answer, a timeout or an error), record the outcome on the
+device's row and in the event log, and notify. Drone commands are built here
+(:func:`drone_command`); camera PTZ and replay controls are meant to build
+their own :class:`Command` and reuse the flow.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from functools import partial
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.app import App
+from textual.notifications import SeverityLevel
 
-from ui.keys import ACTION_NAMES
+from edge.bus import topics
+from edge.bus.messages import REPLY_STATUSES, DroneCommand, Message, Reply
+from edge.bus.mirror import known
+from ui import geo
+from ui.bridge import BusBridge
+from ui.dialogs import ConfirmDialog, GotoTarget
+from ui.format import distance_text, finite
+from ui.keys import ACTION_NAMES, ACTION_SHORT
+from ui.severity import REPLY_SEVERITY, notify_level
+from ui.state import CommandResult, CommandStatus, DashboardState, DroneView
 
-if TYPE_CHECKING:
-    from ui.app import DashboardApp
-
-Entry = tuple[str, str, Callable[[], object]]
+DETAIL_MAX = 200
 
 
-class DashboardCommands(Provider):
-    @property
-    def dashboard(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One request the commander confirms before it goes out."""
 
-    def entries(self) -> list[Entry]:
-        app = self.dashboard
-        state = app.state
-        out: list[Entry] = [
-            ("Mark an event", "a note for the debrief, published on the bus", app.action_mark),
-            ("Help: keys", "every key the dashboard answers to", app.action_help),
-        ]
-        for cam in state.cameras.values():
-            out.append((f"Camera: {cam.name}", f"open {cam.camera_id}",
-                        partial(app.open_camera, cam.camera_id)))
-        for d in state.drone_list():
-            if d.placeholder:
-                continue
-            out.append((f"Drone: {d.drone_id}", "open its telemetry",
-                        partial(app.open_drone, d.drone_id)))
-            for action, name in ACTION_NAMES.items():
-                out.append((f"Drone {d.drone_id}: {name}", "asks for confirmation first",
-                            partial(app.drone_command, d.drone_id, action)))
-        for i, pane in enumerate(("cameras", "drones", "links", "uplink", "events")):
-            out.append((f"Go to pane: {pane}", f"key {i + 1}", partial(app.focus_pane, pane)))
-        return out
+    service: str  # who answers it: the bus name of a service (`drone@alpha`)
+    request: Message  # what is sent
+    subject: str  # the device it is about: its row shows the outcome, the log names it
+    label: str  # its short name, for a pane and the confirm button: "RTL"
+    name: str  # its name in words, for the log and notifications: "return to launch"
+    title: str  # the confirmation's title
+    body: str  # the confirmation's text: what will happen, to what
+    kind: str = "command"  # the notification's title: "drone command"
 
-    async def discover(self) -> Hits:
-        for title, help_text, callback in self.entries():
-            yield DiscoveryHit(title, callback, help=help_text)
 
-    async def search(self, query: str) -> AsyncIterator[Hit]:
-        matcher = self.matcher(query)
-        for title, help_text, callback in self.entries():
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command cannot even be asked for, in words for the commander."""
+
+    text: str
+    severity: SeverityLevel
+
+
+class CommandFlow:
+    """Confirm, send, show the answer. Runs in a worker (the dialog is awaited)."""
+
+    def __init__(self, app: App[Any], state: DashboardState, bridge: BusBridge | None) -> None:
+        self.app = app
+        self.state = state
+        self.bridge = bridge
+
+    async def run(self, command: Command) -> Reply | None:
+        """The reply, or None if the commander cancelled (then nothing was sent)."""
+        if not await self.app.push_screen_wait(ConfirmDialog(
+                command.title, command.body, f"{command.label} {command.subject}")):
+            self.app.notify(f"{command.name} for {command.subject} cancelled; nothing sent.",
+                            timeout=3)
+            return None
+        self._note(command, "sent", "", None)
+        if self.bridge is None:
+            reply = Reply(status="error", detail="no bus")
+            elapsed = None
+        else:
+            reply = await self.bridge.request(command.service, command.request)
+            elapsed = finite(reply.elapsed_ms)
+        status = known(reply.status, REPLY_STATUSES)
+        detail = str(reply.detail)[:DETAIL_MAX]
+        if status is None:  # a word this dashboard does not know: shown, as an error
+            status, detail = "error", f"answered {str(reply.status)[:20]!r}: {detail}"
+        self._note(command, status, detail, elapsed)
+        text = f"{command.subject} {command.name}: {status}" + (f": {detail}" if detail else "")
+        self.app.notify(text, title=command.kind, severity=notify_level(REPLY_SEVERITY[status]),
+                        timeout=8)
+        return reply
+
+    def _note(self, command: Command, status: CommandStatus, detail: str,
+              elapsed: float | None) -> None:
+        self.state.note_command(command.subject, CommandResult(
+            command.label, command.name, status, detail, elapsed, self.state.now()))
+
+
+# -- drones ------------------------------------------------------------------------------
+def commandable(state: DashboardState, drone_id: str) -> tuple[DroneView, int] | Refusal:
+    """The drone and its system id, if a command can be addressed to it."""
+    d = state.drones.get(drone_id)
+    if d is None or d.placeholder:
+        return Refusal("No drone there yet: nothing to command.", "warning")
+    sysid = d.sysid
+    if sysid is None or not d.link:
+        return Refusal(f"{drone_id}: its link or system id is unknown; cannot command it.",
+                       "error")
+    return d, sysid
+
+
+def drone_command(state: DashboardState, d: DroneView, sysid: int, action: str,
+                  target: GotoTarget | None = None) -> Command:
+    """`action` (`rtl`, `hold`, `land`; `goto` with its `target`) for drone `d`."""
+    request = DroneCommand(sysid=sysid, action=action)
+    name = ACTION_NAMES.get(action, action)
+    where = ""
+    if target is not None:
+        request.lat, request.lon, request.alt_m = target.lat, target.lon, target.alt_m
+        dist = (geo.haversine_m(state.position, (target.lat, target.lon))
+                if state.position else None)
+        where = (f"\nto {target.lat:.6f}, {target.lon:.6f} at {target.alt_m:.0f} m above "
+                 f"home ({distance_text(dist)} from the vehicle)")
+    link_name = f"{d.link_name}, " if d.link_name else ""
+    return Command(
+        service=topics.drone_service(d.link), request=request, subject=d.drone_id,
+        label=ACTION_SHORT.get(action, action), name=name,
+        title=f"{name[:1].upper()}{name[1:]}: drone {d.drone_id}?",
+        body=(f"Drone {d.drone_id} ({link_name}link {d.link}, system {sysid})\n"
+              f"will {name.upper()}{where}."),
+        kind="drone command")

@@ -16,10 +16,6 @@ from typing import Any
 NONE = "—"
 MAX_TEXT = 400  # longest string kept from any message field
 
-# Thresholds the issue fixes: older than STALE_S dims, older than OLD_S is red.
-STALE_S = 3.0
-OLD_S = 10.0
-
 # Battery colour thresholds, in percent: red below LOW, yellow below WARN.
 BATTERY_LOW_PCT = 20.0
 BATTERY_WARN_PCT = 40.0
@@ -63,13 +59,6 @@ def number(value: Any, fmt: str = ".0f", unit: str = "", lo: float | None = None
     return f"{text}{unit}{mark}"
 
 
-def age_of(ts: float | None, now: float) -> float | None:
-    """Seconds since `ts`; a clock ahead of ours counts as just now, never negative."""
-    if ts is None:
-        return None
-    return max(0.0, now - ts)
-
-
 def age_text(age: float | None) -> str:
     if age is None:
         return NONE
@@ -84,17 +73,6 @@ def age_text(age: float | None) -> str:
     if age < 100 * 86400:
         return f"{int(age // 86400)}d"
     return ">99d"
-
-
-def freshness(age: float | None) -> str:
-    """'fresh', 'stale' (dim), 'old' (red) or 'none' (never heard of)."""
-    if age is None:
-        return "none"
-    if age > OLD_S:
-        return "old"
-    if age > STALE_S:
-        return "stale"
-    return "fresh"
 
 
 def rate_text(kbps: Any) -> str:

@@ -1,12 +1,13 @@
 """The dashboard's model of the vehicle: what the bus last said about each thing, and when.
 
 Plain Python, no Textual: the bridge writes it as messages arrive, widgets
-read it on their refresh timer, and tests drive it directly. Each view keeps
-the latest message as received plus the wall-clock time it was produced (from
-the envelope header, never later than our own clock), so a value replayed
-from the broker's cache by a service that has since died shows its true age
-at once. All time comes from an injected clock so that tests and snapshots are
-deterministic.
+read it on their refresh timer, and tests drive it directly. What the bus says
+about the devices is kept by :class:`~edge.bus.mirror.Mirror` (the latest
+message of each, when it was produced, the staleness rule, the bounds); the
+views here add what only the dashboard needs: names from the config, decoded
+thumbnails, placeholders, the last command, revision counters for redrawing,
+and the event log. All time comes from an injected clock so
+that tests and snapshots are deterministic.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from edge.bus import topics
+from edge.bus.envelope import Envelope
 from edge.bus.messages import (
-    SEVERITIES,
     Alert,
     CameraStatus,
     CameraThumbnail,
@@ -29,26 +29,37 @@ from edge.bus.messages import (
     EventMark,
     LinkStatus,
     Message,
+    ReplyStatus,
     ServiceHealth,
-    UplinkSessions,
     ViewerSession,
+)
+from edge.bus.mirror import (
+    CameraCondition,
+    CameraRecord,
+    Change,
+    Clock,
+    DroneCondition,
+    DroneRecord,
+    Heard,
+    Latest,
+    LinkRecord,
+    Mirror,
+    Stamp,
+    age_of,
+    is_news,
+    known,
+    ts_of,
 )
 from edge.config import VehicleConfig
 from ui import geo
-from ui.format import OLD_S, age_of, age_text, clean, finite
-from ui.keys import ACTION_NAMES
-
-Clock = Callable[[], float]
+from ui.format import age_text, clean, finite
+from ui.severity import EVENT_SEVERITIES, REPLY_SEVERITY, EventSeverity
 
 MAX_EVENTS = 500
-# A flood of invented device ids must not grow the model (and the screen) without bound.
-MAX_DEVICES = 64
-MAX_SESSIONS = 256
 BUS_SERVICE = "bus"
 
-CAMERA_STATES = ("live", "connecting", "down")
-# How severe each severity is, for colour and for which alerts also pop up.
-SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+# A command's outcome: sent (no answer yet), then the reply's status.
+CommandStatus = Literal["sent"] | ReplyStatus
 
 
 @dataclass(slots=True)
@@ -61,15 +72,20 @@ class Thumb:
 
 @dataclass(slots=True)
 class CameraView:
-    camera_id: str
+    record: CameraRecord
     name: str
     configured: bool = False
-    status: CameraStatus | None = None
-    status_ts: float | None = None
     thumb: Thumb | None = None
     thumb_error: str = ""
     thumbs_seen: int = 0
     rev: int = 0
+
+    status = Latest[CameraStatus]("status")
+    status_ts = Stamp("status")
+
+    @property
+    def camera_id(self) -> str:
+        return self.record.id
 
     def status_age(self, now: float) -> float | None:
         return age_of(self.status_ts, now)
@@ -82,24 +98,24 @@ class CameraView:
             return None
         return max(0.0, reported) + (self.status_age(now) or 0.0)
 
-    def condition(self, now: float) -> tuple[str, str]:
+    def condition(self, now: float) -> tuple[CameraCondition, str]:
         """(state, reason): live | connecting | down | silent (no status lately) | unknown."""
+        state = self.record.condition(now)
         s = self.status
         if s is None:
-            return "unknown", "no data"
-        age = self.status_age(now)
-        if age is not None and age > OLD_S:
-            return "silent", f"no status for {age_text(age)}"
-        state = clean(s.state, 16).lower()
-        if state not in CAMERA_STATES:
-            return "unknown", f"state {state!r}"
+            return state, "no data"
+        if state == "silent":
+            return state, f"no status for {age_text(self.status_age(now))}"
+        if state == "unknown":
+            return state, f"state {clean(s.state, 16).lower()!r}"
         return state, clean(s.reason, 200)
 
 
 @dataclass(slots=True)
 class CommandResult:
-    action: str
-    status: str  # sent | accepted | rejected | timeout | busy | error
+    label: str  # the command's short name, for a pane: "RTL"
+    name: str  # its name in words, for the log: "return to launch"
+    status: CommandStatus
     detail: str
     elapsed_ms: float | None
     ts: float
@@ -110,21 +126,27 @@ class DroneView:
     drone_id: str
     link: str = ""
     link_name: str = ""
-    placeholder: bool = False  # a configured link with no drone heard on it yet
-    status: DroneStatus | None = None
-    status_ts: float | None = None
-    telemetry: DroneTelemetry | None = None
-    telemetry_ts: float | None = None
+    # None: a configured link's placeholder, no drone heard on it yet.
+    record: DroneRecord | None = None
     last_command: CommandResult | None = None
     rev: int = 0
 
     @property
+    def placeholder(self) -> bool:
+        return self.record is None
+
+    status = Latest[DroneStatus]("status")
+    status_ts = Stamp("status")
+    telemetry = Latest[DroneTelemetry]("telemetry")
+    telemetry_ts = Stamp("telemetry")
+
+    @property
     def sysid(self) -> int | None:
         for m in (self.status, self.telemetry):
-            if m is not None and isinstance(m.sysid, int) and 0 < m.sysid < 256:
+            if m is not None and isinstance(m.sysid, int) and m.sysid in topics.SYSIDS:
                 return m.sysid
-        _, _, tail = self.drone_id.rpartition("-")
-        return int(tail) if tail.isdigit() and 0 < int(tail) < 256 else None
+        parsed = topics.parse_drone_id(self.drone_id)
+        return None if parsed is None else parsed[1]
 
     def status_age(self, now: float) -> float | None:
         return age_of(self.status_ts, now)
@@ -140,17 +162,9 @@ class DroneView:
             return max(0.0, reported) + (self.status_age(now) or 0.0)
         return self.telemetry_age(now)
 
-    def condition(self, now: float) -> str:
+    def condition(self, now: float) -> DroneCondition:
         """live | connecting | lost | silent (the service said nothing lately) | unknown."""
-        if self.status is None and self.telemetry is None:
-            return "unknown"
-        ages = [a for a in (self.status_age(now), self.telemetry_age(now)) if a is not None]
-        if ages and min(ages) > OLD_S:
-            return "silent"
-        if self.status is None:
-            return "live"
-        state = clean(self.status.state, 16).lower()
-        return state if state in ("live", "connecting", "lost") else "unknown"
+        return "unknown" if self.record is None else self.record.condition(now)
 
     def position(self) -> tuple[float, float] | None:
         t = self.telemetry
@@ -159,31 +173,29 @@ class DroneView:
 
 @dataclass(slots=True)
 class LinkView:
-    link_id: str
+    record: LinkRecord
     name: str
     kind: str = ""
     configured: bool = False
     capacity_kbps: int = 0
-    status: LinkStatus | None = None
-    status_ts: float | None = None
     rev: int = 0
 
+    status = Latest[LinkStatus]("status")
+    status_ts = Stamp("status")
 
-@dataclass(slots=True)
-class ServiceView:
-    name: str
-    health: ServiceHealth
-    ts: float
+    @property
+    def link_id(self) -> str:
+        return self.record.id
 
 
 @dataclass(slots=True, frozen=True)
 class Event:
     seq: int
     ts: float
-    severity: str
+    severity: EventSeverity
     source: str
     text: str
-    kind: str  # alert | mark | local
+    kind: Literal["alert", "mark", "local"]
 
 
 @dataclass(slots=True)
@@ -202,7 +214,8 @@ class BusView:
 class Update:
     """What one message changed; the bridge turns these into Textual messages."""
 
-    kind: str  # camera | thumbnail | drone | link | uplink | service | event | heartbeat
+    kind: Literal["camera", "thumbnail", "drone", "link", "uplink", "service", "event",
+                  "heartbeat"]
     key: str
     new: bool = False
 
@@ -214,12 +227,12 @@ class DashboardState:
         pos = config.position if config else None
         self.position: tuple[float, float] | None = (
             geo.valid(pos.lat, pos.lon) if pos is not None else None)
+        self.mirror = Mirror(cameras=[c.id for c in config.cameras] if config else (),
+                             links=[link.id for link in config.links] if config else (),
+                             clock=self.clock)
         self.cameras: dict[str, CameraView] = {}
         self.drones: dict[str, DroneView] = {}
         self.links: dict[str, LinkView] = {}
-        self.services: dict[str, ServiceView] = {}
-        self.sessions: list[ViewerSession] = []
-        self.sessions_ts: float | None = None
         self.sessions_rev = 0
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.events_rev = 0
@@ -231,20 +244,33 @@ class DashboardState:
         self._link_names: dict[str, str] = {}
         if config is not None:
             for cam in config.cameras:
-                self.cameras[cam.id] = CameraView(cam.id, cam.name, configured=True)
+                self.cameras[cam.id] = CameraView(self.mirror.cameras[cam.id], cam.name,
+                                                  configured=True)
             for i, d in enumerate(config.drones):
                 self._link_order[d.id] = i
                 self._link_names[d.id] = d.name
-                self.drones[d.id] = DroneView(d.id, link=d.id, link_name=d.name,
-                                              placeholder=True)
+                self.drones[d.id] = DroneView(d.id, link=d.id, link_name=d.name)
             for link in config.links:
-                self.links[link.id] = LinkView(link.id, link.name, kind=link.kind,
-                                               configured=True,
+                self.links[link.id] = LinkView(self.mirror.links[link.id], link.name,
+                                               kind=link.kind, configured=True,
                                                capacity_kbps=link.capacity_kbps)
 
     # -- reading --------------------------------------------------------------
     def now(self) -> float:
         return self.clock()
+
+    @property
+    def services(self) -> dict[str, Heard[ServiceHealth]]:
+        return self.mirror.services
+
+    @property
+    def sessions(self) -> list[ViewerSession]:
+        heard = self.mirror.sessions
+        return [] if heard is None else heard.message.sessions
+
+    @property
+    def sessions_ts(self) -> float | None:
+        return ts_of(self.mirror.sessions)
 
     def drone_list(self) -> list[DroneView]:
         """Configured links first, in config order, each link's drones by id."""
@@ -262,83 +288,63 @@ class DashboardState:
         return age_of(self.bus.heartbeat_at, now)
 
     # -- writing ----------------------------------------------------------------
-    def apply(self, topic: str, message: Message | None, ts_ns: int = 0) -> Update | None:
+    def take(self, env: Envelope) -> Update | None:
+        """Take one received envelope into the model (a replay changes nothing)."""
+        if not is_news(env) or env.message is None:
+            return None
+        return self.apply(env.topic, env.message, env.header.ts_ns, env.blobs)
+
+    def apply(self, topic: str, message: Message | None, ts_ns: int = 0,
+              blobs: list[bytes] | None = None) -> Update | None:
         """Take one bus message into the model; what changed, or None if nothing."""
-        now = self.clock()
-        ts = now if ts_ns <= 0 else min(now, ts_ns / 1e9)
         self.bus.received += 1
-        if isinstance(message, ServiceHealth):
-            return self._health(topic, message, ts, now)
-        if isinstance(message, CameraStatus):
-            return self._camera(topic, message, ts)
-        if isinstance(message, CameraThumbnail):
-            return self._thumbnail_meta(topic, message)
-        if isinstance(message, DroneTelemetry | DroneStatus):
-            return self._drone(topic, message, ts)
-        if isinstance(message, LinkStatus):
-            return self._link(topic, message, ts)
-        if isinstance(message, UplinkSessions):
-            self.sessions = list(message.sessions[:MAX_SESSIONS])
-            self.sessions_ts = ts
+        if message is None:
+            return None
+        if isinstance(message, Alert | EventMark):
+            now = self.clock()
+            return self._event(topic, message, now if ts_ns <= 0 else min(now, ts_ns / 1e9))
+        odd = self.mirror.odd
+        change = self.mirror.apply(topic, message, ts_ns, blobs or ())
+        self.bus.odd += self.mirror.odd - odd
+        return None if change is None else self._view(change)
+
+    def _view(self, change: Change) -> Update | None:
+        msg, key = change.heard.message, change.key
+        if change.kind == "service":
+            return Update("heartbeat" if key == BUS_SERVICE else "service", key)
+        if change.kind == "sessions":
             self.sessions_rev += 1
             return Update("uplink", "")
-        if isinstance(message, Alert):
-            source = clean(message.source, 60) or _tail(topic)
-            severity = clean(message.severity, 12).lower() or "info"
-            ev = self.add_event(severity, source, clean(message.text), ts=ts, kind="alert")
-            return Update("event", str(ev.seq))
-        if isinstance(message, EventMark):
-            author = clean(message.author, 40)
-            ev = self.add_event("mark", author or "mark", clean(message.note), ts=ts, kind="mark")
-            return Update("event", str(ev.seq))
-        return None
+        if change.kind == "camera" and isinstance(msg, CameraStatus | CameraThumbnail):
+            return self._camera(key, msg)
+        if change.kind == "drone" and isinstance(msg, DroneStatus | DroneTelemetry):
+            return self._drone(key, msg)
+        if change.kind == "link" and isinstance(msg, LinkStatus):
+            return self._link(key, msg)
+        return None  # what the dashboard does not show (stream announcements, drone video)
 
-    def _odd(self) -> None:
-        self.bus.odd += 1
+    def _event(self, topic: str, msg: Alert | EventMark, ts: float) -> Update:
+        if isinstance(msg, Alert):
+            source = clean(msg.source, 60) or clean(topic.partition(topics.SEP)[2], 60)
+            ev = self.add_event(msg.severity, source, clean(msg.text), ts=ts, kind="alert")
+        else:
+            author = clean(msg.author, 40)
+            ev = self.add_event("mark", author or "mark", clean(msg.note), ts=ts, kind="mark")
+        return Update("event", str(ev.seq))
 
-    def _health(self, topic: str, msg: ServiceHealth, ts: float, now: float) -> Update | None:
-        name = _key(topic) or clean(msg.service, 64)
-        if not name:
-            self._odd()
-            return None
-        if name not in self.services and len(self.services) >= MAX_DEVICES * 4:
-            self._odd()
-            return None
-        self.services[name] = ServiceView(name, msg, ts)
-        return Update("heartbeat" if name == BUS_SERVICE else "service", name)
-
-    def _camera(self, topic: str, msg: CameraStatus, ts: float) -> Update | None:
-        cam_id = _key(topic) or clean(msg.camera_id, 64)
-        view, new = self._camera_view(cam_id)
+    def _camera(self, cam_id: str, msg: CameraStatus | CameraThumbnail) -> Update:
+        view = self.cameras.get(cam_id)
+        new = view is None
         if view is None:
-            return None
+            view = self.cameras[cam_id] = CameraView(self.mirror.cameras[cam_id], cam_id)
+            self.layout_rev += 1
+        if isinstance(msg, CameraThumbnail):
+            view.thumbs_seen += 1
+            return Update("thumbnail", cam_id, new)
         if not view.configured and msg.name:
             view.name = clean(msg.name, 64)
-        view.status, view.status_ts = msg, ts
         view.rev += 1
         return Update("camera", cam_id, new)
-
-    def _thumbnail_meta(self, topic: str, msg: CameraThumbnail) -> Update | None:
-        cam_id = _key(topic) or clean(msg.camera_id, 64)
-        view, new = self._camera_view(cam_id)
-        if view is None:
-            return None
-        view.thumbs_seen += 1
-        return Update("thumbnail", cam_id, new)
-
-    def _camera_view(self, cam_id: str) -> tuple[CameraView | None, bool]:
-        if not cam_id:
-            self._odd()
-            return None, False
-        view = self.cameras.get(cam_id)
-        if view is not None:
-            return view, False
-        if len(self.cameras) >= MAX_DEVICES:
-            self._odd()
-            return None, False
-        view = self.cameras[cam_id] = CameraView(cam_id, cam_id)
-        self.layout_rev += 1
-        return view, True
 
     def set_thumbnail(self, cam_id: str, pixels: Any, captured_ns: int) -> None:
         view = self.cameras.get(cam_id)
@@ -357,29 +363,18 @@ class DashboardState:
             view.thumb_error = reason
             view.rev += 1
 
-    def _drone(self, topic: str, msg: DroneTelemetry | DroneStatus, ts: float) -> Update | None:
-        drone_id = _key(topic) or clean(msg.drone_id, 64)
-        if not drone_id:
-            self._odd()
-            return None
+    def _drone(self, drone_id: str, msg: DroneTelemetry | DroneStatus) -> Update:
         view = self.drones.get(drone_id)
         new = view is None or view.placeholder
         if view is None:
-            if sum(not d.placeholder for d in self.drones.values()) >= MAX_DEVICES:
-                self._odd()
-                return None
             view = self.drones[drone_id] = DroneView(drone_id)
             self.layout_rev += 1
-        view.placeholder = False
-        if isinstance(msg, DroneStatus):
-            view.status, view.status_ts = msg, ts
-            if msg.link:
-                view.link = clean(msg.link, 64)
-        else:
-            view.telemetry, view.telemetry_ts = msg, ts
+        view.record = self.mirror.drones[drone_id]
+        if isinstance(msg, DroneStatus) and msg.link:
+            view.link = clean(msg.link, 64)
         if not view.link:
-            head, _, tail = drone_id.rpartition("-")
-            view.link = head if head and tail.isdigit() else drone_id
+            parsed = topics.parse_drone_id(drone_id)
+            view.link = drone_id if parsed is None else parsed[0]
         # A link's placeholder row goes once a real drone speaks for it.
         placeholder = self.drones.get(view.link)
         if placeholder is not None and placeholder is not view and placeholder.placeholder:
@@ -390,28 +385,23 @@ class DashboardState:
         view.rev += 1
         return Update("drone", drone_id, new)
 
-    def _link(self, topic: str, msg: LinkStatus, ts: float) -> Update | None:
-        link_id = _key(topic) or clean(msg.link_id, 64)
-        if not link_id:
-            self._odd()
-            return None
+    def _link(self, link_id: str, msg: LinkStatus) -> Update:
         view = self.links.get(link_id)
         new = view is None
         if view is None:
-            if len(self.links) >= MAX_DEVICES:
-                self._odd()
-                return None
-            view = self.links[link_id] = LinkView(link_id, clean(msg.name, 64) or link_id,
+            view = self.links[link_id] = LinkView(self.mirror.links[link_id],
+                                                  clean(msg.name, 64) or link_id,
                                                   kind=clean(msg.kind, 20))
             self.layout_rev += 1
-        view.status, view.status_ts = msg, ts
         view.rev += 1
         return Update("link", link_id, new)
 
     def add_event(self, severity: str, source: str, text: str, ts: float | None = None,
-                  kind: str = "local") -> Event:
-        ev = Event(next(self._event_seq), self.clock() if ts is None else ts, severity,
-                   clean(source, 60), clean(text), kind)
+                  kind: Literal["alert", "mark", "local"] = "local") -> Event:
+        """Log an event; a severity this dashboard does not know is taken as `info`."""
+        ev = Event(next(self._event_seq), self.clock() if ts is None else ts,
+                   known(severity, EVENT_SEVERITIES) or "info", clean(source, 60), clean(text),
+                   kind)
         self.events.appendleft(ev)
         self.events_rev += 1
         return ev
@@ -429,26 +419,15 @@ class DashboardState:
             self.add_event("notice", "dashboard", detail or "bus back")
         return True
 
-    def note_command(self, drone_id: str, result: CommandResult) -> None:
-        view = self.drones.get(drone_id)
+    def note_command(self, subject: str, result: CommandResult) -> None:
+        """A command about device `subject` was sent (`sent`) or answered."""
+        view = self.drones.get(subject)
         if view is not None:
             view.last_command = result
             view.rev += 1
         if result.status == "sent":
             return
-        severity = {"accepted": "notice", "rejected": "warning", "busy": "warning"}.get(
-            result.status, "error")
         ms = f" in {result.elapsed_ms:.0f} ms" if result.elapsed_ms is not None else ""
         detail = f": {result.detail}" if result.detail else ""
-        action = ACTION_NAMES.get(result.action, result.action)
-        self.add_event(severity, drone_id, f"{action} {result.status}{ms}{detail}")
-
-
-def _key(topic: str) -> str:
-    """The device part of `family/device/leaf`, or '' when the topic has no such part."""
-    parts = topic.split(topics.SEP)
-    return clean(parts[1], 64) if len(parts) >= 3 else ""
-
-
-def _tail(topic: str) -> str:
-    return clean(topic.partition(topics.SEP)[2], 60)
+        self.add_event(REPLY_SEVERITY[result.status], subject,
+                       f"{result.name} {result.status}{ms}{detail}")

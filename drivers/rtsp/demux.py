@@ -10,7 +10,7 @@ import socket
 import time
 from fractions import Fraction
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
 from av.container import InputContainer
@@ -31,8 +31,8 @@ from drivers.rtsp.annexb import (
     split_annexb,
     sps_type,
 )
-from drivers.rtsp.model import AccessUnit, Codec, StreamInfo
 from drivers.rtsp.sps import SpsError, parse_sps
+from drivers.source import AccessUnit, Codec, StreamInfo
 
 Transport = Literal["tcp", "udp"]
 
@@ -52,6 +52,17 @@ def redact_url(url: str) -> str:
     netloc = f"{parts.username}:***@{parts.hostname}"
     if parts.port is not None:
         netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_credentials(url: str, userpass: str | None) -> str:
+    """Put `user:password` (from a secret file) into an RTSP URL, percent-encoded."""
+    if not userpass:
+        return url
+    user, _, password = userpass.partition(":")
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 

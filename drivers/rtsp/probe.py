@@ -25,7 +25,7 @@ from drivers.rtsp.errors import (
     describe_error,
     describe_open_error,
 )
-from drivers.rtsp.model import Codec
+from drivers.source import Codec
 
 _READ_POLL_S = 0.5
 _DIAGNOSE_S = 3.0

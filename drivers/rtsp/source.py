@@ -1,13 +1,10 @@
-"""RTSP ingest for an asyncio service: demux only, one reader thread per source.
+"""The RTSP source: one camera stream, demuxed (never decoded) in its own reader thread.
 
-The PyAV read loop blocks, so it runs in its own thread and hands access units
-to the event loop with `call_soon_threadsafe`; it never waits for the loop.
-Between the two sits a bounded queue: when the consumer falls behind, units
-are dropped until the next keyframe (counted), so the consumer always resumes
-on something decodable and the camera connection never backs up.  A `sink`
-instead takes every unit in the reader thread itself (no loop hop, no queue):
-the camera service publishes to the media plane that way, 30 times a second
-per stream, and only state changes reach the loop.
+The PyAV read loop blocks, so it runs in its own thread and hands every access
+unit to the `sink` right there, in order: no event-loop hop and no queue, since
+waking the loop 30 times a second per stream costs a camera process more CPU
+than anything else it does. Only state changes (and stream parameters) go to
+the event loop, with `call_soon_threadsafe`; the reader never waits for it.
 
 Stopping: PyAV checks an interrupt deadline while FFmpeg blocks, so reads use a
 short timeout (`POLL_S`) and the thread re-checks its stop flag after each
@@ -29,15 +26,22 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import av
 from av.video.stream import VideoStream
 
 from drivers.rtsp.demux import AccessUnitAssembler, SourceError, Transport, open_source, redact_url
 from drivers.rtsp.errors import describe_error, describe_open_error
-from drivers.rtsp.model import AccessUnit, IngestState, IngestStats, StreamInfo
 from drivers.rtsp.stats import StatsCollector
+from drivers.source import (
+    AccessUnit,
+    AccessUnitSink,
+    SourceState,
+    SourceStats,
+    StateCallback,
+    StreamInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,6 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 2.0
 # A connection that stayed live this long resets the backoff.
 BACKOFF_RESET_AFTER_S = 10.0
-# Units handed to the loop but not yet processed; past this the loop itself is
-# stuck and the reader drops rather than piling callbacks onto it.
-MAX_IN_FLIGHT = 64
 # Packets but never a keyframe: the consumer could never start, so reconnect.
 NO_KEYFRAME_S = 10.0
 # A 5xx on open means "starting or busy, try again soon" (cameras send 503 with
@@ -59,24 +60,17 @@ NO_KEYFRAME_S = 10.0
 # moment it comes live.
 RETRY_BUSY_S = 1.0
 
-StateCallback = Callable[[IngestState, str], None]
-AccessUnitCallback = Callable[[AccessUnit], None]
+
+def _discard(au: AccessUnit) -> None:
+    pass
 
 
-class RtspIngest:
-    """Pulls one RTSP source and delivers `AccessUnit`s to an asyncio consumer.
+class RtspSource:
+    """Pulls one RTSP URL, reconnecting until stopped: a :class:`drivers.source.Source`.
 
-    Use one of:
-
-    * `async for au in ingest.access_units()`;
-    * `on_access_unit`, called on the event loop (must not block);
-    * `sink`, called in the reader thread for every unit, in order (must be
-      quick, non-blocking and thread-safe).  It spares each frame a trip
-      through the event loop: a camera process publishing 30 frames a second
-      per stream spends more CPU waking its loop than on anything else, so
-      the camera service publishes to the media plane from here.
-
-    `on_state` is called on the event loop at every state or reason change.
+    `sink` gets every access unit in the reader thread (quick, non-blocking,
+    thread-safe); `on_state` is called on the event loop at every state or
+    reason change.
     """
 
     def __init__(
@@ -87,9 +81,7 @@ class RtspIngest:
         name: str | None = None,
         open_timeout: float = 5.0,
         stall_timeout: float = 3.0,
-        queue_size: int = 90,
-        on_access_unit: AccessUnitCallback | None = None,
-        sink: AccessUnitCallback | None = None,
+        sink: AccessUnitSink = _discard,
         on_state: StateCallback | None = None,
         stats_window_s: float = 5.0,
     ) -> None:
@@ -100,28 +92,20 @@ class RtspIngest:
         self.name = name or redact_url(url)
         self.open_timeout = open_timeout
         self.stall_timeout = stall_timeout
-        if on_access_unit is not None and sink is not None:
-            raise ValueError("give on_access_unit or sink, not both")
-        self._on_access_unit = on_access_unit
-        self._sink = sink
+        self.sink = sink
         self._on_state = on_state
-        self._queue_size = queue_size
-        self._queue: asyncio.Queue[AccessUnit | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stats = StatsCollector(stats_window_s)
-        self._state = IngestState.CONNECTING
+        self._state = SourceState.CONNECTING
         self._reason = "not started"
         self._state_changed: asyncio.Event | None = None  # needs the running loop
         self._thread_exited: asyncio.Event | None = None
         self._stream_info: StreamInfo | None = None
-        self._need_keyframe = False
         # Counted by the reader thread (one at a time; an abandoned one never
         # delivers), so a gap in `AccessUnit.sequence` means units were dropped.
         self._sequence = 0
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
         # Bumped by start() and stop(): news from an older reader thread (one
         # abandoned while opening) is recognised and ignored.
         self._generation = 0
@@ -129,7 +113,7 @@ class RtspIngest:
     # -- public -------------------------------------------------------------
 
     @property
-    def state(self) -> IngestState:
+    def state(self) -> SourceState:
         return self._state
 
     @property
@@ -142,18 +126,16 @@ class RtspIngest:
         return self._stream_info
 
     @property
-    def stats(self) -> IngestStats:
+    def stats(self) -> SourceStats:
         return self._stats.snapshot(self._state, self._reason)
 
     async def start(self) -> None:
         if self._thread is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(self._queue_size)
         self._state_changed = asyncio.Event()
         self._generation += 1
-        self._need_keyframe = False
-        self._set_state(IngestState.CONNECTING, f"connecting to {self.name}")
+        self._set_state(SourceState.CONNECTING, f"connecting to {self.name}")
         self._stopping = threading.Event()
         self._thread_exited = asyncio.Event()
         self._thread = threading.Thread(
@@ -184,32 +166,16 @@ class RtspIngest:
                 self.name,
                 self.open_timeout,
             )
-        self._set_state(IngestState.STOPPED, "stopped")
-        if self._queue is not None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+        self._set_state(SourceState.STOPPED, "stopped")
 
-    async def __aenter__(self) -> RtspIngest:
+    async def __aenter__(self) -> RtspSource:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def access_units(self) -> AsyncIterator[AccessUnit]:
-        """Access units until `stop()`; the first one of each connection is a keyframe."""
-        if self._queue is None:
-            raise RuntimeError("start() the ingest first")
-        queue = self._queue
-        while True:
-            if self._state is IngestState.STOPPED and queue.empty():
-                return
-            au = await queue.get()
-            if au is None:
-                return
-            yield au
-
-    async def wait_for_state(self, *states: IngestState) -> IngestState:
+    async def wait_for_state(self, *states: SourceState) -> SourceState:
         """Wait until the state is one of `states` (wrap in `asyncio.timeout`)."""
         while self._state not in states:
             assert self._state_changed is not None
@@ -222,7 +188,7 @@ class RtspIngest:
         if generation == self._generation:
             callback(*args)
 
-    def _set_state(self, state: IngestState, reason: str) -> None:
+    def _set_state(self, state: SourceState, reason: str) -> None:
         if (state, reason) == (self._state, self._reason):
             return
         if state is not self._state:
@@ -239,30 +205,6 @@ class RtspIngest:
 
     def _set_stream_info(self, info: StreamInfo) -> None:
         self._stream_info = info
-
-    def _deliver(self, generation: int, au: AccessUnit) -> None:
-        with self._in_flight_lock:
-            self._in_flight -= 1
-        if generation != self._generation:
-            return
-        if self._on_access_unit is not None:
-            try:
-                self._on_access_unit(au)
-            except Exception:
-                log.exception("%s: on_access_unit callback failed", self.name)
-            return
-        queue = self._queue
-        assert queue is not None
-        if self._need_keyframe:
-            if not au.keyframe or queue.full():
-                self._stats.add(dropped=1)
-                return
-            self._need_keyframe = False
-        if queue.full():
-            self._stats.add(dropped=1)
-            self._need_keyframe = True
-            return
-        queue.put_nowait(au)
 
     # -- reader thread ---------------------------------------------------------
 
@@ -320,7 +262,7 @@ class RtspIngest:
                 if time.monotonic() - live_since >= BACKOFF_RESET_AFTER_S:
                     backoff = BACKOFF_INITIAL_S
             # A camera still starting that has never been live is connecting, not down.
-            state = IngestState.CONNECTING if busy and not was_live else IngestState.DOWN
+            state = SourceState.CONNECTING if busy and not was_live else SourceState.DOWN
             self._post(self._from_reader, generation, self._set_state, state, reason)
             delay = RETRY_BUSY_S if busy else backoff
             log.debug("%s: %s (%s), retry in %.1f s", self.name, state.value, reason, delay)
@@ -346,9 +288,6 @@ class RtspIngest:
         live_since: float | None = None
         connected = last_packet = time.monotonic()
         skipped_reported = 0
-        # Set when this thread had to drop because the loop is stuck; cleared at
-        # the next keyframe so the consumer resumes on something decodable.
-        dropping = False
         sink_failed = False
         tb_s = float(assembler.time_base)  # Fraction arithmetic per frame is not free
         while True:
@@ -382,7 +321,7 @@ class RtspIngest:
                             self._stats.add(reconnects=1)
                         live = f"{self.transport} from {self.name}"
                         self._post(
-                            self._from_reader, generation, self._set_state, IngestState.LIVE, live
+                            self._from_reader, generation, self._set_state, SourceState.LIVE, live
                         )
                     elif au.keyframe and assembler.stream_info is not self._stream_info:
                         assert assembler.stream_info is not None
@@ -392,26 +331,12 @@ class RtspIngest:
                             self._set_stream_info,
                             assembler.stream_info,
                         )
-                    if self._sink is not None:
-                        try:
-                            self._sink(au)
-                        except Exception:
-                            if not sink_failed:  # once a connection, not 30 times a second
-                                log.exception("%s: sink failed", self.name)
-                            sink_failed = True
-                        continue
-                    with self._in_flight_lock:
-                        if au.keyframe:
-                            dropping = False
-                        if dropping or self._in_flight >= MAX_IN_FLIGHT:
-                            dropping = True
-                        else:
-                            self._in_flight += 1
-                    if dropping:
-                        self._stats.add(dropped=1)
-                        continue
-                    if not self._post(self._deliver, generation, au):
-                        return "stopped", live_since
+                    try:
+                        self.sink(au)
+                    except Exception:
+                        if not sink_failed:  # once a connection, not 30 times a second
+                            log.exception("%s: sink failed", self.name)
+                        sink_failed = True
                 return _no_video_reason(stream, live_since) or "closed by source", live_since
             except av.error.ExitError:
                 # Our own short read deadline: check for stop and stall, then resume.
@@ -435,3 +360,4 @@ def _no_video_reason(stream: VideoStream, live_since: float | None) -> str | Non
     if live_since is None and not stream.codec_context.width:
         return "invalid data from source"
     return None
+

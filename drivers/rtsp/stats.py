@@ -6,7 +6,7 @@ import threading
 import time
 from collections import deque
 
-from drivers.rtsp.model import IngestState, IngestStats
+from drivers.source import SourceState, SourceStats
 
 
 class StatsCollector:
@@ -81,7 +81,7 @@ class StatsCollector:
         span = (last - first[1]) * (count - 1) / (count - 1 - first[0])
         return span if 0 < span <= 2 * self.window_s else 0.0  # ignore timestamp jumps
 
-    def snapshot(self, state: IngestState, reason: str) -> IngestStats:
+    def snapshot(self, state: SourceState, reason: str) -> SourceStats:
         now = time.monotonic()
         with self._lock:
             self._trim(now)
@@ -97,7 +97,7 @@ class StatsCollector:
                 fps = (count - 1) / span
             else:
                 kbps = fps = 0.0
-            return IngestStats(
+            return SourceStats(
                 state=state,
                 reason=reason,
                 packets=self.packets,

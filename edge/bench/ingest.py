@@ -8,7 +8,7 @@ Three processes, so each measured figure is one process's own CPU:
 - **baseline**: N threads, each ``av.open(url, options={"rtsp_transport":
   "tcp"})`` and ``for packet in container.demux(video)``: the least any
   Python ingest can do.
-- **edge**: what ``camera@ID`` does for each camera: `RtspIngest` (reader
+- **edge**: what ``camera@ID`` does for each camera: `RtspSource` (reader
   thread, parameter sets, stats) into a `MediaPublisher` (GOP cache, ipc PUB).
   Its CPU is the figure compared with the baseline: ingest and publish, the
   camera service's whole job.
@@ -186,8 +186,8 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
     """Our path; without `media`, only the ingest (its sink counts): the breakdown row."""
     import zmq
 
-    from drivers.rtsp.ingest import RtspIngest
-    from drivers.rtsp.model import AccessUnit
+    from drivers.rtsp.source import RtspSource
+    from drivers.source import AccessUnit
     from edge.media.publisher import MediaPublisher
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -214,7 +214,7 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
                 loop.call_soon_threadsafe(flowing[i].set)
         return on_access_unit
 
-    ingests = [RtspIngest(url, transport="tcp", name=f"bench-{i}", sink=sink(i))
+    ingests = [RtspSource(url, transport="tcp", name=f"bench-{i}", sink=sink(i))
                for i, url in enumerate(urls)]
     consumer = None
     if media:

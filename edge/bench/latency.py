@@ -7,7 +7,7 @@ One command runs the whole path on this machine, each part as production runs it
   blocks (:mod:`drivers.sim.camera.timestamp_blocks`);
 - the broker (in this process), `edge run camera@bench` and `edge run uplink`
   (their own processes, so the uplink's CPU is its own);
-- N aiortc WHEP viewers (:mod:`edge.uplink.client`, in this process), each
+- N aiortc WHEP viewers (:mod:`edge.bench.whep_viewer`, in this process), each
   decoding every frame and reading the time back from the picture.
 
 Glass-to-glass latency is "now" minus the time in the picture, when the
@@ -49,9 +49,9 @@ import av
 import numpy as np
 
 from drivers.sim.camera.timestamp_blocks import MODULUS, decode_timestamp_blocks
+from edge.bench.whep_viewer import WhepViewer
 from edge.bus.broker import Broker
 from edge.bus.endpoints import Endpoints
-from edge.uplink.client import WhepViewer
 
 TOKEN = "bench-token-" + "x" * 20
 CAMERA = "bench"

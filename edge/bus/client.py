@@ -38,7 +38,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope, MalformedFrame
 from edge.bus.messages import Message, Reply
 from edge.bus.sequence import SequenceTracker
-from edge.bus.zmqio import drain, wait_readable
+from edge.bus.zmqio import Readable, drain
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,13 @@ class Subscription:
         self.socket.connect(client.endpoints.sub)
         for p in prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, p.encode())
+        self._readable = Readable(self.socket)
         self._batch: deque[list[bytes]] = deque()
 
     async def recv(self) -> Envelope:
         while True:
             while not self._batch:
-                await wait_readable(self.socket)
+                await self._readable.wait()
                 drain(self.socket, self._batch, RECV_BATCH)
             frames = self._batch.popleft()
             try:
@@ -119,6 +120,7 @@ class Subscription:
         return await self.recv()
 
     def close(self) -> None:
+        self._readable.close()
         self.socket.close(linger=0)
         self._client._subscriptions.discard(self)
 
@@ -172,10 +174,11 @@ class BusClient:
 
     async def _reassert_state(self) -> None:
         monitor = self._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        readable = Readable(monitor)
         events: deque[list[bytes]] = deque()
         try:
             while True:
-                await wait_readable(monitor)
+                await readable.wait()
                 drain(monitor, events, RECV_BATCH)
                 events.clear()
                 done = 0.0
@@ -185,6 +188,7 @@ class BusClient:
                     for frames in list(self._state.values()):
                         self._pub.send_multipart(frames, copy=False)
         finally:
+            readable.close()
             with contextlib.suppress(zmq.ZMQError):
                 self._pub.disable_monitor()
             monitor.close(linger=0)

@@ -8,6 +8,13 @@ a subscriber never sees a half-valid object.
 
 To add a type: write a dataclass here, decorate it with ``@message("family.name")``,
 and give every field a default so that older writers stay readable.
+
+A field that is one of a few words (a state, a severity, a reply's status) is a
+``Literal``: the words are what writers here may send, and mypy holds them to
+it. On the wire it is a string like any other, checked as one: an older or
+newer writer may send a word this reader does not list, and the message is
+still good, so readers map a word they do not know themselves
+(:func:`edge.bus.mirror.known`) rather than trusting the type.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 SCHEMA_VERSION = 1
 
@@ -84,6 +91,10 @@ def _checker(hint: Any) -> Check:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         inner = _checker(args[0]) if len(args) == 1 else (lambda v: v)
         return lambda v: None if v is None else inner(v)
+    if origin is Literal:
+        if not all(isinstance(word, str) for word in typing.get_args(hint)):
+            raise TypeError(f"unsupported field type {hint!r}: only words (str) can be listed")
+        return _scalar(str)  # a word this reader does not list is still a string (see above)
     if origin is list:
         (arg,) = typing.get_args(hint) or (Any,)
         item = _checker(arg)
@@ -138,7 +149,9 @@ def nested(cls: type[M]) -> type[M]:
 class ServiceHealth(Message):
     service: str = ""
     pid: int = 0
-    state: str = "running"  # starting | running | degraded | stopping
+    # starting | running | degraded | stopping. A str, not a Literal, while every
+    # Service.health() returns a plain str (edge/runtime/service.py and each service).
+    state: str = "running"
     detail: str = ""
     uptime_s: float = 0.0
     published: int = 0
@@ -150,13 +163,15 @@ class ServiceHealth(Message):
 # ---------------------------------------------------------------------------
 # Alerts and the commander's marks
 # ---------------------------------------------------------------------------
-SEVERITIES = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# syslog's severities, least severe first.
+Severity = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 
 @message("alert")
 @dataclass(slots=True, kw_only=True)
 class Alert(Message):
-    severity: str = "info"  # one of SEVERITIES
+    severity: Severity = "info"
     source: str = ""  # the device or service it concerns, e.g. "cam/north-gate"
     text: str = ""
 
@@ -171,12 +186,16 @@ class EventMark(Message):
 # ---------------------------------------------------------------------------
 # Cameras
 # ---------------------------------------------------------------------------
+CameraStateName = Literal["live", "connecting", "down"]
+CAMERA_STATES: tuple[CameraStateName, ...] = get_args(CameraStateName)
+
+
 @message("cam.status")
 @dataclass(slots=True, kw_only=True)
 class CameraStatus(Message):
     camera_id: str = ""
     name: str = ""
-    state: str = "connecting"  # live | connecting | down
+    state: CameraStateName = "connecting"
     reason: str = ""
     codec: str = ""
     profile: str = ""
@@ -245,13 +264,17 @@ class DroneTelemetry(Message):
     satellites: int | None = None
 
 
+DroneStateName = Literal["live", "connecting", "lost"]
+DRONE_STATES: tuple[DroneStateName, ...] = get_args(DroneStateName)
+
+
 @message("drone.status")
 @dataclass(slots=True, kw_only=True)
 class DroneStatus(Message):
     drone_id: str = ""
     sysid: int = 0
     link: str = ""
-    state: str = "connecting"  # live | lost
+    state: DroneStateName = "connecting"
     autopilot: str = ""
     vehicle_type: str = ""
     mode: str = ""
@@ -300,13 +323,14 @@ class DroneCommand(Message):
 # ---------------------------------------------------------------------------
 # Requests and replies
 # ---------------------------------------------------------------------------
-REPLY_STATUSES = ("accepted", "rejected", "timeout", "busy", "error")
+ReplyStatus = Literal["accepted", "rejected", "timeout", "busy", "error"]
+REPLY_STATUSES: tuple[ReplyStatus, ...] = get_args(ReplyStatus)
 
 
 @message("reply")
 @dataclass(slots=True, kw_only=True)
 class Reply(Message):
-    status: str = "accepted"  # one of REPLY_STATUSES
+    status: ReplyStatus = "accepted"
     detail: str = ""
     elapsed_ms: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
@@ -323,13 +347,17 @@ class Ping(Message):
 # ---------------------------------------------------------------------------
 # WAN links
 # ---------------------------------------------------------------------------
+LinkStateName = Literal["up", "down", "degraded", "unknown"]
+LINK_STATES: tuple[LinkStateName, ...] = get_args(LinkStateName)
+
+
 @message("link.status")
 @dataclass(slots=True, kw_only=True)
 class LinkStatus(Message):
     link_id: str = ""
     name: str = ""
     kind: str = ""
-    state: str = "unknown"  # up | down | degraded | unknown
+    state: LinkStateName = "unknown"
     rtt_ms: float | None = None
     loss_pct: float | None = None
     tx_kbps: float | None = None

@@ -56,6 +56,22 @@ def cam_stream(camera_id: str, profile: str) -> str:
 
 # --- drones ---------------------------------------------------------------
 DRONE = "drone/"
+# MAVLink system ids a vehicle may have (0 is a ground station's broadcast).
+SYSIDS = range(1, 256)
+
+
+def drone_id(link_id: str, sysid: int) -> str:
+    """A drone's id: every vehicle heard on a link is `<link>-<sysid>` (`alpha-1`)."""
+    return f"{link_id}-{sysid}"
+
+
+def parse_drone_id(drone_id: str) -> tuple[str, int] | None:
+    """(link, sysid) of an id :func:`drone_id` built, or None for any other id."""
+    link, _, tail = drone_id.rpartition("-")
+    # isdigit() alone takes "²", which int() refuses.
+    if not link or not (tail.isascii() and tail.isdigit()) or int(tail) not in SYSIDS:
+        return None
+    return link, int(tail)
 
 
 def drone(drone_id: str) -> str:

@@ -27,8 +27,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from drivers.rtsp.demux import redact_url
     from drivers.rtsp.errors import ProbeError
     from drivers.rtsp.probe import probe
-    from edge.addresses import check_rtsp_url
     from edge.cli import OperatorError
+    from edge.config.addresses import check_rtsp_url
 
     try:
         check_rtsp_url(args.url)  # the same rules as a camera URL in the config

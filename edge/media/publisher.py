@@ -1,10 +1,11 @@
 """A camera's side of the media plane: publish access units, serve late joiners.
 
 An XPUB socket, so the publisher sees each new subscription. It keeps the
-current group of pictures (everything since the last keyframe) and sends it
-to a subscriber as soon as it subscribes: a new consumer can start decoding
-at once instead of waiting up to a GOP for the next keyframe. Existing
-consumers receive that replay too and skip it by sequence number.
+current group of pictures (:class:`~edge.media.gop.GopCache`, everything since
+the last keyframe) and sends it to a subscriber as soon as it subscribes: a
+new consumer can start decoding at once instead of waiting up to a GOP for
+the next keyframe. Existing consumers receive that replay too and skip it by
+sequence number.
 
 A slow consumer never slows the camera: each subscriber's queue is bounded
 (:data:`SNDHWM`) and PUB drops for that subscriber alone when it is full; the
@@ -26,10 +27,10 @@ from pathlib import Path
 
 import zmq
 
+from edge.media.gop import GopCache
 from edge.media.wire import encode_parts
 
 SNDHWM = 60  # about 2 s of 30 fps video per subscriber
-MAX_GOP_FRAMES = 600  # a camera with a silly GOP must not grow memory without bound
 
 
 @dataclass
@@ -54,7 +55,8 @@ class MediaPublisher:
         self.closed = False
         self.epoch = random.getrandbits(31)
         self.seq = 0
-        self.gop: list[list[bytes]] = []
+        # Kept encoded: a replay sends the very frames the live subscribers got.
+        self.gop: GopCache[list[bytes]] = GopCache()
         self.stats = PublisherStats()
 
     def publish(self, data: bytes, *, keyframe: bool, pts: int | None, dts: int | None,
@@ -70,10 +72,7 @@ class MediaPublisher:
             self.seq += 1
             frames = encode_parts(self.epoch, self.seq, keyframe, pts, dts, time_base, codec,
                                   received_ns or time.time_ns(), data)
-            if keyframe:
-                self.gop = [frames]
-            elif self.gop and len(self.gop) < MAX_GOP_FRAMES:
-                self.gop.append(frames)
+            self.gop.add(frames, keyframe)
             self.sock.send_multipart(frames)
             self.stats.published += 1
             self.stats.bytes += len(data)
@@ -81,7 +80,7 @@ class MediaPublisher:
     def reset(self) -> None:
         """Forget the cached GOP (the source reconnected; what follows starts anew)."""
         with self._lock:
-            self.gop = []
+            self.gop.reset()
 
     def _serve_new_subscribers(self) -> None:
         while True:

@@ -43,7 +43,7 @@ SERVICES: dict[str, ServiceSpec] = {
     for spec in (
         ServiceSpec("bus", "the control-bus broker (proxy, last-value cache, request routing)",
                     "edge.services.bus:BusService"),
-        ServiceSpec("camera", "one camera: RTSP ingest onto the media plane, status, thumbnails",
+        ServiceSpec("camera", "one camera: its sources onto the media plane, status, thumbnails",
                     "edge.services.camera:CameraService",
                     instances=lambda cfg: [c.id for c in cfg.cameras]),
         ServiceSpec("drone", "one MAVLink link: its vehicles' telemetry, alerts and commands",

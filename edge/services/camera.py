@@ -1,10 +1,11 @@
-"""`camera@ID`: one camera, from RTSP onto the media plane, never decoded on the way.
+"""`camera@ID`: one camera, from its sources onto the media plane, never decoded on the way.
 
-For each configured stream (`main`, and `sub` when the camera has one) an
-:class:`~drivers.rtsp.ingest.RtspIngest` demuxes access units in its own
-thread and this service publishes them on that stream's media-plane socket
-(:class:`~edge.media.publisher.MediaPublisher`, which keeps the current GOP for
-late joiners). On the control bus it publishes:
+Each configured stream (`main`, and `sub` when the camera has one) has a
+source (:class:`drivers.source.Source`, built by kind in
+:mod:`edge.services.camera_sources`) that hands access units to this service
+in its own thread; the service publishes them on that stream's media-plane
+socket (:class:`~edge.media.publisher.MediaPublisher`, which keeps the current
+GOP for late joiners). On the control bus it publishes:
 
 - ``cam/<id>/status`` at 1 Hz: state (live | connecting | down with reason),
   codec, resolution, fps, kbit/s, GOP, last-frame age, reconnects (the main
@@ -14,10 +15,6 @@ late joiners). On the control bus it publishes:
 - ``cam/<id>/thumbnail`` at most every 2 s: a 160x90 JPEG of the latest
   keyframe, from the sub stream when there is one (it is cheaper to decode);
 - an alert when the camera goes down and when it comes back.
-
-A drone's gimbal camera is configured with ``drone = "<drone id>"`` instead of
-a URL: the service waits for the drone service to announce the stream's RTSP
-URL on ``drone/<id>/stream`` and follows it when it changes.
 """
 
 from __future__ import annotations
@@ -25,30 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Literal
 
-from drivers.rtsp.demux import redact_url
-from drivers.rtsp.ingest import RtspIngest
-from drivers.rtsp.model import AccessUnit, IngestState
+from drivers.source import AccessUnit, SourceState
 from edge.bus import topics
-from edge.bus.messages import Alert, CameraStatus, CameraStream, CameraThumbnail, DroneVideo
-from edge.config import CameraConfig
+from edge.bus.messages import Alert, CameraStatus, CameraStream, CameraThumbnail
+from edge.config import CameraConfig, SourceSpec
 from edge.media.publisher import MediaPublisher
 from edge.runtime.service import Service, ServiceContext
+from edge.services.camera_sources import SourceSetup, build_source
 
 STATUS_EVERY_S = 1.0
 THUMBNAIL_EVERY_S = 2.0
-
-
-def with_credentials(url: str, userpass: str | None) -> str:
-    """Put `user:password` (from a secret file) into an RTSP URL, percent-encoded."""
-    if not userpass:
-        return url
-    user, _, password = userpass.partition(":")
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+# A stopped source is "down" to the camera's viewers.
+_STATE_WORDS: dict[SourceState, Literal["live", "connecting"]] = {
+    SourceState.LIVE: "live", SourceState.CONNECTING: "connecting"}
 
 
 def _thumbnail(data: bytes, codec: str) -> bytes | str:
@@ -67,29 +55,29 @@ def _thumbnail(data: bytes, codec: str) -> bytes | str:
 
 
 class _Stream:
-    """One of the camera's streams: its ingest and its media publisher.
+    """One of the camera's streams: its source and its media publisher.
 
-    The publisher outlives a change of source URL (a drone announcing a new
-    one): its consumers stay connected and see a new keyframe, not a new socket.
+    The publisher lives as long as the service: when a source moves to
+    another address (a drone announcing a new URL), its consumers stay
+    connected and see a new keyframe, not a new socket.
     """
 
-    def __init__(self, service: CameraService, profile: str, url: str,
-                 publisher: MediaPublisher | None = None) -> None:
+    def __init__(self, service: CameraService, profile: str, spec: SourceSpec,
+                 credentials: str | None) -> None:
         self.service = service
         self.profile = profile
         ctx = service.ctx
-        self.publisher = publisher or MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(
-            service.camera.id, profile))
-        self.publisher.reset()
-        self.ingest = RtspIngest(
-            url, transport=service.camera.transport, name=f"{service.camera.id}/{profile}",
-            sink=self.on_access_unit, on_state=self.on_state)
+        cam = service.camera
+        self.source = build_source(spec, SourceSetup(
+            name=f"{cam.id}/{profile}", camera=cam, credentials=credentials, bus=ctx.bus,
+            log=ctx.log, sink=self.on_access_unit, on_state=self.on_state))
+        self.publisher = MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(cam.id, profile))
         self.latest_keyframe: AccessUnit | None = None
         self._announced = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def on_access_unit(self, au: AccessUnit) -> None:
-        """In the ingest's reader thread: straight onto the media plane, no loop hop.
+        """In the source's own thread: straight onto the media plane, no loop hop.
 
         Only keyframes (one a GOP) go on to the event loop, for the
         announcement and the thumbnails.
@@ -106,8 +94,8 @@ class _Stream:
         if not self._announced:
             self.announce()
 
-    def on_state(self, state: IngestState, reason: str) -> None:
-        if state is not IngestState.LIVE:
+    def on_state(self, state: SourceState, reason: str) -> None:
+        if state is not SourceState.LIVE:
             # After a reconnect the old GOP belongs to another session of the camera.
             self.publisher.reset()
             self._announced = False
@@ -115,7 +103,7 @@ class _Stream:
             self.service.main_state_changed(state, reason)
 
     def announce(self) -> None:
-        info = self.ingest.stream_info
+        info = self.source.stream_info
         if info is None:
             return
         self._announced = True
@@ -128,12 +116,11 @@ class _Stream:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.ingest.start()
+        await self.source.start()
 
-    async def stop(self, *, close_publisher: bool = True) -> None:
-        await self.ingest.stop()
-        if close_publisher:
-            self.publisher.close()
+    async def stop(self) -> None:
+        await self.source.stop()
+        self.publisher.close()
 
 
 class CameraService(Service):
@@ -143,30 +130,25 @@ class CameraService(Service):
         super().__init__(ctx)
         self.streams: dict[str, _Stream] = {}
         self._alerted_down = False
-        self._creds: str | None = None
 
     async def run(self) -> None:
         assert self.ctx.instance is not None
         self.camera = self.ctx.config.camera(self.ctx.instance)
+        creds = None
         if self.camera.credentials:
             # Read in a thread: a credentials file may sit on slow storage.
-            self._creds = await asyncio.to_thread(
+            creds = await asyncio.to_thread(
                 self.camera.credentials.read_text, self.ctx.config_dir)
-        tasks = [asyncio.create_task(self._status_loop(), name="status"),
-                 asyncio.create_task(self._thumbnail_loop(), name="thumbnails")]
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if self.camera.drone is not None:
-                if self.camera.sub:
-                    await self._open("sub", self.camera.sub)
-                self.ctx.ready(f"waiting for drone {self.camera.drone} to announce its camera")
-                await self._follow_drone(self.camera.drone)
-            else:
-                assert self.camera.main is not None
-                await self._open("main", self.camera.main)
-                if self.camera.sub:
-                    await self._open("sub", self.camera.sub)
-                self.ctx.ready(f"ingesting {len(self.streams)} stream(s)")
-                await asyncio.Event().wait()
+            for profile, spec in self.camera.streams.items():
+                self.streams[profile] = _Stream(self, profile, spec, creds)
+            tasks = [asyncio.create_task(self._status_loop(), name="status"),
+                     asyncio.create_task(self._thumbnail_loop(), name="thumbnails")]
+            for stream in self.streams.values():
+                await stream.start()
+            self.ctx.ready(f"ingesting {len(self.streams)} stream(s)")
+            await asyncio.Event().wait()
         finally:
             for t in tasks:
                 t.cancel()
@@ -176,43 +158,16 @@ class CameraService(Service):
             for stream in self.streams.values():
                 await stream.stop()
 
-    async def _open(self, profile: str, url: str) -> None:
-        old = self.streams.pop(profile, None)
-        if old is not None:
-            await old.stop(close_publisher=False)
-        stream = _Stream(self, profile, with_credentials(url, self._creds),
-                         old.publisher if old is not None else None)
-        self.streams[profile] = stream
-        await stream.start()
-
-    async def _follow_drone(self, drone_id: str) -> None:
-        current = ""
-        sub = self.ctx.bus.subscribe(topics.drone_video(drone_id))
-        try:
-            async for env in sub:
-                msg = env.message
-                if not isinstance(msg, DroneVideo) or not msg.uri or msg.uri == current:
-                    continue
-                if not msg.uri.startswith(("rtsp://", "rtsps://")):
-                    self.ctx.log.warning("drone %s announced a non-RTSP stream %r; ignored",
-                                         drone_id, msg.uri)
-                    continue
-                current = msg.uri
-                self.ctx.log.info("drone %s camera at %s", drone_id, redact_url(msg.uri))
-                await self._open("main", msg.uri)
-        finally:
-            sub.close()
-
     # -- state and alerts ------------------------------------------------------
-    def main_state_changed(self, state: IngestState, reason: str) -> None:
+    def main_state_changed(self, state: SourceState, reason: str) -> None:
         cam = self.camera
         source = topics.cam(cam.id).rstrip("/")
-        if state is IngestState.LIVE:
+        if state is SourceState.LIVE:
             if self._alerted_down:
                 self.ctx.bus.publish(topics.alert(source), Alert(
                     severity="notice", source=source, text=f"{cam.name} is live again"))
             self._alerted_down = False
-        elif state is IngestState.DOWN and not self._alerted_down:
+        elif state is SourceState.DOWN and not self._alerted_down:
             self._alerted_down = True
             self.ctx.bus.publish(topics.alert(source), Alert(
                 severity="warning", source=source, text=f"{cam.name} is down: {reason}"))
@@ -220,18 +175,14 @@ class CameraService(Service):
 
     def status(self) -> CameraStatus:
         cam = self.camera
-        main = self.streams.get("main")
+        main = self.streams["main"]
         msg = CameraStatus(camera_id=cam.id, name=cam.name,
                            lat=cam.position.lat if cam.position else None,
                            lon=cam.position.lon if cam.position else None)
-        if main is None:
-            msg.state, msg.reason = "connecting", "waiting for the drone to announce its camera"
-            return msg
-        st = main.ingest.stats
-        info = main.ingest.stream_info
-        msg.state = {IngestState.LIVE: "live", IngestState.CONNECTING: "connecting"}.get(
-            st.state, "down")
-        msg.reason = "" if st.state is IngestState.LIVE else st.reason
+        st = main.source.stats
+        info = main.source.stream_info
+        msg.state = _STATE_WORDS.get(st.state, "down")
+        msg.reason = "" if st.state is SourceState.LIVE else st.reason
         if info is not None:
             msg.codec, msg.profile = info.codec, info.profile
             msg.width, msg.height = info.width, info.height
@@ -269,10 +220,7 @@ class CameraService(Service):
     def health(self) -> tuple[str, str]:
         if not self.ctx._ready.is_set():
             return ("starting", "")
-        main = self.streams.get("main")
-        if main is None:
-            return ("degraded", "no stream yet")
-        st = main.ingest.stats
-        if st.state is IngestState.LIVE:
+        st = self.streams["main"].source.stats
+        if st.state is SourceState.LIVE:
             return ("running", f"live {st.fps:.0f} fps {st.kbps:.0f} kbit/s")
         return ("degraded", f"{st.state.value}: {st.reason}")

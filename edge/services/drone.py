@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any, ClassVar
 
@@ -66,7 +67,9 @@ from edge.bus.messages import (
     DroneVideo,
     Message,
     Reply,
+    Severity,
 )
+from edge.bus.topics import drone_id
 from edge.config import ConfigError, DroneLinkConfig
 from edge.runtime.service import Service, ServiceContext
 from edge.services.drone_commands import BadCommand, check_sysid, to_command, to_reply
@@ -78,18 +81,51 @@ OPEN_RETRY_MAX_S = 30.0
 REPLY_MARGIN_S = 0.5
 ACK_WAIT_MAX_S = 1.5
 
-_STATUS_SEVERITY = {  # MAV_SEVERITY names to the bus's alert severities
+_STATUS_SEVERITY: dict[str, Severity] = {  # MAV_SEVERITY names to the bus's alert severities
     "EMERGENCY": "emergency", "ALERT": "alert", "CRITICAL": "critical", "ERROR": "error",
     "WARNING": "warning", "NOTICE": "notice", "INFO": "info", "DEBUG": "debug",
 }
 
 
-def drone_id(link_id: str, sysid: int) -> str:
-    return f"{link_id}-{sysid}"
-
-
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _digits(name: str) -> int | None:
+    """Decimals a telemetry field keeps on the wire, by what it measures: a position to
+    MAVLink's own 1e-7 degree, an angle to 0.1 degree, metres, m/s and volts to 0.01;
+    anything else as the driver has it."""
+    if name in ("lat", "lon"):
+        return 7
+    if name.endswith("_deg"):
+        return 1
+    if name.endswith(("_m", "_mps", "_v")):
+        return 2
+    return None
+
+
+# The message's fields are the one list of what telemetry says: each is read from the
+# driver's attribute of the same name (the driver cannot import the bus's messages).
+_TELEMETRY_FIELDS = tuple((f.name, _digits(f.name), f.default)
+                          for f in dataclasses.fields(DroneTelemetry) if f.name != "drone_id")
+_UNREAD = {name for name, _, _ in _TELEMETRY_FIELDS} - {
+    f.name for f in dataclasses.fields(Telemetry)}
+if _UNREAD:
+    raise TypeError(f"DroneTelemetry fields the driver's Telemetry lacks: {sorted(_UNREAD)}")
+
+
+def telemetry_message(did: str, t: Telemetry) -> DroneTelemetry:
+    """The bus message for the driver's telemetry of drone `did`; where the driver knows
+    nothing (None), the message's own default."""
+    values: dict[str, Any] = {}
+    for name, digits, default in _TELEMETRY_FIELDS:
+        value = getattr(t, name)
+        if value is None:
+            value = default
+        elif digits is not None:
+            value = round(value, digits)
+        values[name] = value
+    return DroneTelemetry(drone_id=did, **values)
 
 
 class DroneService(Service):
@@ -243,15 +279,7 @@ class DroneService(Service):
 
     def _publish_telemetry(self, t: Telemetry) -> None:
         did = drone_id(self.link_id, t.sysid)
-        self.ctx.bus.publish(topics.drone_telemetry(did), DroneTelemetry(
-            drone_id=did, sysid=t.sysid, lat=_round(t.lat, 7), lon=_round(t.lon, 7),
-            alt_msl_m=_round(t.alt_msl_m, 2), alt_rel_m=_round(t.alt_rel_m, 2),
-            heading_deg=_round(t.heading_deg, 1), groundspeed_mps=_round(t.groundspeed_mps, 2),
-            climb_mps=_round(t.climb_mps, 2), roll_deg=_round(t.roll_deg, 1),
-            pitch_deg=_round(t.pitch_deg, 1), yaw_deg=_round(t.yaw_deg, 1),
-            battery_pct=t.battery_pct, battery_v=_round(t.battery_v, 2),
-            gps_fix=t.gps_fix or "", satellites=t.satellites,
-        ))
+        self.ctx.bus.publish(topics.drone_telemetry(did), telemetry_message(did, t))
 
     @staticmethod
     def _status_key(t: Telemetry) -> tuple[Any, ...]:
@@ -295,7 +323,7 @@ class DroneService(Service):
             except Exception:  # one odd event must not end alerting
                 self.ctx.log.exception("could not publish %r", event)
 
-    def _alert(self, source: str, severity: str, text: str) -> None:
+    def _alert(self, source: str, severity: Severity, text: str) -> None:
         self.ctx.bus.publish(topics.alert(source), Alert(severity=severity, source=source,
                                                          text=text))
 

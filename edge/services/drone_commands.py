@@ -21,7 +21,7 @@ from drivers.mavlink import (
     ReturnToLaunch,
     SetMode,
 )
-from edge.bus.messages import DRONE_ACTIONS, DroneCommand, Reply
+from edge.bus.messages import DRONE_ACTIONS, DroneCommand, Reply, ReplyStatus
 
 # The driver's own limits (GoTo, PointGimbal); checked here first so that the
 # error names the bus field the caller filled in, not the driver's argument.
@@ -32,7 +32,7 @@ PITCH_RANGE = (-90.0, 90.0)
 YAW_RANGE = (-180.0, 360.0)
 SYSID_RANGE = (1, 255)
 
-_STATUS = {
+_STATUS: dict[CommandStatus, ReplyStatus] = {
     CommandStatus.ACCEPTED: "accepted",
     CommandStatus.REJECTED: "rejected",
     CommandStatus.TIMED_OUT: "timeout",

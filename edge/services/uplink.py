@@ -1,8 +1,9 @@
 """`uplink`: the city centre's way in. WHEP, the viewer page and the state API over HTTP(S).
 
 One process, one event loop (aiortc needs one): the aiohttp server
-(:mod:`edge.uplink.whep`), every peer connection and stream fanout
-(:mod:`edge.uplink.session`), and a bus subscription that keeps
+(:mod:`edge.uplink.whep`), every viewer session (:mod:`edge.uplink.session`)
+with its peer connection (:mod:`edge.uplink.peer`) and every stream fanout
+(:mod:`edge.uplink.streams`), and a bus subscription that keeps
 :class:`~edge.uplink.state.UplinkState` current. It publishes the sessions on
 ``uplink/sessions`` whenever one starts, changes state or ends, and every
 second while any is open (bitrate, round trip), so the commander sees who at
@@ -22,6 +23,7 @@ from edge.bus import topics
 from edge.bus.messages import UplinkSessions
 from edge.runtime.service import Service
 from edge.uplink.auth import load_token
+from edge.uplink.peer import ice_servers
 from edge.uplink.session import SessionManager
 from edge.uplink.state import UplinkState
 from edge.uplink.whep import UplinkHttp, serve, tls_context
@@ -39,14 +41,15 @@ class UplinkService(Service):
         logging.getLogger("aioice").setLevel(logging.WARNING)
         token = load_token(cfg, self.ctx.config_dir, str(self.ctx.config_path))
         self.state = UplinkState(self.ctx.config)
+        ice = ice_servers(cfg.ice, self.ctx.config_dir)
         self.manager = SessionManager(cfg, self.state, self.ctx.bus.sync_ctx, self.ctx.endpoints,
-                                      on_change=self._sessions_changed)
+                                      on_change=self._sessions_changed, ice=ice)
         self.state.sessions = self.manager.to_json
         self.state.extra = lambda: {"uplink": {
             "max_sessions": cfg.max_sessions, "max_transcodes": cfg.max_transcodes,
-            "transcodes": self.manager.transcodes_running(), "profile": cfg.profile,
+            "transcodes": self.manager.streams.transcodes_running(), "profile": cfg.profile,
             "worst_rtt_ms": cfg.worst_rtt_ms}}
-        self.http = UplinkHttp(self.manager, self.state, token, cfg.ice_servers)
+        self.http = UplinkHttp(self.manager, self.state, token, ice)
         self._publish_due = asyncio.Event()
         tasks = [asyncio.create_task(self.state.follow(self.ctx.bus), name="uplink-state"),
                  asyncio.create_task(self.manager.run(), name="uplink-sessions"),

@@ -6,13 +6,14 @@ Offering never waits: a sink is a bounded queue, and a viewer whose queue is
 full has fallen behind; it loses what it holds and starts again at the next
 keyframe, while every other viewer carries on untouched.
 
-Fast start: the fanout keeps the current group of pictures (as the camera's
-publisher does), and a viewer that joins a running stream gets it at once,
-marked *catch-up*; the first viewer of a stream gets the publisher's own
-replay, recognised because the camera received those units before we
-subscribed. Catch-up units are sent as fast as they come and stamped as
-one instant (see :mod:`edge.uplink.track`), so the browser decodes them to
-reach the present instead of playing the past at its own pace.
+Fast start: the fanout keeps the current group of pictures
+(:class:`~edge.media.gop.GopCache`, as the camera's publisher does), and a
+viewer that joins a running stream gets it at once, marked *catch-up*; the
+first viewer of a stream gets the publisher's own replay, recognised because
+the camera received those units before we subscribed. Catch-up units are
+sent as fast as they come and stamped as one instant (see
+:mod:`edge.uplink.track`), so the browser decodes them to reach the present
+instead of playing the past at its own pace.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Protocol
 
 from aiortc.mediastreams import MediaStreamError
 
+from edge.media.gop import GopCache, KeyframeGate
 from edge.media.wire import MediaFrame
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 # Live units a viewer may have queued before it counts as fallen behind:
 # a second at 30 fps. (Catch-up units do not count: a long GOP must fit.)
 LIVE_BACKLOG = 30
-MAX_GOP_FRAMES = 600  # as the publisher: a camera with a silly GOP must not grow memory
 # A live unit older than this when we read it means we fell behind (the media
 # plane buffers seconds before it drops): skip to a fresh keyframe instead of
 # sending every viewer old video late.
@@ -70,7 +71,7 @@ class Sink:
         self._queue: deque[tuple[MediaFrame, bool]] = deque()
         self._live_queued = 0
         self._ready = asyncio.Event()
-        self._need_keyframe = True
+        self._gate = KeyframeGate()
         self.closed = False
         self.stats = SinkStats()
 
@@ -86,12 +87,10 @@ class Sink:
             self.stats.resyncs += 1
             self._queue.clear()
             self._live_queued = 0
-            self._need_keyframe = True
-        if self._need_keyframe:
-            if not frame.keyframe:
-                self.stats.skipped += 1
-                return
-            self._need_keyframe = False
+            self._gate.lose()
+        if not self._gate.passes(frame.keyframe):
+            self.stats.skipped += 1
+            return
         self._queue.append((frame, catchup))
         if not catchup:
             self._live_queued += 1
@@ -103,7 +102,7 @@ class Sink:
         self.stats.dropped += len(self._queue)
         self._queue.clear()
         self._live_queued = 0
-        self._need_keyframe = True
+        self._gate.lose()
 
     async def get(self) -> tuple[MediaFrame, bool]:
         """The next (unit, catch-up) pair; SinkClosed once the sink is closed."""
@@ -138,14 +137,15 @@ class Fanout:
         self._open_source = open_source
         self._on_idle = on_idle
         self.sinks: set[Sink] = set()
-        self.gop: list[MediaFrame] = []
+        self.gop: GopCache[MediaFrame] = GopCache()
         self._task: asyncio.Task[None] | None = None
         self._source: FrameSource | None = None
         self._subscribed_ns = 0
         self._epoch: int | None = None
         self.frames = 0
         self.stale = 0
-        self._skipping = False
+        # Open: the source starts at a keyframe; it closes when we fall behind.
+        self._fresh = KeyframeGate(waiting=False)
         self.restarts = 0
         self.last_frame_mono: float | None = None
         # The last live unit (not the publisher's replay, not late): the media
@@ -195,7 +195,7 @@ class Fanout:
             source.close()
         for sink in list(self.sinks):
             sink.close()
-        self.gop = []
+        self.gop.reset()
 
     # -- reading -----------------------------------------------------------------------
     @property
@@ -253,7 +253,7 @@ class Fanout:
         if self._epoch is not None and frame.epoch != self._epoch:
             # The camera process restarted: its units continue a new stream.
             self.restarts += 1
-            self.gop = []
+            self.gop.reset()
             for sink in self.sinks:
                 sink.restart()
         self._epoch = frame.epoch
@@ -264,20 +264,17 @@ class Fanout:
         catchup = frame.received_ns < self._subscribed_ns
         if not catchup:
             late = time.time_ns() - frame.received_ns > MAX_AGE_S * 1e9
-            if late or (self._skipping and not frame.keyframe):
+            if late and not self._fresh.waiting:
+                self._fresh.lose()
+                self.gop.reset()
+            if late or not self._fresh.passes(frame.keyframe):
                 self.stale += 1
-                if not self._skipping:
-                    self._skipping, self.gop = True, []
                 return
-            self._skipping = False
             self.last_live_mono = now
             self._live_unit.set()
         self._rate.append((now, len(frame.data)))
         while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
             self._rate.popleft()
-        if frame.keyframe:
-            self.gop = [frame]
-        elif self.gop and len(self.gop) < MAX_GOP_FRAMES:
-            self.gop.append(frame)
+        self.gop.add(frame, frame.keyframe)
         for sink in self.sinks:
             sink.offer(frame, catchup)

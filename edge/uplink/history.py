@@ -24,6 +24,18 @@ range rather than breaking sessions; the tests pin the behaviour.
 Window: a lost packet is NACKed about one round trip after it was sent and,
 if the retransmission is lost too, again one round trip later, so the
 history covers two worst round trips, and never less than one second.
+
+Storms: a receiver that does not know the round trip (a browser that only
+receives has no RTT estimate of its own and assumes 100 ms) repeats its NACK
+for a packet every 100 ms until the repair arrives: over a 600 ms hop, six
+NACKs for one loss, each answered, and the bursts of repairs overflow the
+modem. So a packet is resent at most once per round trip (the sender's RTT
+from RTCP receiver reports; half the worst round trip until the first
+report): a NACK for a packet resent less than that ago is counted
+(``suppressed``), not answered; a repair that was itself lost is asked for
+again after the round trip and answered then. Repairs can also be held to a
+bit rate (``rtx_budget_bps``, a share of the link's capacity): beyond it a
+NACK is counted (``over_budget``) and the viewer waits for the next keyframe.
 """
 
 from __future__ import annotations
@@ -46,7 +58,8 @@ MIN_WINDOW_S = 1.0
 MAX_PACKETS = 8192
 MIN_PACKETS = 128  # never less than aiortc's own
 _PRIVATE = ("_RTCRtpSender__rtp_history", "_RTCRtpSender__rtx_payload_type",
-            "_RTCRtpSender__rtx_sequence_number", "_RTCRtpSender__rtp_header_extensions_map")
+            "_RTCRtpSender__rtx_sequence_number", "_RTCRtpSender__rtp_header_extensions_map",
+            "_RTCRtpSender__rtt")
 
 
 def window_for(worst_rtt_ms: int) -> float:
@@ -60,12 +73,20 @@ class NackHistory:
     ignored) and ``history.get(seq)``.
     """
 
-    def __init__(self, window_s: float, max_packets: int = MAX_PACKETS) -> None:
+    def __init__(self, window_s: float, max_packets: int = MAX_PACKETS,
+                 rtx_budget_bps: float | None = None) -> None:
         self.window_s = window_s
         self.max_packets = max(MIN_PACKETS, max_packets)
         self._packets: OrderedDict[int, tuple[float, RtpPacket]] = OrderedDict()
+        self._resent: dict[int, float] = {}  # seq → when we last resent it
+        self.rtt_fallback_s = window_s / 4  # half the worst round trip
+        self.rtx_budget_bps = rtx_budget_bps
+        self._tokens = rtx_budget_bps or 0.0  # bits; one second's worth at most
+        self._tokens_at = time.monotonic()
         self.retransmitted = 0
         self.missed = 0
+        self.suppressed = 0
+        self.over_budget = 0
 
     def __setitem__(self, _key: int, packet: RtpPacket) -> None:
         now = time.monotonic()
@@ -78,12 +99,31 @@ class NackHistory:
             if len(self._packets) > self.max_packets or (
                     sent < horizon and len(self._packets) > MIN_PACKETS):
                 del self._packets[oldest_seq]
+                self._resent.pop(oldest_seq, None)
             else:
                 break
 
     def get(self, seq: int, default: RtpPacket | None = None) -> RtpPacket | None:
         item = self._packets.get(seq)
         return item[1] if item is not None else default
+
+    def may_resend(self, seq: int, size: int, rtt_s: float | None) -> bool:
+        """Whether to answer a NACK for `seq` (`size` bytes) now; counts the refusals."""
+        now = time.monotonic()
+        last = self._resent.get(seq)
+        if last is not None and now - last < (rtt_s or self.rtt_fallback_s):
+            self.suppressed += 1
+            return False
+        if self.rtx_budget_bps:
+            self._tokens = min(self.rtx_budget_bps,
+                               self._tokens + (now - self._tokens_at) * self.rtx_budget_bps)
+            self._tokens_at = now
+            if self._tokens < size * 8:
+                self.over_budget += 1
+                return False
+            self._tokens -= size * 8
+        self._resent[seq] = now
+        return True
 
     def __len__(self) -> int:
         return len(self._packets)
@@ -106,6 +146,9 @@ async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
     if packet is None:
         history.missed += 1
         return
+    rtt: float | None = self._RTCRtpSender__rtt  # type: ignore[attr-defined]
+    if not history.may_resend(sequence_number, len(packet.payload), rtt):
+        return
     rtx_pt = self._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
     if rtx_pt is not None:
         rtx_seq = self._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
@@ -118,14 +161,14 @@ async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
     await self.transport._send_rtp(packet.serialize(extensions))
 
 
-def deepen_history(sender: RTCRtpSender, worst_rtt_ms: int,
-                   max_packets: int = MAX_PACKETS) -> NackHistory | None:
+def deepen_history(sender: RTCRtpSender, worst_rtt_ms: int, max_packets: int = MAX_PACKETS,
+                   rtx_budget_bps: float | None = None) -> NackHistory | None:
     """Give `sender` a history of two worst round trips; None if aiortc changed shape."""
     if not all(hasattr(sender, name) for name in _PRIVATE) or not hasattr(sender, "_retransmit"):
         log.warning("aiortc %s has no RTCRtpSender history we know; NACK repair stays at "
                     "aiortc's 128 packets", _aiortc_version())
         return None
-    history = NackHistory(window_for(worst_rtt_ms), max_packets)
+    history = NackHistory(window_for(worst_rtt_ms), max_packets, rtx_budget_bps)
     sender._RTCRtpSender__rtp_history = history  # type: ignore[attr-defined]
     sender._retransmit = types.MethodType(_retransmit, sender)  # type: ignore[method-assign]
     return history

@@ -100,7 +100,12 @@ def profile_of(plid: str) -> H264Profile | None:
 
 
 def profile_level_id_from_annexb(data: bytes) -> str | None:
-    """The SDP profile-level-id of the first H.264 SPS in an Annex-B access unit."""
+    """The SDP profile-level-id of the first H.264 SPS in an Annex-B access unit.
+
+    Only for what our own encoder wrote (the transcoder's first keyframe): a
+    camera's is read from its SPS by the ingest and carried in its
+    ``CameraStream`` announcement.
+    """
     i = data.find(b"\x00\x00\x01")
     while i >= 0:
         start = i + 3
@@ -374,9 +379,17 @@ def restore_payload_types(codecs: list[RTCRtpCodecParameters],
 
 def pin_answer(sdp: str, pinned: PinnedOffer, plid: str) -> str:
     """aiortc's answer with the camera's real profile-level-id for the chosen format."""
+    return label_profile(sdp, pinned.chosen.pt, plid)
+
+
+def label_profile(sdp: str, pt: int, plid: str) -> str:
+    """`sdp` with format `pt` of its first video section labelled `plid` (packetization-mode 1).
+
+    Our own descriptions get the camera's real profile; a peer's answer to our
+    offer gets aiortc's :data:`AIORTC_PLID` back before aiortc reads it.
+    """
     session, sections = _split(sdp)
     video = _first_video(sections)
-    pt = pinned.chosen.pt
     fmtp = f"a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + (
         plid.lower() if _PLID_RE.match(plid) else AIORTC_PLID)
     lines = [fmtp if line.startswith(f"a=fmtp:{pt} ") else line for line in video.lines]
@@ -388,9 +401,9 @@ def pin_answer(sdp: str, pinned: PinnedOffer, plid: str) -> str:
     return _join(session, sections)
 
 
-def answered_payload_type(answer: str) -> int | None:
-    """The H.264 payload type of the answer's first video section."""
-    _, sections = _split(answer)
+def h264_payload_type(sdp: str) -> int | None:
+    """The H.264 payload type of the description's first video section."""
+    _, sections = _split(sdp)
     try:
         video = _first_video(sections)
     except BadOffer:

@@ -1,18 +1,9 @@
-"""Viewer sessions: an SDP offer in, a peer connection sending one camera stream out.
+"""Viewer sessions: one viewer, one camera stream, one peer connection, from offer to close.
 
-:class:`SessionManager` owns every session, every stream fanout and every
-transcoder of the uplink, and decides each WHEP request:
-
-- which stream: ``main`` or ``sub`` as asked, or for ``auto`` the camera's
-  ``uplink_profile`` when the link to the centre is constrained (every link
-  that is up is constrained) and ``main`` otherwise; an H.265 camera always
-  sends its sub stream transcoded (:mod:`edge.uplink.transcode`);
-- whether it can: camera known (404), live with its stream announced (409
-  with ``Retry-After``), sessions and transcoders free (503), offer usable (400);
-- the peer connection: a passthrough track on a sink of the stream's fanout,
-  the offer pinned to one H.264 format (:mod:`edge.uplink.sdp`), a NACK
-  history for the worst round trip (:mod:`edge.uplink.history`), no ICE
-  servers unless configured (aiortc would otherwise ask Google's STUN).
+:class:`SessionManager` keeps every session of the uplink. For a WHEP request
+it asks :class:`~edge.uplink.streams.Streams` which stream the viewer gets and
+whether it may have it, takes a sink on that stream's shared fanout, and lets
+a :class:`~edge.uplink.peer.Peer` answer the offer.
 
 A session closes when the viewer DELETEs it, when its connection fails or
 closes, when it has not connected within :data:`CONNECT_TIMEOUT_S`, when its
@@ -29,83 +20,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCIceServer, RTCPeerConnection
 
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStream, ViewerSession
 from edge.config import UplinkConfig
-from edge.media.subscriber import MediaSubscriber
-from edge.uplink.fanout import Fanout, FrameSource, Sink
-from edge.uplink.history import NackHistory, deepen_history
-from edge.uplink.sdp import (
-    AIORTC_PLID,
-    DEFAULT_PLID,
-    BadOffer,
-    PinnedOffer,
-    VideoOffer,
-    choose_format,
-    inspect_offer,
-    pin_answer,
-    pin_offer,
-    profile_level_id_from_annexb,
-    refusal_reason,
-    restore_payload_types,
-)
-from edge.uplink.state import CameraState, UplinkState
-from edge.uplink.track import PassthroughTrack
-from edge.uplink.transcode import Transcoder
+from edge.uplink.fanout import Fanout, Sink
+from edge.uplink.peer import Peer
+from edge.uplink.sdp import BadOffer, VideoOffer, inspect_offer
+from edge.uplink.state import UplinkState
+from edge.uplink.streams import MEDIA_DECIDES, STALL_S, Choice, Refusal, StreamKey, Streams
 
 log = logging.getLogger(__name__)
 
-PROFILES = ("main", "sub", "auto")
 CONNECT_TIMEOUT_S = 30.0
-STALL_S = 2.0  # no unit from the camera for this long: the session is waiting
-# Camera states that only say the bus has not told us lately (the bus may be
-# stalled while the camera's media plane flows): the media plane decides.
-MEDIA_DECIDES = ("silent", "unknown")
-# How long a request waits for a live unit when the bus cannot vouch for the camera.
-MEDIA_PROBE_S = 1.5
-TRANSCODE_START_S = 4.0
-RETRY_AFTER_S = 2
 STATS_EVERY_S = 1.0
-
-
-class WhepError(Exception):
-    """A refusal: HTTP status, a reason an operator can act on, extra headers."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
-
-
-@dataclass(frozen=True, slots=True)
-class StreamKey:
-    camera_id: str
-    profile: str  # the camera stream read: main | sub
-    transcoded: bool
-
-    @property
-    def name(self) -> str:
-        return f"{self.camera_id}/{self.profile}{'@h264' if self.transcoded else ''}"
-
-
-def ice_servers(urls: list[str]) -> list[RTCIceServer]:
-    return [RTCIceServer(urls=url) for url in urls]
 
 
 def _short_agent(user_agent: str) -> str:
@@ -130,29 +62,28 @@ class Session:
         self.viewer = f"{remote} ({_short_agent(user_agent)})" if user_agent else remote
         self.started_ns = time.time_ns()
         self.started_mono = time.monotonic()
-        self.pc: RTCPeerConnection | None = None
-        self.sender: RTCRtpSender | None = None
-        self.track: PassthroughTrack | None = None
+        self.peer: Peer | None = None
         self.sink: Sink | None = None
         self.fanout: Fanout | None = None
-        self.history: NackHistory | None = None
-        self.payload_type: int | None = None
-        self.profile_level_id = ""
         self.closed = False
         self.close_reason = ""
-        self.kbps = 0.0
-        self.rtt_ms: float | None = None
-        self.packets_lost: int | None = None
-        self._bytes: tuple[float, int] | None = None
-        self.deferred: asyncio.Task[None] | None = None
 
     @property
     def camera_id(self) -> str:
         return self.key.camera_id
 
     @property
+    def pc(self) -> RTCPeerConnection | None:
+        return self.peer.pc if self.peer is not None else None
+
+    @property
+    def profile_level_id(self) -> str:
+        """What the answer told the viewer the stream is ("" before it was answered)."""
+        return self.peer.profile_level_id if self.peer is not None else ""
+
+    @property
     def connection_state(self) -> str:
-        return self.pc.connectionState if self.pc is not None else "new"
+        return self.peer.connection_state if self.peer is not None else "new"
 
     def state_detail(self) -> tuple[str, str]:
         if self.closed:
@@ -174,18 +105,23 @@ class Session:
 
     def to_message(self) -> ViewerSession:
         state, detail = self.state_detail()
+        peer = self.peer
+        rtt = peer.rtt_ms if peer is not None else None
         return ViewerSession(
             session_id=self.id, viewer=self.viewer, camera_id=self.camera_id,
-            profile=self.key.profile, kbps=round(self.kbps, 1),
-            rtt_ms=None if self.rtt_ms is None else round(self.rtt_ms, 1),
+            profile=self.key.profile, kbps=round(peer.kbps if peer is not None else 0.0, 1),
+            rtt_ms=None if rtt is None else round(rtt, 1),
             started_ns=self.started_ns, state=state, detail=detail,
-            packets_lost=self.packets_lost, transcoded=self.key.transcoded)
+            packets_lost=peer.packets_lost if peer is not None else None,
+            transcoded=self.key.transcoded)
 
     def to_json(self) -> dict[str, Any]:
         body = self.to_message().to_body()
         body["requested"] = self.requested
         body["profile_level_id"] = self.profile_level_id
-        track, sink, hist = self.track, self.sink, self.history
+        peer, sink = self.peer, self.sink
+        track = peer.track if peer is not None else None
+        hist = peer.history if peer is not None else None
         body["frames_sent"] = track.sent if track else 0
         body["frames_dropped"] = sink.stats.dropped if sink else 0
         body["resyncs"] = sink.stats.resyncs if sink else 0
@@ -196,112 +132,49 @@ class Session:
             "p95": round(delays[int(len(delays) * 0.95)], 1)}
         body["nack"] = None if hist is None else {
             "window_s": hist.window_s, "packets": len(hist), "span_s": round(hist.span_s, 2),
-            "retransmitted": hist.retransmitted, "missed": hist.missed}
+            "retransmitted": hist.retransmitted, "missed": hist.missed,
+            "suppressed": hist.suppressed, "over_budget": hist.over_budget}
+        body["paced_s"] = round(track.paced_s, 3) if track else 0.0
         return body
-
-    async def update_stats(self) -> None:
-        if self.sender is None or self.connection_state != "connected":
-            return
-        report = await self.sender.getStats()
-        now = time.monotonic()
-        for stats in report.values():
-            kind = getattr(stats, "type", "")
-            if kind == "outbound-rtp":
-                sent = int(stats.bytesSent)
-                if self._bytes is not None and now > self._bytes[0]:
-                    rate = (sent - self._bytes[1]) * 8 / 1000 / (now - self._bytes[0])
-                    self.kbps = rate if self.kbps == 0 else 0.5 * self.kbps + 0.5 * rate
-                self._bytes = (now, sent)
-            elif kind == "remote-inbound-rtp":
-                rtt = getattr(stats, "roundTripTime", None)
-                if rtt is not None:
-                    self.rtt_ms = float(rtt) * 1000
-                self.packets_lost = int(stats.packetsLost)
 
 
 class SessionManager:
     def __init__(self, config: UplinkConfig, state: UplinkState,
                  zmq_ctx: zmq.Context[zmq.Socket[bytes]], endpoints: Endpoints,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 ice: list[RTCIceServer] | None = None) -> None:
         self.config = config
+        self.ice = ice or []  # STUN/TURN for our own candidates; none unless configured
         self.state = state
-        self.zmq_ctx = zmq_ctx
-        self.endpoints = endpoints
+        self.streams = Streams(config, state, zmq_ctx, endpoints)
         self.on_change = on_change
         self.sessions: dict[str, Session] = {}
-        self.fanouts: dict[StreamKey, Fanout] = {}
-        self.transcoders: dict[StreamKey, Transcoder] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._creating = 0  # sessions being negotiated: they hold a slot already
         state.on_stream = self._stream_announced
 
-    # -- deciding ---------------------------------------------------------------------
-    def resolve(self, cam: CameraState, requested: str) -> StreamKey:
-        """The camera stream a request gets (see the module docstring)."""
-        if requested not in PROFILES:
-            raise WhepError(400, f'profile must be one of {", ".join(PROFILES)}, '
-                            f'not "{requested}"')
-        profile = requested
-        if profile == "auto":
-            constrained = self.state.constrained()
-            profile = (cam.config.uplink_profile if cam.config else "sub") if constrained \
-                else "main"
-        has_sub = "sub" in cam.streams or bool(cam.config and cam.config.sub)
-        if profile == "sub" and not has_sub:
-            profile = "main"  # a camera without a sub stream sends what it has
-        codec = (cam.streams.get(profile) or cam.streams.get("main") or
-                 CameraStream()).codec or (cam.status.codec if cam.status else "")
-        if codec == "h265":
-            # Only H.264 leaves the vehicle: the smaller stream is transcoded.
-            return StreamKey(cam.id, "sub" if has_sub else "main", True)
-        return StreamKey(cam.id, profile, False)
-
-    def transcodes_running(self) -> int:
-        return sum(1 for k in self.fanouts if k.transcoded)
-
     # -- creating ---------------------------------------------------------------------
     async def create(self, camera_id: str, requested: str, offer_sdp: str, remote: str,
                      user_agent: str = "") -> tuple[Session, str]:
-        """A new session and its SDP answer, or WhepError."""
+        """A new session and its SDP answer, or Refusal."""
         if self._closing:
-            raise WhepError(503, "the uplink is shutting down", {"Retry-After": "5"})
-        cam = self.state.camera(camera_id)
-        if cam is None:
-            raise WhepError(404, f'no camera "{camera_id}" on this vehicle')
+            raise Refusal(503, "the uplink is shutting down", {"Retry-After": "5"})
+        cam = self.streams.camera(camera_id)
         try:
             offer = inspect_offer(offer_sdp)
         except BadOffer as e:
-            raise WhepError(400, str(e)) from None
-        key = self.resolve(cam, requested)
-        stream = cam.streams.get(key.profile)
-        if stream is None or not (cam.live or cam.state in MEDIA_DECIDES):
-            why = cam.reason if stream is not None else \
-                f"its {key.profile} stream is not announced yet"
-            raise WhepError(409, f"camera {camera_id} is not live ({cam.state}): {why}",
-                            {"Retry-After": str(RETRY_AFTER_S)})
-        if len(self.sessions) + self._creating >= self.config.max_sessions:
-            raise WhepError(503, f"all {self.config.max_sessions} viewer sessions are in use; "
-                            "close one or raise uplink.max_sessions",
-                            {"Retry-After": str(RETRY_AFTER_S * 5)})
-        if key.transcoded and key not in self.fanouts and \
-                self.transcodes_running() >= self.config.max_transcodes:
-            raise WhepError(503, f"camera {camera_id} is H.265 and needs a transcoder to "
-                            f"H.264, but all {self.config.max_transcodes} allowed "
-                            "(uplink.max_transcodes) are busy with other cameras",
-                            {"Retry-After": str(RETRY_AFTER_S * 5)})
-        session = Session(self, key, requested, remote, user_agent)
-        fanout = self._fanout(key, stream)
+            raise Refusal(400, str(e)) from None
+        choice = self.streams.choose(cam, requested)
+        self.streams.admit(choice, len(self.sessions) + self._creating)
+        session = Session(self, choice.key, requested, remote, user_agent)
+        fanout = self.streams.fanout(choice)
         session.fanout = fanout
         self._creating += 1
         try:
             session.sink = fanout.add_sink()
-            if not cam.live and not await fanout.wait_live(MEDIA_PROBE_S, STALL_S):
-                raise WhepError(409, f"camera {camera_id} is not live ({cam.state}): "
-                                f"{cam.reason}, and no video from it within "
-                                f"{MEDIA_PROBE_S:g} s", {"Retry-After": str(RETRY_AFTER_S)})
-            plid = await self._profile_level_id(key, stream, fanout)
-            answer = await self._negotiate(session, offer, offer_sdp, plid)
+            await self.streams.confirm_live(choice, fanout)
+            answer = await self._answer(session, choice, offer_sdp, offer)
         except BaseException:
             await self._discard(session)
             raise
@@ -309,85 +182,26 @@ class SessionManager:
             self._creating -= 1
         self.sessions[session.id] = session
         log.info("session %s: %s watches %s (asked %s)", session.id, session.viewer,
-                 key.name, requested)
+                 choice.key.name, requested)
         self.on_change()
         return session, answer
 
-    def _fanout(self, key: StreamKey, stream: CameraStream) -> Fanout:
-        fanout = self.fanouts.get(key)
-        if fanout is not None:
-            return fanout
-        endpoint = stream.endpoint or self.endpoints.media(key.camera_id, key.profile)
-
-        def open_source() -> FrameSource:
-            sub = MediaSubscriber(self.zmq_ctx, endpoint)
-            if not key.transcoded:
-                return sub
-            transcoder = Transcoder(sub, name=key.name, fps=stream.fps or 30.0)
-            self.transcoders[key] = transcoder
-            return transcoder
-
-        fanout = Fanout((key.camera_id, key.name), open_source, on_idle=self._fanout_idle)
-        self.fanouts[key] = fanout
-        return fanout
-
-    def _fanout_idle(self, fanout: Fanout) -> None:
-        for key, f in list(self.fanouts.items()):
-            if f is fanout:
-                del self.fanouts[key]
-                self.transcoders.pop(key, None)
-
-    async def _profile_level_id(self, key: StreamKey, stream: CameraStream,
-                                fanout: Fanout) -> str:
-        if key.transcoded:
-            # Known only once our encoder has produced its first keyframe.
-            transcoder = self.transcoders.get(key)
-            if transcoder is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(transcoder.first_keyframe.wait(), TRANSCODE_START_S)
-            if transcoder is None or transcoder.profile_level_id is None:
-                raise WhepError(409, f"camera {key.camera_id}: its H.265 stream gave no picture "
-                                f"to transcode within {TRANSCODE_START_S:.0f} s",
-                                {"Retry-After": str(RETRY_AFTER_S)})
-            return transcoder.profile_level_id
-        if stream.profile_level_id:
-            return stream.profile_level_id.lower()
-        for frame in fanout.gop[:1]:
-            found = profile_level_id_from_annexb(frame.data)
-            if found:
-                return found
-        return DEFAULT_PLID
-
-    async def _negotiate(self, session: Session, offer: VideoOffer, offer_sdp: str,
-                         plid: str) -> str:
+    async def _answer(self, session: Session, choice: Choice, offer_sdp: str,
+                      offer: VideoOffer) -> str:
         assert session.sink is not None
-        chosen = choose_format(offer, plid)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.config.ice_servers)))
-        session.pc = pc
-        track = PassthroughTrack(session.sink)
-        session.track = track
-        transceiver = pc.addTransceiver(track, direction="sendonly")
-        session.sender = transceiver.sender
-        _prefer_h264(transceiver)
-        pinned = pin_offer(offer_sdp, chosen)
+        plid = await self.streams.profile_level_id(choice)
+        peer = Peer(session.sink, plid, ice=self.ice, capacity_bps=self.state.capacity_bps(),
+                    worst_rtt_ms=self.config.worst_rtt_ms, name=session.id)
+        session.peer = peer
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(pinned.sdp, "offer"))
-            restore_payload_types(transceiver._codecs, pinned.renumbered)
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as e:  # aiortc's OperationError & co: the offer is what it cannot take
-            raise WhepError(400, refusal_reason(e)) from None
-        session.history = deepen_history(transceiver.sender, self.config.worst_rtt_ms)
-        session.payload_type = chosen.pt
-        session.profile_level_id = plid
-        pc.on("connectionstatechange", lambda: self._connection_changed(session))
-        if pinned.deferred:
-            session.deferred = asyncio.create_task(_add_deferred(pc, pinned),
-                                                   name=f"session-{session.id}-candidates")
-        return pin_answer(pc.localDescription.sdp, pinned, plid)
+            answer = await peer.answer(offer_sdp, checked=offer)
+        except BadOffer as e:
+            raise Refusal(400, str(e)) from None
+        peer.on_state(lambda state: self._connection_changed(session, state))
+        return answer
 
     # -- closing ----------------------------------------------------------------------
-    def _connection_changed(self, session: Session) -> None:
-        state = session.connection_state
+    def _connection_changed(self, session: Session, state: str) -> None:
         log.info("session %s: connection %s", session.id, state)
         if state in ("failed", "closed") and not session.closed:
             self._spawn(self.close(session.id, f"connection {state}"))
@@ -415,29 +229,21 @@ class SessionManager:
 
     async def _discard(self, session: Session) -> None:
         session.closed = True
-        if session.deferred is not None:
-            session.deferred.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.deferred
         fanout = session.fanout
         if fanout is not None and session.sink is not None:
             await fanout.remove_sink(session.sink)
         elif fanout is not None and not fanout.sinks:
             # Its source failed to open for this, its first viewer.
             await fanout.stop()
-            self._fanout_idle(fanout)
-        if session.pc is not None:
-            with contextlib.suppress(Exception):
-                await session.pc.close()
+            self.streams.forget(fanout)
+        if session.peer is not None:
+            await session.peer.close()
 
     async def close_all(self, reason: str = "the uplink stopped") -> None:
         self._closing = True
         for sid in list(self.sessions):
             await self.close(sid, reason)
-        for fanout in list(self.fanouts.values()):
-            await fanout.stop()
-        self.fanouts.clear()
-        self.transcoders.clear()
+        await self.streams.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -460,8 +266,10 @@ class SessionManager:
                         now - s.started_mono > CONNECT_TIMEOUT_S:
                     await self.close(s.id, f"not connected within {CONNECT_TIMEOUT_S:.0f} s")
                     continue
+                if s.peer is None:
+                    continue
                 try:
-                    await s.update_stats()
+                    await s.peer.update_stats()
                 except Exception as e:  # stats are a nicety; a session must not die of them
                     log.debug("session %s stats: %s", s.id, e)
             if self.sessions:
@@ -472,32 +280,3 @@ class SessionManager:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [s.to_json() for s in self.sessions.values()]
-
-
-async def _add_deferred(pc: RTCPeerConnection, pinned: PinnedOffer) -> None:
-    """The offer's mDNS candidates, resolved while the session already runs."""
-
-    async def add(mid: str | None, value: str) -> None:
-        try:
-            candidate = candidate_from_sdp(value.removeprefix("candidate:"))
-            candidate.sdpMid = mid
-            await pc.addIceCandidate(candidate)
-        except Exception as e:  # one bad candidate must not end the others, nor the session
-            log.debug("deferred candidate %r: %s", value, e)
-
-    await asyncio.gather(*(add(mid, value) for mid, value in pinned.deferred))
-    if pinned.end_of_candidates:
-        with contextlib.suppress(Exception):
-            await pc.addIceCandidate(None)
-
-
-def _prefer_h264(transceiver: RTCRtpTransceiver) -> None:
-    # pin_offer has already left one H.264 format; the preference makes the pin
-    # explicit at aiortc's level too (and RTX with it, for NACK repair).
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"
-            and c.parameters.get("profile-level-id") == AIORTC_PLID]
-    rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
-    preferred: list[RTCRtpCodecCapability] = h264 + rtx
-    if h264:
-        transceiver.setCodecPreferences(preferred)

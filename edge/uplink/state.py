@@ -1,8 +1,10 @@
 """What the centre sees of the vehicle: cameras, drones, links and sessions, from the bus.
 
 :class:`UplinkState` follows the bus (`cam/`, `drone/`, `link/`; the broker's
-last-value cache fills it at once when the uplink starts) and answers two
-kinds of reader:
+last-value cache fills it at once when the uplink starts) through a
+:class:`~edge.bus.mirror.Mirror`, which keeps the latest message of each
+device with when it was produced and owns the staleness rule the dashboard
+uses too. It answers two kinds of reader:
 
 - the WHEP handlers, which ask whether a camera exists, is live and where
   its streams are;
@@ -17,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from edge.bus import topics
 from edge.bus.client import BusClient
@@ -31,45 +32,104 @@ from edge.bus.messages import (
     DroneTelemetry,
     LinkStatus,
 )
+from edge.bus.mirror import (
+    SILENT_S,
+    CameraCondition,
+    CameraRecord,
+    Clock,
+    DroneRecord,
+    Heard,
+    Latest,
+    LinkRecord,
+    Mirror,
+)
 from edge.config import CameraConfig, VehicleConfig, WanLinkConfig
 
 COALESCE_S = 0.2
-# A camera whose status has not been heard for this long is not live, whatever
-# it said last (its process may be gone).
-STATUS_STALE_S = 5.0
 
 Json = dict[str, Any]
 
 
-@dataclass
-class CameraState:
-    id: str
-    name: str
-    config: CameraConfig | None = None
-    status: CameraStatus | None = None
-    status_mono: float = 0.0
-    streams: dict[str, CameraStream] = field(default_factory=dict)
-    thumbnail: bytes | None = None
-    thumbnail_ns: int = 0
+R = TypeVar("R", CameraRecord, DroneRecord, LinkRecord)
+
+
+class _View(Generic[R]):
+    """What the centre sees of one device: the mirror's record of it. Values set by hand
+    (tests do) count as heard now, by `clock`."""
+
+    def __init__(self, record: R, clock: Clock = time.time) -> None:
+        self.record: R = record
+        self.clock = clock
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+class CameraState(_View[CameraRecord]):
+    """One camera: its record, and its config if the config names it."""
+
+    status = Latest[CameraStatus]("status")
+
+    def __init__(self, record: CameraRecord, name: str, config: CameraConfig | None = None,
+                 clock: Clock = time.time) -> None:
+        super().__init__(record, clock)
+        self.name = name
+        self.config = config
+
+    @property
+    def status_mono(self) -> float:
+        """When the status was heard, on the monotonic clock (0.0: never)."""
+        heard = self.record.status
+        return 0.0 if heard is None else time.monotonic() - heard.age(self.clock())
+
+    @status_mono.setter
+    def status_mono(self, at: float) -> None:
+        if self.record.status is not None:
+            self.record.status.ts = self.clock() - (time.monotonic() - at)
+
+    @property
+    def streams(self) -> dict[str, CameraStream]:
+        return self.record.streams
+
+    @property
+    def thumbnail(self) -> bytes | None:
+        return self.record.jpeg or None
+
+    @thumbnail.setter
+    def thumbnail(self, jpeg: bytes | None) -> None:
+        self.record.jpeg = jpeg or b""
+
+    @property
+    def thumbnail_ns(self) -> int:
+        """When the thumbnail was taken (as the camera says, else as it was sent)."""
+        heard = self.record.thumbnail
+        if heard is None:
+            return 0
+        return heard.message.captured_ns or round(heard.ts * 1e9)
+
+    @thumbnail_ns.setter
+    def thumbnail_ns(self, ns: int) -> None:
+        self.record.thumbnail = Heard(CameraThumbnail(camera_id=self.id, captured_ns=ns),
+                                      self.clock())
 
     @property
     def drone(self) -> str | None:
         return self.config.drone if self.config else None
 
     @property
-    def state(self) -> str:
-        if self.status is None:
-            return "unknown"
-        if time.monotonic() - self.status_mono > STATUS_STALE_S:
-            return "silent"
-        return self.status.state
+    def state(self) -> CameraCondition:
+        return self.record.condition(self.clock())
 
     @property
     def reason(self) -> str:
+        state = self.state
         if self.status is None:
             return "no status from the camera service yet"
-        if self.state == "silent":
-            return f"no status from the camera service for over {STATUS_STALE_S:.0f} s"
+        if state == "silent":
+            return f"no status from the camera service for over {SILENT_S:.0f} s"
+        if state == "unknown":
+            return f"the camera service says {self.status.state!r}"
         return self.status.reason
 
     @property
@@ -103,11 +163,9 @@ class CameraState:
         }
 
 
-@dataclass
-class DroneState:
-    id: str
-    status: DroneStatus | None = None
-    telemetry: DroneTelemetry | None = None
+class DroneState(_View[DroneRecord]):
+    status = Latest[DroneStatus]("status")
+    telemetry = Latest[DroneTelemetry]("telemetry")
 
     def to_json(self) -> Json:
         return {"id": self.id,
@@ -115,11 +173,18 @@ class DroneState:
                 "telemetry": self.telemetry.to_body() if self.telemetry else None}
 
 
-@dataclass
-class LinkState:
-    id: str
-    config: WanLinkConfig | None = None
-    status: LinkStatus | None = None
+class LinkState(_View[LinkRecord]):
+    """One WAN link: its record (its own, if made by hand), and its config."""
+
+    status = Latest[LinkStatus]("status")
+
+    def __init__(self, id: str, config: WanLinkConfig | None = None,
+                 status: LinkStatus | None = None, record: LinkRecord | None = None,
+                 clock: Clock = time.time) -> None:
+        super().__init__(record or LinkRecord(id), clock)
+        self.config = config
+        if status is not None:
+            self.status = status
 
     @property
     def constrained(self) -> bool:
@@ -172,11 +237,15 @@ class UplinkState:
     def __init__(self, config: VehicleConfig,
                  sessions: Callable[[], list[Json]] = lambda: []) -> None:
         self.vehicle = config.vehicle
+        self.mirror = Mirror(cameras=[c.id for c in config.cameras],
+                             links=[link.id for link in config.links])
         self.cameras: dict[str, CameraState] = {
-            c.id: CameraState(c.id, c.name, config=c) for c in config.cameras}
+            c.id: CameraState(self.mirror.cameras[c.id], c.name, config=c)
+            for c in config.cameras}
         self.drones: dict[str, DroneState] = {}
         self.links: dict[str, LinkState] = {
-            link.id: LinkState(link.id, config=link) for link in config.links}
+            link.id: LinkState(link.id, config=link, record=self.mirror.links[link.id])
+            for link in config.links}
         self.sessions = sessions
         self.extra: Callable[[], Json] = lambda: {}
         self._watchers: set[Watcher] = set()
@@ -191,6 +260,14 @@ class UplinkState:
         """True when every link that is up is constrained (the centre is behind a thin pipe)."""
         up = [link for link in self.links.values() if link.up]
         return bool(up) and all(link.constrained for link in up)
+
+    def capacity_bps(self) -> float | None:
+        """What the centre's viewers can get through: the best link that is up, if its
+        capacity is known. (The links service will say which link carries the tunnel;
+        until it reports, every configured link counts as up, as in :meth:`constrained`.)"""
+        caps = [link.config.capacity_kbps * 1000 for link in self.links.values()
+                if link.up and link.config is not None and link.config.capacity_kbps]
+        return float(max(caps)) if caps else None
 
     def json_of(self, kind: str, key: str) -> Any:
         if kind == "camera":
@@ -240,46 +317,29 @@ class UplinkState:
             self.apply(env)
 
     def apply(self, env: Envelope) -> None:
-        msg = env.message
-        if isinstance(msg, CameraStatus) and msg.camera_id:
-            cam = self._camera(msg.camera_id, msg.name)
-            cam.status, cam.status_mono = msg, time.monotonic()
-            self.changed("camera", cam.id)
-        elif isinstance(msg, CameraStream) and msg.camera_id and msg.profile:
-            cam = self._camera(msg.camera_id)
-            old = cam.streams.get(msg.profile)
-            cam.streams[msg.profile] = msg
-            if old is None or (old.codec, old.profile_level_id) != (msg.codec,
-                                                                   msg.profile_level_id):
-                self.changed("camera", cam.id)
-            self.on_stream(cam.id, msg.profile, msg)
-        elif isinstance(msg, CameraThumbnail) and msg.camera_id and env.blobs:
-            cam = self._camera(msg.camera_id)
-            cam.thumbnail, cam.thumbnail_ns = env.blobs[0], msg.captured_ns or time.time_ns()
-            self.changed("camera", cam.id)
-        elif isinstance(msg, DroneStatus) and msg.drone_id:
-            self._drone(msg.drone_id).status = msg
-            self.changed("drone", msg.drone_id)
-        elif isinstance(msg, DroneTelemetry) and msg.drone_id:
-            self._drone(msg.drone_id).telemetry = msg
-            self.changed("drone", msg.drone_id)
-        elif isinstance(msg, LinkStatus) and msg.link_id:
-            link = self.links.get(msg.link_id)
-            if link is None:
-                link = self.links[msg.link_id] = LinkState(msg.link_id)
-            link.status = msg
-            self.changed("link", msg.link_id)
-
-    def _camera(self, camera_id: str, name: str = "") -> CameraState:
-        cam = self.cameras.get(camera_id)
-        if cam is None:
-            # A camera the config does not name (a newer config elsewhere): shown, not hidden.
-            cam = self.cameras[camera_id] = CameraState(camera_id, name or camera_id)
-        return cam
-
-    def _drone(self, drone_id: str) -> DroneState:
-        drone = self.drones.get(drone_id)
-        if drone is None:
-            drone = self.drones[drone_id] = DroneState(drone_id)
-        return drone
-
+        change = self.mirror.take(env)
+        if change is None:
+            return
+        msg, key = change.heard.message, change.key
+        if change.kind == "camera":
+            cam = self.cameras.get(key)
+            if cam is None:
+                # A camera the config does not name (a newer config elsewhere): shown, not hidden.
+                name = msg.name if isinstance(msg, CameraStatus) else ""
+                cam = self.cameras[key] = CameraState(self.mirror.cameras[key], name or key)
+            if isinstance(msg, CameraStream):
+                old = change.replaced
+                if not isinstance(old, CameraStream) or (
+                        (old.codec, old.profile_level_id) != (msg.codec, msg.profile_level_id)):
+                    self.changed("camera", key)
+                self.on_stream(key, msg.profile, msg)
+            else:
+                self.changed("camera", key)
+        elif change.kind == "drone" and isinstance(msg, DroneStatus | DroneTelemetry):
+            if key not in self.drones:
+                self.drones[key] = DroneState(self.mirror.drones[key])
+            self.changed("drone", key)
+        elif change.kind == "link":
+            if key not in self.links:
+                self.links[key] = LinkState(key, record=self.mirror.links[key])
+            self.changed("link", key)

@@ -29,6 +29,7 @@ from typing import Any
 import av
 from av.video.frame import PictureType
 
+from edge.media.gop import KeyframeGate
 from edge.media.wire import MediaFrame
 from edge.uplink.fanout import FrameSource
 from edge.uplink.sdp import profile_level_id_from_annexb
@@ -88,7 +89,9 @@ class Transcoder:
         self._loop = asyncio.get_running_loop()
         self._in: queue.Queue[MediaFrame | None] = queue.Queue(maxsize=IN_QUEUE)
         self._out: asyncio.Queue[MediaFrame | BaseException] = asyncio.Queue()
-        self._skip_to_keyframe = False
+        # Open: the source starts at a keyframe. Closed by a full queue (the
+        # worker fell behind) or by a unit that does not decode (from the worker).
+        self._gate = KeyframeGate(waiting=False)
         self.profile_level_id: str | None = None
         self.size: tuple[int, int] | None = None
         self.first_keyframe = asyncio.Event()
@@ -122,16 +125,15 @@ class Transcoder:
                 frame = await self._source.recv()
                 if frame.codec != "h265":
                     raise TranscodeError(f"expected h265 units, got {frame.codec}")
-                if self._skip_to_keyframe and not frame.keyframe:
+                if not self._gate.passes(frame.keyframe):
                     self.dropped += 1
                     continue
-                self._skip_to_keyframe = False
                 try:
                     self._in.put_nowait(frame)
                 except queue.Full:
                     # The worker fell a second behind: restart it at the next keyframe.
                     self.dropped += 1
-                    self._skip_to_keyframe = True
+                    self._gate.lose()
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -172,7 +174,7 @@ class Transcoder:
             except av.FFmpegError:
                 # A unit that does not decode: start again at the next keyframe.
                 self.decode_errors += 1
-                self._skip_to_keyframe = True
+                self._gate.lose()
                 continue
             for picture in pictures:
                 size = fit(picture.width, picture.height, self._max_size)

@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCIceServer
 
-from edge.config import ConfigError
+from edge.config import ConfigError, SecretRef
 from edge.uplink.auth import bearer_ok
-from edge.uplink.session import SessionManager, WhepError
+from edge.uplink.session import SessionManager
 from edge.uplink.state import UplinkState
+from edge.uplink.streams import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,19 @@ CORS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def ice_link_headers(urls: list[str]) -> list[str]:
-    """`Link` values announcing ICE servers, as the WHIP/WHEP drafts spell them."""
-    return [f'<{url}>; rel="ice-server"' for url in urls]
+def ice_link_headers(servers: list[RTCIceServer]) -> list[str]:
+    """`Link` values announcing ICE servers, as the WHIP/WHEP drafts spell them.
+
+    Only authenticated requests get them: a TURN server's credential is in its link.
+    """
+    links = []
+    for server in servers:
+        urls = [server.urls] if isinstance(server.urls, str) else server.urls
+        auth = "" if server.username is None else (
+            f'; username="{server.username}"; credential="{server.credential}"'
+            '; credential-type="password"')
+        links += [f'<{url}>; rel="ice-server"{auth}' for url in urls]
+    return links
 
 
 def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -69,7 +81,7 @@ def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> we
 
 class UplinkHttp:
     def __init__(self, manager: SessionManager, state: UplinkState, token: bytes,
-                 ice_servers: list[str]) -> None:
+                 ice_servers: list[RTCIceServer]) -> None:
         self.manager = manager
         self.state = state
         self._token = token
@@ -94,8 +106,8 @@ class UplinkHttp:
     async def _cors_and_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except WhepError as e:
-            response = _text(e.status, e.reason, e.headers)
+        except Refusal as e:
+            response = _text(e.status, e.text, e.headers)
         except web.HTTPException as e:
             response = _text(e.status, e.reason)
         except (asyncio.CancelledError, ConnectionResetError):
@@ -115,7 +127,7 @@ class UplinkHttp:
         if not self._authorized(request):
             why = "no bearer token" if "Authorization" not in request.headers else \
                 "wrong bearer token"
-            raise WhepError(401, f"{why}: send Authorization: Bearer <the uplink token>",
+            raise Refusal(401, f"{why}: send Authorization: Bearer <the uplink token>",
                             {"WWW-Authenticate": 'Bearer realm="edge uplink"'})
 
     # -- the page -----------------------------------------------------------------------
@@ -128,7 +140,7 @@ class UplinkHttp:
     def _file(self, name: str) -> web.StreamResponse:
         path = WEB_DIR / name
         if name not in STATIC or not path.is_file():
-            raise WhepError(404, "no such file")
+            raise Refusal(404, "no such file")
         return web.FileResponse(path, headers={"Content-Type": STATIC[name],
                                                "Cache-Control": "no-cache"})
 
@@ -145,7 +157,7 @@ class UplinkHttp:
         self._require_auth(request)
         if request.content_type != "application/sdp":
             got = request.headers.get("Content-Type", "no Content-Type")
-            raise WhepError(415, f"the offer must be sent as Content-Type: application/sdp "
+            raise Refusal(415, f"the offer must be sent as Content-Type: application/sdp "
                             f"(got {got})", {"Accept-Post": "application/sdp"})
         camera = request.match_info["camera"]
         profile = request.query.get("profile", self.manager.config.profile)
@@ -155,7 +167,7 @@ class UplinkHttp:
         try:
             offer = body.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise WhepError(400, f"the offer is not UTF-8 text (byte 0x{body[e.start]:02x} at "
+            raise Refusal(400, f"the offer is not UTF-8 text (byte 0x{body[e.start]:02x} at "
                             f"offset {e.start})") from None
         remote = request.remote or "?"
         session, answer = await self.manager.create(
@@ -172,15 +184,15 @@ class UplinkHttp:
         self._require_auth(request)
         session = self.manager.sessions.get(request.match_info["session"])
         if session is None or session.camera_id != request.match_info["camera"]:
-            raise WhepError(404, "no such session (it may have ended already)")
+            raise Refusal(404, "no such session (it may have ended already)")
         await self.manager.close(session.id, "closed by the viewer (DELETE)")
         return _text(200, "session closed")
 
     async def whep_patch(self, request: web.Request) -> web.StreamResponse:
         self._require_auth(request)
         if request.match_info["session"] not in self.manager.sessions:
-            raise WhepError(404, "no such session (it may have ended already)")
-        raise WhepError(405, "this server takes the complete offer in the POST; trickle ICE "
+            raise Refusal(404, "no such session (it may have ended already)")
+        raise Refusal(405, "this server takes the complete offer in the POST; trickle ICE "
                         "and ICE restarts are not supported (start a new session)",
                         {"Allow": "DELETE, OPTIONS"})
 
@@ -194,7 +206,7 @@ class UplinkHttp:
         self._require_auth(request)
         found = self.state.thumbnail(request.match_info["camera"])
         if found is None:
-            raise WhepError(404, "no thumbnail for this camera yet")
+            raise Refusal(404, "no thumbnail for this camera yet")
         jpeg, captured_ns = found
         return web.Response(body=jpeg, content_type="image/jpeg",
                             headers={"Cache-Control": "no-store",
@@ -247,14 +259,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def tls_context(cert: str | None, key: str | None, base: Path,
+def tls_context(cert: str | None, key: SecretRef | None, base: Path,
                 source: str = "config") -> ssl.SSLContext | None:
     """TLS when a certificate is configured; ConfigError (one line) if it cannot be used."""
     if not cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(_resolve(cert, base), _resolve(key, base) if key else None)
+        ctx.load_cert_chain(_resolve(cert, base), key.path(base) if key else None)
     except (OSError, ssl.SSLError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(source, [f"uplink.tls_cert / tls_key: cannot load: {why}"]) from None

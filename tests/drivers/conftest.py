@@ -11,9 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from rtsp_testkit import CAMERA_NAME, LOOP_SECONDS, CameraFactory, IngestFactory, RawRtspClient
+from rtsp_testkit import (
+    CAMERA_NAME,
+    LOOP_SECONDS,
+    CameraFactory,
+    IngestFactory,
+    RawRtspClient,
+    Units,
+)
 
-from drivers.rtsp import RtspIngest
+from drivers.rtsp import RtspSource
 from drivers.sim.camera import SimCamera
 
 
@@ -36,11 +43,15 @@ async def sim_camera() -> AsyncIterator[CameraFactory]:
 
 @pytest.fixture
 async def ingest_factory() -> AsyncIterator[IngestFactory]:
-    """Factory: `await ingest_factory(url, **RtspIngest kwargs)` -> a started ingest."""
-    ingests: list[RtspIngest] = []
+    """Factory: `await ingest_factory(url, **RtspSource kwargs)` -> a started ingest.
 
-    async def make(url: str, **options: Any) -> RtspIngest:
-        ingest = RtspIngest(url, **options)
+    Unless given another sink, it hands its units to a `Units` (see `take`).
+    """
+    ingests: list[RtspSource] = []
+
+    async def make(url: str, **options: Any) -> RtspSource:
+        options.setdefault("sink", Units())
+        ingest = RtspSource(url, **options)
         ingests.append(ingest)
         await ingest.start()
         return ingest

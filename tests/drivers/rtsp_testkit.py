@@ -13,14 +13,16 @@ import hashlib
 import re
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import av
 
-from drivers.rtsp import AccessUnit, IngestState, RtspIngest
+from drivers.rtsp import RtspSource
 from drivers.rtsp.annexb import split_annexb
 from drivers.sim.camera import SimCamera
+from drivers.source import AccessUnit, SourceState
 from tests.support import free_port  # noqa: F401 - the driver tests import it from here
 
 CAMERA_NAME = "cam"
@@ -36,23 +38,37 @@ HEVC_CAMERA = {
 }
 
 CameraFactory = Callable[..., Awaitable[SimCamera]]
-IngestFactory = Callable[..., Awaitable[RtspIngest]]
+IngestFactory = Callable[..., Awaitable[RtspSource]]
 
 
-async def wait_state(ingest: RtspIngest, *states: IngestState, within: float) -> IngestState:
+async def wait_state(ingest: RtspSource, *states: SourceState, within: float) -> SourceState:
     async with asyncio.timeout(within):
         return await ingest.wait_for_state(*states)
 
 
-async def take(ingest: RtspIngest, count: int, within: float) -> list[AccessUnit]:
-    """The next `count` access units from the ingest's queue."""
-    out: list[AccessUnit] = []
-    async with asyncio.timeout(within):
-        async for au in ingest.access_units():
-            out.append(au)
-            if len(out) >= count:
-                break
-    return out
+class Units:
+    """A sink that keeps every unit it is handed (in the source's thread) for a test to take."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[AccessUnit] = asyncio.Queue()
+        self.threads: set[str] = set()  # where the sink was called from
+
+    def __call__(self, au: AccessUnit) -> None:
+        self.threads.add(threading.current_thread().name)
+        with contextlib.suppress(RuntimeError):  # the test's loop is gone: nobody to tell
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, au)
+
+    async def take(self, count: int, within: float) -> list[AccessUnit]:
+        """The next `count` units, in the order the source handed them on."""
+        async with asyncio.timeout(within):
+            return [await self._queue.get() for _ in range(count)]
+
+
+async def take(ingest: RtspSource, count: int, within: float) -> list[AccessUnit]:
+    """The next `count` access units from the ingest's sink (a :class:`Units`)."""
+    assert isinstance(ingest.sink, Units), "make the ingest with sink=Units()"
+    return await ingest.sink.take(count, within)
 
 
 async def poll_until(predicate: Callable[[], bool], within: float, every: float = 0.05) -> None:

@@ -1,4 +1,4 @@
-"""RtspIngest against the simulated camera: delivery, parameters, faults, recovery."""
+"""RtspSource against the simulated camera: delivery, parameters, faults, recovery."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rtsp_testkit import (
     HEVC_CAMERA,
     CameraFactory,
     IngestFactory,
+    Units,
     decode_access_units,
     free_port,
     poll_until,
@@ -17,11 +18,12 @@ from rtsp_testkit import (
     wait_state,
 )
 
-from drivers.rtsp import AccessUnit, IngestState, RtspIngest
+from drivers.rtsp import RtspSource
+from drivers.source import AccessUnit, SourceState
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
-LIVE, DOWN = IngestState.LIVE, IngestState.DOWN
+LIVE, DOWN = SourceState.LIVE, SourceState.DOWN
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
@@ -67,25 +69,26 @@ async def test_ingest_delivers_decodable_access_units(
 
     # The stream never ends by itself: a stop that waited for it would hang here.
     await asyncio.wait_for(ingest.stop(), 20)
-    assert ingest.state is IngestState.STOPPED
+    assert ingest.state is SourceState.STOPPED
 
 
 async def test_ingest_reconnects_after_camera_restart(
     sim_camera: CameraFactory, ingest_factory: IngestFactory
 ) -> None:
     camera = await sim_camera()
-    states: list[tuple[IngestState, str]] = []
+    states: list[tuple[SourceState, str]] = []
     received: list[AccessUnit] = []
     lost_at: list[int] = []
 
-    def on_state(state: IngestState, reason: str) -> None:
+    def on_state(state: SourceState, reason: str) -> None:
         states.append((state, reason))
         if state is DOWN:
             lost_at.append(len(received))
 
-    # Callbacks run on the loop in the order the reader posted them, so the
-    # unit that follows a DOWN is the first of the new connection.
-    ingest = await ingest_factory(camera.url(), on_state=on_state, on_access_unit=received.append)
+    # The sink runs in the reader thread, which posts DOWN after the connection's
+    # last unit and reconnects only after a backoff (and here a refused attempt or
+    # more), so the unit that follows a DOWN is the first of the new connection.
+    ingest = await ingest_factory(camera.url(), on_state=on_state, sink=received.append)
     await wait_state(ingest, LIVE, within=10)
     await camera.stop()
     await wait_state(ingest, DOWN, within=5)
@@ -100,7 +103,7 @@ async def test_ingest_reconnects_after_camera_restart(
     assert ingest.stats.reconnects == 1
     assert ingest.stats.connect_attempts >= 2
     seen = [s for s, _ in states]
-    assert seen[:3] == [IngestState.CONNECTING, LIVE, DOWN] and seen[-1] is LIVE
+    assert seen[:3] == [SourceState.CONNECTING, LIVE, DOWN] and seen[-1] is LIVE
     assert any(reason == "connection refused" for _, reason in states)
     await poll_until(lambda: len(received) > lost_at[0], within=2)
     assert received[lost_at[0]].keyframe
@@ -210,37 +213,35 @@ async def test_high_profile_without_inband_parameter_sets(
     assert frames and frames[0].width == 640
 
 
-async def test_slow_consumer_drops_until_keyframe(sim_camera: CameraFactory) -> None:
-    camera = await sim_camera(sub=None)
-    ingest = RtspIngest(camera.url(), queue_size=10)
-    await ingest.start()
-    try:
-        await wait_state(ingest, LIVE, within=10)
-        # nobody reads: the queue fills, the rest is dropped
-        await poll_until(lambda: ingest.stats.frames_dropped > 0, within=20)
-        aus = await take(ingest, 45, within=10)
-        for previous, current in zip(aus, aus[1:], strict=False):
-            if current.sequence != previous.sequence + 1:
-                assert current.keyframe, "resumed after a drop on a non-keyframe"
-        assert any(b.sequence != a.sequence + 1 for a, b in zip(aus, aus[1:], strict=False))
-    finally:
-        await ingest.stop()
-
-
-async def test_callback_delivery(sim_camera: CameraFactory, ingest_factory: IngestFactory) -> None:
+async def test_sink_runs_in_the_reader_thread(sim_camera: CameraFactory) -> None:
     camera = await sim_camera()
-    got: list[bool] = []
-    done = asyncio.Event()
+    units = Units()
+    async with RtspSource(camera.url("sub"), name="cam/sub", sink=units) as source:
+        aus = await units.take(5, within=10)
+        assert source.state is LIVE
+    assert aus[0].keyframe
+    # No event-loop hop per unit: that is what makes the sink the hot path.
+    assert units.threads == {"rtsp-ingest cam/sub"}
 
-    def on_au(au: object) -> None:
-        got.append(getattr(au, "keyframe", False))
-        if len(got) >= 5:
-            done.set()
 
-    await ingest_factory(camera.url("sub"), on_access_unit=on_au)
-    async with asyncio.timeout(10):
-        await done.wait()
-    assert got[0] is True
+async def test_a_failing_sink_does_not_stop_the_source(sim_camera: CameraFactory) -> None:
+    camera = await sim_camera(sub=None)
+    units = Units()
+    calls = 0
+
+    def flaky(au: AccessUnit) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise RuntimeError("consumer trouble")
+        units(au)
+
+    async with RtspSource(camera.url(), sink=flaky) as source:
+        aus = await units.take(10, within=10)
+        assert source.state is LIVE
+    # Units kept coming after the failures, in order, on the same connection.
+    assert [au.sequence for au in aus] == list(range(4, 14))
+    assert source.stats.reconnects == 0
 
 
 async def test_silent_server_times_out_and_stop_is_prompt(ingest_factory: IngestFactory) -> None:
@@ -260,11 +261,11 @@ async def test_silent_server_times_out_and_stop_is_prompt(ingest_factory: Ingest
         await poll_until(lambda: ingest.stats.connect_attempts >= 2, within=20)
         # stop() bounds its own wait for the reader; this timeout only catches a hang.
         await asyncio.wait_for(ingest.stop(), 20)
-        assert ingest.state is IngestState.STOPPED
+        assert ingest.state is SourceState.STOPPED
         # The same object can be started again, and late news from the
         # abandoned reader does not disturb it.
         await ingest.start()
-        assert ingest.stats.state is IngestState.CONNECTING
+        assert ingest.stats.state is SourceState.CONNECTING
         await wait_state(ingest, DOWN, within=4)
         await ingest.stop()
     finally:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from rtsp_testkit import poll_until, wait_state
 
-from drivers.rtsp import IngestState, RtspIngest
+from drivers.rtsp import RtspSource
 from drivers.sim.camera import SimCamera, loop_cache, source
 from drivers.sim.camera.encoder import EncodeCancelled, EncodedLoop, EncoderSettings, encode_loop
+from drivers.source import SourceState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,16 +110,16 @@ async def test_camera_listens_at_once_and_answers_503_until_ready(
     try:
         await camera.start(wait=False)
         assert camera.running and not camera.ready
-        ingest = RtspIngest(camera.url())
+        ingest = RtspSource(camera.url())
         await ingest.start()
         try:
             # It retries (about every second) and is told "not yet" each time.
             await poll_until(lambda: ingest.stats.connect_attempts >= 2, within=30)
-            assert ingest.state is IngestState.CONNECTING
+            assert ingest.state is SourceState.CONNECTING
             assert ingest.reason == "camera busy or starting (RTSP 5xx)"
             release.set()
             await camera.wait_ready()
-            await wait_state(ingest, IngestState.LIVE, within=20)
+            await wait_state(ingest, SourceState.LIVE, within=20)
             assert ingest.stats.reconnects == 0  # never live before: not a reconnect
         finally:
             await ingest.stop()

@@ -13,7 +13,7 @@ from edge.bus.broker import Broker
 from edge.bus.client import BusClient, RequestError
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope
-from edge.bus.messages import Message, Reply
+from edge.bus.messages import Message, Ping, Reply
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,7 +56,7 @@ async def first_reply(client: BusClient, service: str, within: float) -> Envelop
     deadline = time.monotonic() + within
     while True:
         try:
-            return await client.request(service, Reply(status="ping"), timeout=0.5)
+            return await client.request(service, Ping(), timeout=0.5)
         except RequestError as e:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{service} unreachable for {within:g} s: {e}") from None

@@ -23,6 +23,7 @@ import pytest
 
 from drivers.rtsp import parse_sps
 from drivers.rtsp.annexb import split_annexb
+from drivers.rtsp.demux import with_credentials
 from drivers.sim.camera import SimCamera
 from edge.bus import topics
 from edge.bus.client import BusClient
@@ -36,10 +37,11 @@ from edge.bus.messages import (
     Message,
     ServiceHealth,
 )
-from edge.config import VehicleConfig, parse_config
+from edge.config import SOURCE_SPECS, VehicleConfig, parse_config
 from edge.media.subscriber import MediaSubscriber
 from edge.runtime.service import ServiceContext
-from edge.services.camera import CameraService, with_credentials
+from edge.services.camera import CameraService
+from edge.services.camera_sources import source_kinds
 from tests import support
 from tests.support import REPO, Inbox, eventually
 
@@ -207,7 +209,7 @@ async def test_source_closing_mid_stream_is_reported_and_recovered(
         bus: BusClient, endpoints: Endpoints, tmp_path: Path, sim: SimFactory) -> None:
     camera = await sim(close_after_s=1.0)
     box = Inbox(bus.subscribe(topics.cam("gate")))
-    async with hosted(endpoints, config_for(main=camera.url()), tmp_path):
+    async with hosted(endpoints, config_for(main={"rtsp": camera.url()}), tmp_path):
         await box.expect(CameraStatus, live)
         down = await box.expect(CameraStatus, lambda m: m.state == "down")
         assert down.reason in {"closed by source", "connection reset by source"}, down.reason
@@ -237,6 +239,10 @@ async def test_credentials_by_reference(
     # The secret reaches the camera only: never a status, alert or stream message.
     for _, message, _ in box.seen:
         assert "s3cr" not in repr(message) and "nope" not in repr(message)
+
+
+def test_every_kind_of_source_the_config_takes_can_be_built() -> None:
+    assert source_kinds() == {spec.kind for spec in SOURCE_SPECS}
 
 
 def test_credentials_are_percent_encoded_into_the_url() -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from edge.config import ConfigError, SecretRef, load_config, parse_config
+from edge.config import (
+    ConfigError,
+    DroneSourceConfig,
+    RtspSourceConfig,
+    SecretRef,
+    key_lines,
+    load_config,
+    parse_config,
+)
 from tests.support import REPO
 
 BASE = {"cameras": [{"id": "a", "name": "A", "main": "rtsp://h/a"}]}
@@ -83,15 +91,21 @@ def test_secret_file_relative_to_config(tmp_path: Path) -> None:
         SecretRef(file="missing").read_text(tmp_path)
 
 
+def load_error(path: Path, text: str) -> ConfigError:
+    """What loading `text` from the file `path` raises."""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    return e.value
+
+
 def test_errors_name_the_line(tmp_path: Path) -> None:
     p = tmp_path / "v.toml"
-    p.write_text('vehicle = "v"\n\n[[drones]]\nid = "a"\nconnection = "tcp:h:1"\n'
-                 '[[drones.endpoints]]\nname = "qgc"\nurl = "udpout:h:1"\nmode = "rw"\n'
-                 '[[drones.endpoints]]\nname = "x"\nurl = "nope"\n')
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert e.value.problems[0].startswith("12: drones[0].endpoints[1].url: ")
-    assert str(e.value).startswith(f"{p}:12: drones[0].endpoints[1].url: ")
+    e = load_error(p, 'vehicle = "v"\n\n[[drones]]\nid = "a"\nconnection = "tcp:h:1"\n'
+                      '[[drones.endpoints]]\nname = "qgc"\nurl = "udpout:h:1"\nmode = "rw"\n'
+                      '[[drones.endpoints]]\nname = "x"\nurl = "nope"\n')
+    assert e.problems[0].startswith("12: drones[0].endpoints[1].url: ")
+    assert str(e).startswith(f"{p}:12: drones[0].endpoints[1].url: ")
 
 
 def test_not_toml(tmp_path: Path) -> None:
@@ -125,3 +139,115 @@ def test_a_long_or_multiline_value_is_shown_on_one_short_line() -> None:
     out = problems({"cameras": [{"id": "a", "name": "A", "main": "rtsp://h/\n" + "x" * 5000}]})
     assert len(out) == 1 and "\n" not in out[0] and len(out[0]) <= 300, out
     assert out[0].startswith("cameras[0].main: ")
+
+
+# --------------------------------------------------------------------------- camera sources
+
+def test_a_stream_source_is_a_table_naming_its_kind() -> None:
+    long = parse_config({"cameras": [
+        {"id": "a", "name": "A", "main": {"rtsp": "rtsp://h/a"}, "sub": {"rtsp": "rtsp://h/b"}},
+        {"id": "d", "name": "D", "main": {"drone": "alpha-1"}},
+    ]})
+    # The shorthands of before sources had kinds mean the same.
+    short = parse_config({"cameras": [
+        {"id": "a", "name": "A", "main": "rtsp://h/a", "sub": "rtsp://h/b"},
+        {"id": "d", "name": "D", "drone": "alpha-1"},
+    ]})
+    for cfg in (long, short):
+        a, d = cfg.cameras
+        assert a.streams == {"main": RtspSourceConfig(rtsp="rtsp://h/a"),
+                             "sub": RtspSourceConfig(rtsp="rtsp://h/b")}
+        assert d.streams == {"main": DroneSourceConfig(drone="alpha-1")}
+        assert (a.drone, d.drone) == (None, "alpha-1")
+
+
+def test_a_bad_source_is_named_by_its_key() -> None:
+    usage = ('expected an RTSP URL or a table with one kind of source: { rtsp = "rtsp://…" } '
+             'or { drone = "DRONE-ID" }')
+    assert problems({"cameras": [{"id": "a", "name": "A", "main": {"rtps": "rtsp://h"}}]}) == [
+        f"cameras[0].main: {usage}, got {{'rtps': 'rtsp://h'}}"]
+    two = {"rtsp": "rtsp://h", "drone": "d"}
+    assert problems({"cameras": [{"id": "a", "name": "A", "main": two}]})[0].startswith(
+        f"cameras[0].main: {usage}, got ")
+    assert problems({"cameras": [{"id": "a", "name": "A", "main": {"rtsp": "htp://x"}}]}) == [
+        'cameras[0].main.rtsp: expected rtsp:// URL, got "htp://x"']
+    assert problems({"cameras": [{"id": "a", "name": "A", "main": {"drone": "Alpha 1"}}]}) == [
+        'cameras[0].main.drone: expected an id (a-z, 0-9, - and _, at most 32), got "Alpha 1"']
+    assert problems({"cameras": [{"id": "a", "name": "A", "drone": "Alpha 1"}]}) == [
+        'cameras[0].drone: expected an id (a-z, 0-9, - and _, at most 32), got "Alpha 1"']
+    both = {"id": "a", "name": "A", "main": {"rtsp": "rtsp://h"}, "drone": "alpha-1"}
+    assert problems({"cameras": [both]})[0].startswith('cameras[0]: camera "a": expected exactly')
+
+
+# --------------------------------------------------------------------------- line numbers
+
+def test_a_multiline_string_does_not_move_the_lines_after_it(tmp_path: Path) -> None:
+    e = load_error(tmp_path / "v.toml",
+                   '[[cameras]]\nid = "a"\nname = "A"\nmain = "rtsp://h/a"\n'
+                   'notes = """\n[[cameras]]\nid = "x"\n"""\n'
+                   "[[cameras]]\nid = 'b'\nname = '''B\n[[drones]]\n'''\nmain = \"htp://x\"\n")
+    assert e.problems == ["5: cameras[0].notes: unknown key (check its spelling)",
+                          '14: cameras[1].main: expected rtsp:// URL, got "htp://x"']
+
+
+def test_key_lines_skip_strings_and_arrays_that_span_lines() -> None:
+    text = ('a = [\n  "[[cameras]]",\n  [1, 2],\n]\n'  # an array over four lines
+            'b = """x \\"""\n[[cameras]]\n"""  # not closed by the escaped quotes\n'
+            'c = """two quotes end it"""""\n'
+            "d = 'one line [[x]]'  # [[y]]\n"
+            "[[cameras]]\nid = \"a\"\n")
+    assert key_lines(text) == {("a",): 1, ("b",): 5, ("c",): 8, ("d",): 9,
+                               ("cameras", 0): 10, ("cameras", 0, "id"): 11}
+
+
+# --------------------------------------------------------------------------- secrets
+
+def test_the_tls_key_is_a_secret_reference(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    by_file = parse_config({"uplink": {"tls_cert": "c.pem", "tls_key": {"file": "k.pem"}}})
+    assert by_file.uplink.tls_key == SecretRef(file="k.pem")
+    # A bare path, as configs gave it before, is a file reference.
+    bare = parse_config({"uplink": {"tls_key": "k.pem"}})
+    assert bare.uplink.tls_key == by_file.uplink.tls_key
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    by_credential = parse_config({"uplink": {"tls_key": {"credential": "uplink-tls-key"}}})
+    assert by_credential.uplink.tls_key is not None
+    assert by_credential.uplink.tls_key.path() == tmp_path / "uplink-tls-key"
+    # The key itself pasted in is refused, and not repeated back.
+    out = problems({"uplink": {"tls_key": "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMG\n"}})
+    assert out == ['uplink.tls_key: a private key never sits in the config itself: give '
+                   '{ file = "key.pem" } or { credential = "name" }']
+
+
+def test_turn_servers_need_a_username_and_a_credential(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    out = problems({"uplink": {"ice_servers": ["stun:stun.example.org", "turn:turn.example.org"]}})
+    assert out == ['uplink.ice_servers[1]: "turn:turn.example.org": a TURN server needs a '
+                   'username and a credential, e.g. { url = "turn:HOST", username = "…", '
+                   'credential = { file = "…" } }']
+    no_credential = {"url": "turns:turn.example.org:5349?transport=tcp", "username": "edge"}
+    assert problems({"uplink": {"ice_servers": [no_credential]}})[0].startswith(
+        'uplink.ice_servers[0]: "turns:turn.example.org:5349?transport=tcp": a TURN server')
+    # The credential is a secret: never its value in the config.
+    inline = {"url": "turn:turn.example.org", "username": "edge", "credential": "pw"}
+    assert problems({"uplink": {"ice_servers": [inline]}}) == [
+        'uplink.ice_servers[0].credential: a secret is never written in the config itself: '
+        'give { file = "…" } or { credential = "name" }']
+    stun = {"url": "stun:stun.example.org", "username": "edge", "credential": {"file": "t"}}
+    assert problems({"uplink": {"ice_servers": [stun]}}) == [
+        "uplink.ice_servers[0]: a STUN server takes no username or credential "
+        "(in stun:stun.example.org)"]
+
+    (tmp_path / "turn.secret").write_text("s3cret\n")
+    (tmp_path / "turn-credential").write_text("from-systemd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = parse_config({"uplink": {"ice_servers": [
+        "stun:stun.example.org",
+        {"url": "turn:turn.example.org", "username": "edge", "credential": {"file": "turn.secret"}},
+        {"url": "turn:b.example.org", "username": "edge",
+         "credential": {"credential": "turn-credential"}},
+    ]}})
+    # Read where it is used (a peer connection), not when the config loads.
+    assert [s.password(tmp_path) for s in cfg.uplink.ice] == [None, "s3cret", "from-systemd"]
+    assert cfg.uplink.ice[1].username == "edge"
+    assert "s3cret" not in repr(cfg)

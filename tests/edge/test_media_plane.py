@@ -19,6 +19,7 @@ import msgpack
 import pytest
 import zmq
 
+from edge.media.gop import GopCache, KeyframeGate
 from edge.media.publisher import MediaPublisher
 from edge.media.subscriber import MediaSubscriber
 from edge.media.wire import MediaFrame, encode
@@ -72,6 +73,30 @@ async def take_subscriptions(pub: MediaPublisher, count: int) -> None:
                 taken += pub.sock.recv()[:1] == b"\x01"
             else:
                 await asyncio.sleep(0.01)
+
+
+def test_gop_cache_holds_from_the_last_keyframe_within_its_bound() -> None:
+    gop: GopCache[int] = GopCache(limit=4)
+    for i in range(3):
+        gop.add(i, keyframe=False)  # before any keyframe: nothing decodable to keep
+    assert list(gop) == []
+    for i in range(10, 16):
+        gop.add(i, keyframe=i == 10)
+    assert list(gop) == [10, 11, 12, 13]  # bounded: the keyframe and what follows it
+    gop.add(20, keyframe=True)
+    gop.add(21, keyframe=False)
+    assert list(gop) == [20, 21]
+    gop.reset()
+    gop.add(22, keyframe=False)
+    assert len(gop) == 0
+
+
+def test_keyframe_gate_drops_to_the_next_keyframe() -> None:
+    gate = KeyframeGate()
+    assert [gate.passes(k) for k in (False, True, False)] == [False, True, True]
+    gate.lose()
+    assert [gate.passes(k) for k in (False, False, True, False)] == [False, False, True, True]
+    assert KeyframeGate(waiting=False).passes(False)
 
 
 async def test_late_consumer_starts_at_the_cached_keyframe(

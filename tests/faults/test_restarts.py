@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.bench.whep_viewer import WhepRefused, WhepViewer
 from edge.bus import topics
 from edge.bus.client import BusClient, Subscription
 from edge.uplink.auth import load_token
-from edge.uplink.client import WhepRefused, WhepViewer
 from tests.support import (
     DemoRun,
     demo_config_copy,
@@ -62,8 +62,8 @@ RECOVER_S = 15.0
 # stream announcements back must do so on a time scale a viewer honouring the 409's
 # Retry-After (2 s) can wait for. The defect answers 409 forever.
 WHEP_AFTER_RESTART_S = 20.0
-# Longer than the uplink's own window for a camera's bus status (STATUS_STALE_S, 5 s, in
-# edge/uplink/state.py): past it, the uplink cannot be relying on a recent status.
+# Longer than the window in which a camera's bus status counts (SILENT_S, 5 s, in
+# edge/bus/mirror.py): past it, the uplink cannot be relying on a recent status.
 BUS_STALL_S = 8.0
 
 

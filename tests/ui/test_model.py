@@ -18,11 +18,12 @@ from edge.bus.messages import (
     LinkStatus,
     ServiceHealth,
 )
+from edge.bus.mirror import MAX_DEVICES, freshness
 from tests.ui.scenario import T0, FixedClock, demo_config, ns, scene
 from ui import format as fmt
 from ui import geo, thumbnail
 from ui.keys import HELP
-from ui.state import MAX_DEVICES, DashboardState
+from ui.state import DashboardState
 
 ODD_VALUES = [None, math.nan, math.inf, -math.inf, -1.0, 0, 1e300, -1e300, True, "x", 10**30]
 
@@ -31,7 +32,7 @@ ODD_VALUES = [None, math.nan, math.inf, -math.inf, -1.0, 0, 1e300, -1e300, True,
 def test_formatting_takes_anything(value: object) -> None:
     for text in (fmt.number(value), fmt.rate_text(value), fmt.age_text(fmt.finite(value)),
                  fmt.battery_level(value), fmt.clock_text(fmt.finite(value)),
-                 fmt.distance_text(fmt.finite(value)), fmt.freshness(fmt.finite(value))):
+                 fmt.distance_text(fmt.finite(value)), freshness(fmt.finite(value))):
         assert isinstance(text, str) and len(text) <= 12
 
 
@@ -43,7 +44,7 @@ def test_clean_strips_what_would_move_the_terminal() -> None:
 
 
 def test_freshness_thresholds() -> None:
-    assert [fmt.freshness(a) for a in (None, 0.0, 3.0, 3.1, 10.0, 10.1)] == [
+    assert [freshness(a) for a in (None, 0.0, 3.0, 3.1, 10.0, 10.1)] == [
         "none", "fresh", "fresh", "stale", "stale", "old"]
     assert [fmt.battery_level(p) for p in (90, 40, 39.9, 20, 19.9, None)] == [
         "ok", "ok", "warn", "warn", "low", "none"]

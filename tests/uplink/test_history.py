@@ -12,7 +12,7 @@ import pytest
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
 from edge.uplink.history import MIN_PACKETS, NackHistory, deepen_history, window_for
 
@@ -83,6 +83,7 @@ async def test_deep_history_retransmits_old_packets_and_wraps_rtx() -> None:
     assert (again.sequence_number, again.payload) == (original.sequence_number, original.payload)
     # With RTX negotiated the repair goes on its own SSRC, original number first (RFC 4588).
     sender._RTCRtpSender__rtx_payload_type = 103  # type: ignore[attr-defined]
+    original = dtls.sent[200]
     await sender._retransmit(original.sequence_number)
     rtx = dtls.sent[-1]
     assert rtx.payload_type == 103 and rtx.ssrc == sender._rtx_ssrc
@@ -118,3 +119,46 @@ async def test_a_changed_aiortc_leaves_the_sender_alone(caplog: pytest.LogCaptur
     assert deepen_history(Odd(), 600) is None  # type: ignore[arg-type]
     assert "NACK repair stays at aiortc's 128 packets" in caplog.text
     await asyncio.sleep(0)
+
+
+def nack(sender: RTCRtpSender, *lost: int) -> RtcpRtpfbPacket:
+    return RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1234, media_ssrc=sender._ssrc,
+                           lost=list(lost))
+
+
+async def test_a_packet_is_resent_once_per_round_trip_not_once_per_nack() -> None:
+    """A browser that only receives assumes 100 ms and NACKs that often; the hop is longer."""
+    dtls = FakeDtls()
+    sender = RTCRtpSender(Units(300), dtls)  # type: ignore[arg-type]
+    history = deepen_history(sender, worst_rtt_ms=600)
+    assert history is not None
+    await send(sender, dtls, 300)
+    rtt = 0.3  # as RTCP receiver reports would have measured it
+    sender._RTCRtpSender__rtt = rtt  # type: ignore[attr-defined]
+    lost = [p.sequence_number for p in dtls.sent[100:110:3]]  # a scripted loss pattern
+    started = time.monotonic()
+    rounds = 0
+    while rounds < 2:
+        for _ in range(3):  # one NACK round: the same losses asked for three times
+            await sender._handle_rtcp_packet(nack(sender, *lost))
+            await asyncio.sleep(0.02)  # the receiver's NACK pacing, shortened
+        rounds += 1
+        # The next round comes once a round trip has passed since the first repair.
+        await asyncio.sleep(max(0.0, started + rounds * rtt * 1.1 - time.monotonic()))
+    resent = [p.sequence_number for p in dtls.sent[300:]]
+    assert sorted(resent) == sorted(lost * 2)  # each once per round, not once per NACK
+    assert history.retransmitted == 2 * len(lost)
+    assert history.suppressed == 2 * 2 * len(lost)
+
+
+async def test_repairs_stay_within_their_budget() -> None:
+    dtls = FakeDtls()
+    sender = RTCRtpSender(Units(300), dtls)  # type: ignore[arg-type]
+    # Each unit is one packet of ~106 bytes; 4 kbit/s holds four of them a second.
+    history = deepen_history(sender, worst_rtt_ms=600, rtx_budget_bps=4000)
+    assert history is not None
+    await send(sender, dtls, 300)
+    lost = [p.sequence_number for p in dtls.sent[:40]]
+    await sender._handle_rtcp_packet(nack(sender, *lost))
+    assert 1 <= history.retransmitted <= 5
+    assert history.over_budget == len(lost) - history.retransmitted

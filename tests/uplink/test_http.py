@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStatus, CameraStream
 from edge.config import parse_config
+from edge.uplink.peer import ice_servers
 from edge.uplink.session import SessionManager
 from edge.uplink.state import UplinkState
 from edge.uplink.whep import UplinkHttp
@@ -43,15 +44,19 @@ def set_camera(state: UplinkState, camera: str, live: bool, codec: str = "h264")
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[tuple[Client, UplinkHttp]]:
+    (tmp_path / "turn.secret").write_text("s3cret\n")
     config = parse_config({
         "cameras": [{"id": "gate", "name": "Gate", "main": "rtsp://127.0.0.1:1/gate/main"},
                     {"id": "furnace", "name": "Furnace", "main": "rtsp://127.0.0.1:1/f/main"}],
-        "uplink": {"max_transcodes": 0, "ice_servers": ["stun:stun.example.org:3478"]}})
+        "uplink": {"max_transcodes": 0, "ice_servers": [
+            "stun:stun.example.org:3478",
+            {"url": "turn:turn.example.org:3478", "username": "veh1",
+             "credential": {"file": "turn.secret"}}]}})
     state = UplinkState(config)
     manager = SessionManager(config.uplink, state, zmq.Context.instance(),
                              Endpoints("ipc://a", "ipc://b", "ipc://c", tmp_path))
     state.sessions = manager.to_json
-    http = UplinkHttp(manager, state, TOKEN.encode(), config.uplink.ice_servers)
+    http = UplinkHttp(manager, state, TOKEN.encode(), ice_servers(config.uplink.ice, tmp_path))
     client = TestClient(TestServer(http.app))
     await client.start_server()
     try:
@@ -85,7 +90,10 @@ async def test_cors_preflight_and_ice_servers(app: tuple[Client, UplinkHttp]) ->
     assert "Location" in r.headers["Access-Control-Expose-Headers"]
     assert "Link" not in r.headers  # ICE servers only for who holds the token
     r = await client.options("/whep/gate", headers=AUTH)
-    assert r.headers.getall("Link") == ['<stun:stun.example.org:3478>; rel="ice-server"']
+    assert r.headers.getall("Link") == [
+        '<stun:stun.example.org:3478>; rel="ice-server"',
+        '<turn:turn.example.org:3478>; rel="ice-server"; username="veh1"; credential="s3cret"'
+        '; credential-type="password"']
 
 
 @pytest.mark.parametrize("headers", [
@@ -191,14 +199,14 @@ async def test_which_stream_auto_picks(app: tuple[Client, UplinkHttp], tmp_path:
                                                         codec="h264")
     gate, furnace = state.cameras["gate"], state.cameras["furnace"]
     # No links configured: nothing says the pipe is thin.
-    assert manager.resolve(gate, "auto").profile == "main"
-    assert manager.resolve(gate, "sub").profile == "sub"
-    assert manager.resolve(furnace, "sub").profile == "main"  # no sub stream: main it is
+    assert manager.streams.resolve(gate, "auto").profile == "main"
+    assert manager.streams.resolve(gate, "sub").profile == "sub"
+    assert manager.streams.resolve(furnace, "sub").profile == "main"  # no sub stream: main it is
     state.links["sat"] = LinkState("sat", status=LinkStatus(link_id="sat", state="up"))
     state.links["sat"].config = parse_config({"links": [{
         "id": "sat", "name": "Satellite", "kind": "satellite", "constrained": True}]}).links[0]
-    assert state.constrained() and manager.resolve(gate, "auto").profile == "sub"
+    assert state.constrained() and manager.streams.resolve(gate, "auto").profile == "sub"
     state.links["lte"] = LinkState("lte", status=LinkStatus(link_id="lte", state="up"))
     assert not state.constrained()  # an unconstrained link is up
     state.links["lte"].status = LinkStatus(link_id="lte", state="down")
-    assert state.constrained() and manager.resolve(gate, "main").profile == "main"
+    assert state.constrained() and manager.streams.resolve(gate, "main").profile == "main"

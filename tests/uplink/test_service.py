@@ -15,7 +15,7 @@ import pytest
 
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-from edge.config import ConfigError, parse_config
+from edge.config import ConfigError, SecretRef, parse_config
 from edge.runtime.supervisor import plan
 from edge.services import SERVICES
 from edge.services.uplink import UplinkService
@@ -158,7 +158,7 @@ def test_unusable_tls_files_are_one_line(tmp_path: Path) -> None:
     from edge.uplink.whep import tls_context
 
     with pytest.raises(ConfigError) as e:
-        tls_context("missing.pem", "missing.key", tmp_path, "v.toml")
+        tls_context("missing.pem", SecretRef(file="missing.key"), tmp_path, "v.toml")
     assert str(e.value) == ("v.toml: uplink.tls_cert / tls_key: cannot load: "
                             "No such file or directory")
     (tmp_path / "bad.pem").write_text("not a certificate\n")

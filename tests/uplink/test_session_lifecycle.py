@@ -2,7 +2,7 @@
 changed under them, the uplink stopping.
 
 Real pieces throughout: a simulated camera, the camera service, the uplink, and
-aiortc viewers (:class:`edge.uplink.client.WhepViewer`) or a bare offer with
+aiortc viewers (:class:`edge.bench.whep_viewer.WhepViewer`) or a bare offer with
 nobody behind its ICE credentials.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from edge.bench.whep_viewer import WhepViewer
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.uplink import session as session_mod
-from edge.uplink.client import WhepViewer
 from edge.uplink.session import Session
 from tests.uplink.conftest import SMALL, TOKEN, Vehicle, offer_sdp, vehicle
 
@@ -129,7 +129,7 @@ async def test_the_uplink_closes_every_peer_connection_when_it_stops(
         assert len(sessions) == 3
     # The uplink has stopped (leaving the block stops it as SIGTERM would).
     try:
-        assert not manager.sessions and not manager.fanouts
+        assert not manager.sessions and not manager.streams.fanouts
         for s in sessions:
             assert s.closed and s.close_reason == "the uplink stopped"
             assert s.pc is not None and s.pc.connectionState == "closed"

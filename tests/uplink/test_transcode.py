@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from edge.bench.whep_viewer import WhepRefused, WhepViewer
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStatus, CameraStream
-from edge.uplink.client import WhepRefused, WhepViewer
 from tests.uplink.conftest import TOKEN, vehicle
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,7 +34,7 @@ async def test_h265_sub_stream_is_transcoded_to_h264(
         second = WhepViewer(v.whep("furnace"), TOKEN, http=v.http)
         await second.start()
         await second.wait_frames(10, timeout=10)
-        assert len(v.uplink.manager.transcoders) == 1  # shared, not one per viewer
+        assert len(v.uplink.manager.streams.transcoders) == 1  # shared, not one per viewer
 
         # Another H.265 camera while the only transcoder is busy: refused, with the reason.
         v.bus.publish(topics.cam_stream("ghost", "main"), CameraStream(
@@ -51,4 +51,4 @@ async def test_h265_sub_stream_is_transcoded_to_h264(
 
         await first.close()
         await second.close()
-        assert not v.uplink.manager.transcoders and not v.uplink.manager.fanouts
+        assert not v.uplink.manager.streams.transcoders and not v.uplink.manager.streams.fanouts

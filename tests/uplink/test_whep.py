@@ -1,6 +1,6 @@
 """WHEP end to end: simulated camera -> camera service -> uplink -> aiortc WHEP viewers.
 
-The viewer is :class:`edge.uplink.client.WhepViewer`, plain aiortc with none
+The viewer is :class:`edge.bench.whep_viewer.WhepViewer`, plain aiortc with none
 of the server's code. Sessions are checked where the commander sees them: on
 the bus (`uplink/sessions`).
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from edge.bench.whep_viewer import WhepViewer
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import UplinkSessions, ViewerSession
-from edge.uplink.client import WhepViewer
 from tests.support import eventually, standing_still
 from tests.uplink.conftest import SMALL, TOKEN, Vehicle, offer_sdp, vehicle
 
@@ -75,7 +75,8 @@ async def test_a_viewer_plays_and_the_commander_sees_it(
 
         assert await viewer.close() == 200
         await sessions_where(v.bus, lambda s: not s)
-        assert not v.uplink.manager.fanouts, "the media subscription outlived its last viewer"
+        assert not v.uplink.manager.streams.fanouts, \
+            "the media subscription outlived its last viewer"
         assert (await api_state(v))["sessions"] == []
 
 
@@ -102,7 +103,7 @@ async def test_a_stalled_viewer_does_not_slow_another(
         # ... while the playing one keeps receiving: 30 more frames (a second of the camera's;
         # a count, not a rate: a viewer held up by the stalled one would get none).
         await viewer.wait_frames(viewer.stats.frames + 30, timeout=30)
-        assert len(v.uplink.manager.fanouts) == 1  # one media subscription for both
+        assert len(v.uplink.manager.streams.fanouts) == 1  # one media subscription for both
 
         # Both sessions taken: a third viewer is told so.
         async with v.http.post(v.whep("gate"), data=offer_sdp(),
@@ -140,4 +141,4 @@ async def test_camera_down_mid_session_then_back(
         await sessions_where(v.bus, lambda s: bool(s) and s[0].state == "waiting")
         assert await viewer.close() == 200
         await sessions_where(v.bus, lambda s: not s)
-        assert not v.uplink.manager.fanouts
+        assert not v.uplink.manager.streams.fanouts

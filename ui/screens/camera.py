@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -12,18 +10,15 @@ from textual.widgets import Footer, Static
 from ui import geo
 from ui.format import NONE, age_text, clean, clock_text, distance_text, number, rate_text
 from ui.screens.detail import DetailScreen
-from ui.state import CameraView
-from ui.widgets.cameras import STATE_LABEL, STATE_PART
+from ui.state import CameraView, DashboardState
+from ui.widgets.cameras import STATE_LABEL
 from ui.widgets.detail import Field, FieldList, ThumbView
-from ui.widgets.parts import aged, part
-
-if TYPE_CHECKING:
-    from ui.app import DashboardApp
+from ui.widgets.parts import aged, part, word_style
 
 
 class CameraScreen(DetailScreen):
-    def __init__(self, camera_id: str) -> None:
-        super().__init__(camera_id)
+    def __init__(self, state: DashboardState, camera_id: str) -> None:
+        super().__init__(state, camera_id)
         self.camera_id = camera_id
 
     def compose(self) -> ComposeResult:
@@ -34,34 +29,35 @@ class CameraScreen(DetailScreen):
         yield Footer()
 
     def refresh_view(self) -> None:
-        app = self.dashboard
-        view = app.state.cameras.get(self.camera_id)
+        view = self.state.cameras.get(self.camera_id)
         if view is None:
             return
-        now = app.state.now()
+        now = self.state.now()
         state, _ = view.condition(now)
         title = self.query_one("#detail-title", Static)
         title.update(Text.assemble((f"Camera {view.name} ", "bold"), (f"({view.camera_id})  ", ""),
-                                   (STATE_LABEL[state], part(self.query_one(FieldList),
-                                                             STATE_PART[state]))))
+                                   (STATE_LABEL[state], word_style(self.query_one(FieldList),
+                                                                   state))))
         self.query_one(ThumbView).show(view.thumb, view.thumb_error or "no picture")
-        self.query_one(FieldList).show(camera_fields(self.query_one(FieldList), view, app, now))
+        self.query_one(FieldList).show(camera_fields(self.query_one(FieldList), view,
+                                                     self.state, now))
 
 
-def camera_fields(w: FieldList, view: CameraView, app: DashboardApp, now: float) -> list[Field]:
+def camera_fields(w: FieldList, view: CameraView, dashboard: DashboardState,
+                  now: float) -> list[Field]:
     s = view.status
     state, reason = view.condition(now)
     age = view.status_age(now)
     fields: list[Field] = [
-        ("state", Text(STATE_LABEL[state], style=part(w, STATE_PART[state]))),
+        ("state", Text(STATE_LABEL[state], style=word_style(w, state))),
         ("reason", Text(reason or NONE)),
         ("status age", aged(w, age_text(age), age)),
     ]
     if s is not None:
         frame_age = view.frame_age(now)
         pos = geo.valid(s.lat, s.lon)
-        dist = (geo.haversine_m(app.state.position, pos)
-                if pos is not None and app.state.position is not None else None)
+        dist = (geo.haversine_m(dashboard.position, pos)
+                if pos is not None and dashboard.position is not None else None)
         size = (f"{s.width}x{s.height}" if isinstance(s.width, int) and isinstance(s.height, int)
                 and s.width > 0 and s.height > 0 else NONE)
         fields += [

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from ui.screens.main import REFRESH_HZ
-
-if TYPE_CHECKING:
-    from ui.app import DashboardApp
+from ui.state import DashboardState
 
 
 class DetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "back", "Back")]
 
-    def __init__(self, item_id: str) -> None:
+    def __init__(self, state: DashboardState, item_id: str) -> None:
         super().__init__()
+        self.state = state
         self.item_id = item_id
-
-    @property
-    def dashboard(self) -> DashboardApp:
-        app: DashboardApp = self.app  # type: ignore[assignment]
-        return app
 
     def on_mount(self) -> None:
         # Redrawn on a timer, not per bus message (see docs/architecture.md).

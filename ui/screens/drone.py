@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,14 +11,11 @@ from textual.widgets import Footer, Static
 
 from ui import geo
 from ui.format import NONE, age_text, clean, clock_text, distance_text, number
-from ui.keys import ACTION_SHORT
+from ui.requests import CommandDrone
 from ui.screens.detail import DetailScreen
-from ui.state import DroneView
+from ui.state import DashboardState, DroneView
 from ui.widgets.detail import Field, FieldList
-from ui.widgets.parts import aged, battery_style, part
-
-if TYPE_CHECKING:
-    from ui.app import DashboardApp
+from ui.widgets.parts import aged, battery_style, part, word_style
 
 
 class DroneScreen(DetailScreen):
@@ -30,8 +27,8 @@ class DroneScreen(DetailScreen):
         Binding("g", "command('goto')", "Go to"),
     ]
 
-    def __init__(self, drone_id: str) -> None:
-        super().__init__(drone_id)
+    def __init__(self, state: DashboardState, drone_id: str) -> None:
+        super().__init__(state, drone_id)
         self.drone_id = drone_id
 
     def compose(self) -> ComposeResult:
@@ -40,25 +37,24 @@ class DroneScreen(DetailScreen):
         yield Footer()
 
     def refresh_view(self) -> None:
-        app = self.dashboard
-        view = app.state.drones.get(self.drone_id)
+        view = self.state.drones.get(self.drone_id)
         if view is None:
             return
-        now = app.state.now()
+        now = self.state.now()
         fields = self.query_one(FieldList)
         cond = view.condition(now)
         self.query_one("#detail-title", Static).update(Text.assemble(
             (f"Drone {view.drone_id} ", "bold"),
             (f"({view.link_name or view.link}, sysid {view.sysid or NONE})  ", ""),
-            (cond.upper(), part(fields, "down" if cond in ("lost", "silent") else
-                                "ok" if cond == "live" else "warn"))))
-        fields.show(drone_fields(fields, view, app, now))
+            (cond.upper(), word_style(fields, cond))))
+        fields.show(drone_fields(fields, view, self.state, now))
 
     def action_command(self, action: str) -> None:
-        self.dashboard.drone_command(self.drone_id, action)
+        self.post_message(CommandDrone(self.drone_id, action))
 
 
-def drone_fields(w: FieldList, d: DroneView, app: DashboardApp, now: float) -> list[Field]:
+def drone_fields(w: FieldList, d: DroneView, dashboard: DashboardState,
+                 now: float) -> list[Field]:
     s, t = d.status, d.telemetry
     s_age, t_age = d.status_age(now), d.telemetry_age(now)
     fields: list[Field] = []
@@ -80,13 +76,13 @@ def drone_fields(w: FieldList, d: DroneView, app: DashboardApp, now: float) -> l
             ("status age", aged(w, age_text(s_age), s_age)),
         ]
     if t is not None:
-        here = app.state.position
+        here = dashboard.position
         there = d.position()
         bearing = (f", bearing {geo.bearing_deg(here, there):.0f}°"
                    if here is not None and there is not None else "")
         fields += [
             ("position", aged(w, _pos(t.lat, t.lon, None), t_age)),
-            ("from vehicle", aged(w, distance_text(app.state.distance_m(d)) + bearing, t_age)),
+            ("from vehicle", aged(w, distance_text(dashboard.distance_m(d)) + bearing, t_age)),
             ("altitude", aged(w, f"{number(t.alt_rel_m, '.1f', ' m')} rel, "
                                  f"{number(t.alt_msl_m, '.1f', ' m')} MSL", t_age)),
             ("heading", aged(w, number(t.heading_deg, ".0f", "°"), t_age)),
@@ -107,11 +103,9 @@ def drone_fields(w: FieldList, d: DroneView, app: DashboardApp, now: float) -> l
     c = d.last_command
     if c is not None:
         ms = f" in {c.elapsed_ms:.0f} ms" if c.elapsed_ms is not None else ""
-        style = part(w, "ok" if c.status == "accepted" else "warn" if c.status == "sent"
-                     else "bad")
         fields.append(("last command", Text(
-            f"{clock_text(c.ts)} {ACTION_SHORT.get(c.action, c.action)}: {c.status}{ms}"
-            + (f" ({c.detail})" if c.detail else ""), style=style)))
+            f"{clock_text(c.ts)} {c.label}: {c.status}{ms}"
+            + (f" ({c.detail})" if c.detail else ""), style=word_style(w, c.status))))
     return fields
 
 

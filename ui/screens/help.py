@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from ui.format import OLD_S, STALE_S
+from edge.bus.mirror import OLD_S, SILENT_S, STALE_S
 from ui.keys import HELP
 
 KEY_WIDTH = 16
@@ -33,6 +33,8 @@ def help_table() -> Group:
     parts += _section("Colours", (
         ("dim", f"a value older than {STALE_S:.0f} s"),
         ("red", f"a value older than {OLD_S:.0f} s, or a device down"),
+        ("SILENT", f"no status from a device's service for over {SILENT_S:.0f} s: what it "
+                   "said last is no longer believed"),
     ))
     return Group(*parts)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,7 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer
 
 from ui.format import clock_text
-from ui.keys import ACTION_SHORT
+from ui.requests import PANES
 from ui.state import DashboardState
 from ui.widgets.cameras import CameraGrid
 from ui.widgets.drones import DroneTable
@@ -23,13 +23,9 @@ from ui.widgets.links import LinkTable
 from ui.widgets.status_bar import StatusBar
 from ui.widgets.uplink import UplinkTable
 
-if TYPE_CHECKING:
-    from ui.app import DashboardApp
-
 log = logging.getLogger("ui")
 
 REFRESH_HZ = 4  # the issue's ceiling for any widget
-PANES = ("cameras", "drones", "links", "uplink", "events")
 # Cameras, links and viewers change at most once a second (their services publish at
 # 1 Hz or slower): redrawing them at every other refresh loses nothing and halves
 # how often the screen is composed for them.
@@ -48,14 +44,12 @@ class MainScreen(Screen[None]):
         for i, name in enumerate(PANES)
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: DashboardState, unsent_marks: Callable[[], int]) -> None:
         super().__init__()
+        self.state = state
+        self.unsent_marks = unsent_marks
         self._failed: set[str] = set()
         self._ticks = 1  # odd: the first refresh draws every pane
-
-    @property
-    def dashboard(self) -> DashboardApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -78,12 +72,11 @@ class MainScreen(Screen[None]):
 
     def refresh_panes(self) -> None:
         """Redraw from the model; every widget skips the work when nothing it shows changed."""
-        app = self.dashboard
-        if app.screen is not self and not isinstance(app.screen, ModalScreen):
+        if self.app.screen is not self and not isinstance(self.app.screen, ModalScreen):
             return  # a detail view covers us
-        state = app.state
+        state = self.state
         now = state.now()
-        unsent = app.bridge.unsent_marks if app.bridge else 0
+        unsent = self.unsent_marks()
         self._sync("status", partial(self.query_one(StatusBar).sync, state, now, unsent))
         self._ticks += 1
         for name in PANES:
@@ -112,23 +105,10 @@ class MainScreen(Screen[None]):
             ms = (f" ({c.elapsed_ms:.0f} ms)" if c.elapsed_ms is not None and c.status != "sent"
                   else "")
             detail = f": {c.detail}" if c.detail and c.status != "accepted" else ""
-            text = (f"{clock_text(c.ts)} {latest.drone_id} "
-                    f"{ACTION_SHORT.get(c.action, c.action)} {c.status}{detail}{ms}")
+            text = f"{clock_text(c.ts)} {latest.drone_id} {c.label} {c.status}{detail}{ms}"
         if drones.border_subtitle != text:
             # Setting it, even to the same text, repaints the pane.
             drones.border_subtitle = text
 
     def action_focus_pane(self, name: str) -> None:
         self.query_one(f"#{name}").focus()
-
-    def on_camera_grid_opened(self, message: CameraGrid.Opened) -> None:
-        self.dashboard.open_camera(message.camera_id)
-
-    def on_drone_table_opened(self, message: DroneTable.Opened) -> None:
-        self.dashboard.open_drone(message.drone_id)
-
-    def on_drone_table_command_requested(self, message: DroneTable.CommandRequested) -> None:
-        self.dashboard.drone_command(message.drone_id, message.action)
-
-    def on_event_table_opened(self, message: EventTable.Opened) -> None:
-        self.dashboard.open_event(message.event)

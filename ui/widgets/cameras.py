@@ -10,24 +10,24 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import ScrollableContainer
 from textual.geometry import Region
-from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
+from edge.bus.mirror import CameraCondition, Freshness, freshness
 from ui import thumbnail
-from ui.format import NONE, age_text, finite, freshness, number, rate_text
+from ui.format import NONE, age_text, finite, number, rate_text
+from ui.requests import OpenCamera
 from ui.state import CameraView, DashboardState, Thumb
 from ui.widgets import parts
-from ui.widgets.parts import PART_CLASSES, aged, part, text_strip
+from ui.widgets.parts import PART_CLASSES, aged, part, text_strip, word_style
 
 TILE_MIN_WIDTH = 19
 TILE_MIN_HEIGHT = 6
 AUTO_SHARE = 0.55  # of the screen's height, for a grid sized by its tiles
 TEXT_ROWS = 3
-STATE_LABEL = {"live": "LIVE", "connecting": "CONNECTING", "down": "DOWN", "silent": "SILENT",
-               "unknown": "NO DATA"}
-STATE_PART = {"live": "ok", "connecting": "warn", "down": "down", "silent": "down",
-              "unknown": "muted"}
+STATE_LABEL: dict[CameraCondition, str] = {
+    "live": "LIVE", "connecting": "CONNECTING", "down": "DOWN", "silent": "SILENT",
+    "unknown": "NO DATA"}
 DOT = "●"
 # A tile's background: (state, selected) as the grid's component styles.
 TILE_CLASSES = {"part--tile-normal", "part--tile-connecting", "part--tile-down",
@@ -103,13 +103,13 @@ class CameraTile(Widget):
         if width <= 0:
             return []
         state = shown.state
-        lines = [text_strip(Text.assemble((DOT + " ", self._part(STATE_PART[state])),
+        lines = [text_strip(Text.assemble((DOT + " ", word_style(self.grid, state)),
                                           (shown.name, self._part("name"))), width, base)]
         label = STATE_LABEL[state]
         if state in ("down", "silent"):
             line1 = Text(f"{label} {shown.reason}".strip(), style=self._part("name"))
         else:
-            line1 = Text.assemble((label, self._part(STATE_PART[state])),
+            line1 = Text.assemble((label, word_style(self.grid, state)),
                                   (f" {shown.reason}" if shown.reason else "",
                                    self._part("muted")))
         lines.append(text_strip(line1, width, base))
@@ -160,14 +160,14 @@ def tile_look(state: str, selected: bool) -> str:
 class TileContent(NamedTuple):
     """Everything a tile shows, as plain values: equal contents, no redraw."""
 
-    state: str
+    state: CameraCondition
     name: str
     reason: str
     fps: str | None  # None: no status yet
     kbps: str
     frame_age: str
-    status_level: str  # freshness of the status: fresh | stale | old
-    frame_level: str
+    status_level: Freshness
+    frame_level: Freshness
     thumb_note: str
 
 
@@ -198,11 +198,6 @@ class CameraGrid(ScrollableContainer, can_focus=True):
         Binding("down", "move(0, 1)", "Down", show=False),
         Binding("enter", "open", "Open"),
     ]
-
-    class Opened(Message):
-        def __init__(self, camera_id: str) -> None:
-            super().__init__()
-            self.camera_id = camera_id
 
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -294,7 +289,7 @@ class CameraGrid(ScrollableContainer, can_focus=True):
     def action_open(self) -> None:
         cam_id = self.selected_id
         if cam_id is not None:
-            self.post_message(self.Opened(cam_id))
+            self.post_message(OpenCamera(cam_id))
 
     def select(self, cam_id: str) -> None:
         ids = list(self._tiles)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.message import Message
 
 from ui.format import NONE, age_text, clean, distance_text, finite, number
+from ui.requests import CommandDrone, OpenDrone
 from ui.state import DashboardState, DroneView
-from ui.widgets.parts import aged, battery_style, part
+from ui.widgets.parts import aged, battery_style, part, word_style
 from ui.widgets.table import Row, SyncedTable
 
 MODE_WIDTH = 8
-LOST_LABEL = {"lost": "LOST", "silent": "SILENT"}
+LOST_LABEL = {"lost": "LOST", "silent": "SILENT"}  # a drone not to be trusted
 # MAVLink's GPS_FIX_TYPE names, short enough for the column; how good each is.
 GPS_SHORT = {"NO_GPS": ("none", "bad"), "NO_FIX": ("nofix", "bad"), "2D_FIX": ("2D", "warn"),
              "3D_FIX": ("3D", "ok"), "DGPS": ("DGPS", "ok"), "RTK_FLOAT": ("RTKf", "ok"),
@@ -38,27 +38,16 @@ class DroneTable(SyncedTable):
         Binding("g", "command('goto')", "Go to"),
     ]
 
-    class CommandRequested(Message):
-        def __init__(self, drone_id: str, action: str) -> None:
-            super().__init__()
-            self.drone_id = drone_id
-            self.action = action
-
-    class Opened(Message):
-        def __init__(self, drone_id: str) -> None:
-            super().__init__()
-            self.drone_id = drone_id
-
     def sync(self, state: DashboardState, now: float) -> None:
         self.sync_rows([drone_row(self, state, d, now) for d in state.drone_list()])
 
     def action_command(self, action: str) -> None:
         key = self.selected_key
         if key is not None:
-            self.post_message(self.CommandRequested(key, action))
+            self.post_message(CommandDrone(key, action))
 
     def selected(self, key: str) -> None:
-        self.post_message(self.Opened(key))
+        self.post_message(OpenDrone(key))
 
 
 def drone_row(table: SyncedTable, state: DashboardState, d: DroneView, now: float) -> Row:
@@ -71,9 +60,9 @@ def drone_row(table: SyncedTable, state: DashboardState, d: DroneView, now: floa
     s, t = d.status, d.telemetry
     s_age, t_age = d.status_age(now), d.telemetry_age(now)
     down = cond in LOST_LABEL
-    name_style = part(table, "down") if down else part(table, "name")
+    name_style = word_style(table, cond) if down else part(table, "name")
     if down:
-        mode = Text(LOST_LABEL[cond], style=part(table, "down"))
+        mode = Text(LOST_LABEL[cond], style=word_style(table, cond))
     elif s is None:
         mode = Text(NONE, style=muted)
     else:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.message import Message
 
 from ui.format import clock_text
+from ui.requests import OpenEvent
+from ui.severity import SEVERITY_SHORT
 from ui.state import DashboardState, Event
-from ui.widgets.parts import SEVERITY_SHORT, part, severity_style
+from ui.widgets.parts import part, word_style
 from ui.widgets.table import SyncedTable
 
 MAX_ROWS = 200
@@ -17,11 +18,6 @@ class EventTable(SyncedTable):
     COLUMNS = (("time", "Time", 8), ("sev", "Sev", 4), ("source", "Source", 10),
                ("text", "Event", 20))
     FILL_LAST = True
-
-    class Opened(Message):
-        def __init__(self, event: Event) -> None:
-            super().__init__()
-            self.event = event
 
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)
@@ -37,7 +33,7 @@ class EventTable(SyncedTable):
         for ev in list(state.events)[:MAX_ROWS]:
             key = str(ev.seq)
             self._events[key] = ev
-            sev = severity_style(self, ev.severity)
+            sev = word_style(self, ev.severity)
             rows.append((key, (Text(clock_text(ev.ts), style=part(self, "muted")),
                                Text(SEVERITY_SHORT.get(ev.severity, ev.severity[:4].upper()),
                                     style=sev),
@@ -47,4 +43,4 @@ class EventTable(SyncedTable):
 
     def selected(self, key: str) -> None:
         if key in self._events:
-            self.post_message(self.Opened(self._events[key]))
+            self.post_message(OpenEvent(self._events[key]))

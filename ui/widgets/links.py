@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from edge.bus.messages import LINK_STATES
+from edge.bus.mirror import age_of, known
 from ui.format import NONE, clean, number, rate_text
 from ui.state import DashboardState, LinkView
-from ui.widgets.parts import aged, part
+from ui.widgets.parts import aged, part, word_style
 from ui.widgets.table import Row, SyncedTable
-
-STATE_PART = {"up": "ok", "degraded": "warn", "down": "down", "unknown": "muted"}
 
 
 class LinkTable(SyncedTable):
@@ -27,9 +27,9 @@ def link_row(table: SyncedTable, v: LinkView, now: float) -> Row:
     if s is None:
         return v.link_id, (name, Text("no data", style=muted), Text(NONE, style=muted),
                            Text(NONE, style=muted), Text(NONE, style=muted))
-    age = None if v.status_ts is None else max(0.0, now - v.status_ts)
+    age = age_of(v.status_ts, now)
     st = clean(s.state, 10).lower() or "unknown"
-    state = aged(table, st, age, part(table, STATE_PART.get(st, "muted")))
+    state = aged(table, st, age, word_style(table, known(st, LINK_STATES) or "unknown"))
     if st == "down":
         name = Text(v.name, style=part(table, "down"))
     rate = f"{rate_text(s.tx_kbps)}/{rate_text(s.rx_kbps)}"

@@ -13,8 +13,9 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ui.format import battery_level, freshness
-from ui.state import SEVERITY_RANK
+from edge.bus.mirror import Freshness, freshness
+from ui.format import battery_level
+from ui.severity import part_of
 
 PART_NAMES = ("ok", "warn", "bad", "stale", "old", "down", "muted", "name", "accent", "mark",
               "info", "notice", "critical")
@@ -49,7 +50,7 @@ def clear_cache() -> None:
 
 
 def aged(widget: Widget, text: str, age: float | None, style: Style | None = None,
-         level: str | None = None) -> Text:
+         level: Freshness | None = None) -> Text:
     """`text` as fresh, dimmed (older than 3 s) or red (older than 10 s); `level`, if
     given, is the freshness already worked out."""
     base = style or Style()
@@ -61,29 +62,15 @@ def aged(widget: Widget, text: str, age: float | None, style: Style | None = Non
     return Text(text, style=base, no_wrap=True, overflow="ellipsis")
 
 
-def severity_style(widget: Widget, severity: str) -> Style:
-    if severity == "mark":
-        return part(widget, "mark")
-    rank = SEVERITY_RANK.get(severity, SEVERITY_RANK["info"])
-    if rank >= SEVERITY_RANK["critical"]:
-        return part(widget, "critical")
-    if rank >= SEVERITY_RANK["error"]:
-        return part(widget, "bad")
-    if rank >= SEVERITY_RANK["warning"]:
-        return part(widget, "warn")
-    if rank >= SEVERITY_RANK["notice"]:
-        return part(widget, "notice")
-    return part(widget, "info") if rank == SEVERITY_RANK["info"] else part(widget, "muted")
+def word_style(widget: Widget, word: str) -> Style:
+    """A state, outcome or severity in its colour (:data:`ui.severity.PART`)."""
+    return part(widget, part_of(word))
 
 
 def battery_style(widget: Widget, pct: object) -> Style:
     level = battery_level(pct)
     return part(widget, {"ok": "ok", "warn": "warn", "low": "bad"}.get(level, "muted"))
 
-
-SEVERITY_SHORT = {"debug": "DBG", "info": "INFO", "notice": "NOTE", "warning": "WARN",
-                  "error": "ERR", "critical": "CRIT", "alert": "ALRT", "emergency": "EMRG",
-                  "mark": "MARK"}
 
 # Rendering one line of Text needs only a console's options, not the app's console.
 CONSOLE = Console(width=1000, color_system="truecolor", force_terminal=True)

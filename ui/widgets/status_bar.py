@@ -6,7 +6,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from ui.format import STALE_S, age_text, clock_text
+from edge.bus.mirror import STALE_S
+from ui.format import age_text, clock_text
 from ui.state import DashboardState
 from ui.widgets.parts import PART_CLASSES, part
 
@@ -32,7 +33,7 @@ class StatusBar(Widget):
         drones = [d for d in state.drones.values() if not d.placeholder]
         drones_up = sum(d.condition(now) in ("live", "connecting") for d in drones)
         services = list(state.services.values())
-        svc_ok = sum(now - s.ts <= STALE_S and s.health.state == "running" for s in services)
+        svc_ok = sum(s.age(now) <= STALE_S and s.message.state == "running" for s in services)
         lost = bus.connected is False
         key = (lost, bus.connected, int(age) if age is not None else None, live, len(cams),
                drones_up, len(drones), svc_ok, len(services), int(now), unsent_marks,

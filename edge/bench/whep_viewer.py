@@ -1,6 +1,6 @@
-"""A WHEP client on aiortc: the latency benchmark's viewers and the tests' second opinion.
+"""A WHEP viewer on aiortc: the latency benchmark's viewers and the tests' second opinion.
 
-Deliberately its own code path: it uses nothing of the server, only aiortc as
+Deliberately its own code path: it uses nothing of the uplink, only aiortc as
 any Python WHEP player would (a recvonly video transceiver, a full offer in
 the POST, the answer from the 201, DELETE on the Location), so a server bug
 cannot hide behind a shared helper.

@@ -124,6 +124,16 @@ def check_ice_url(value: str) -> str:
     return value
 
 
+def check_link(value: str, kinds: tuple[str, ...]) -> str:
+    """A MAVLink link `KIND:HOST:PORT` (HOST without brackets: pymavlink takes no IPv6)."""
+    kind, _, rest = value.partition(":")
+    if kind not in kinds or ":" not in rest:
+        forms = ", ".join(f"{k}:HOST:PORT" for k in kinds)
+        raise ValueError(f'expected {forms}, got "{value}"')
+    check_host_port(rest, ipv6=False, within=value)
+    return value
+
+
 def check_zmq_endpoint(value: str) -> str:
     """A ZeroMQ endpoint: ipc://PATH, inproc://NAME or tcp://HOST:PORT (HOST may be *)."""
     m = re.match(r"^(ipc|tcp|inproc)://(.+)$", value)

@@ -1,0 +1,130 @@
+"""`[[cameras]]`: one camera, and one source per stream (`main`, optional `sub`).
+
+A stream's source is a table with one key that names its kind::
+
+    main = { rtsp = "rtsp://192.0.2.10/101" }   # an RTSP URL
+    main = { drone = "alpha-1" }                # RTSP at the URL the drone announces
+
+Shorthands from before sources had kinds still work: a bare URL
+(`main = "rtsp://…"`, `sub = "rtsp://…"`) is `{ rtsp = … }`, and
+`drone = "alpha-1"` is `main = { drone = "alpha-1" }`.
+
+A new kind is a :class:`SourceSpec` subclass added to :data:`SourceConfig`;
+the camera service builds it by kind (`edge/services/camera_sources.py`)
+and never needs to know it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
+
+from edge.config.addresses import check_rtsp_url
+from edge.config.model import DeviceId, Model, Position, variant_tag
+from edge.config.secrets import SecretRef
+
+
+class SourceSpec(Model):
+    """Where one stream comes from; each subclass is one kind of source."""
+
+    kind: ClassVar[str]
+    usage: ClassVar[str]  # how an operator writes it, for messages
+
+
+class RtspSourceConfig(SourceSpec):
+    kind = "rtsp"
+    usage = '{ rtsp = "rtsp://…" }'
+
+    rtsp: str
+
+    @field_validator("rtsp")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_rtsp_url(v)
+
+
+class DroneSourceConfig(SourceSpec):
+    """A drone's gimbal camera: RTSP at whatever URL the drone announces.
+
+    The drone service announces it (MAVLink VIDEO_STREAM_INFORMATION) on
+    `drone/<id>/stream`; the id is `<drone link id>-<system id>`, e.g. "alpha-1".
+    """
+
+    kind = "drone"
+    usage = '{ drone = "DRONE-ID" }'
+
+    drone: DeviceId
+
+
+SOURCE_SPECS: tuple[type[SourceSpec], ...] = (RtspSourceConfig, DroneSourceConfig)
+_BY_KIND = {spec.kind: spec for spec in SOURCE_SPECS}
+
+
+def _kind_of(value: Any) -> str | None:
+    """The tag of the variant `value` is written as: its one kind key."""
+    if isinstance(value, SourceSpec):
+        return variant_tag(value.kind)
+    if isinstance(value, dict):
+        kinds = [key for key in value if key in _BY_KIND]
+        return variant_tag(kinds[0]) if len(kinds) == 1 else None
+    return None
+
+
+def _bare_url(value: Any) -> Any:
+    # Checked here rather than as `rtsp` so that the problem names the key the operator wrote.
+    return {"rtsp": check_rtsp_url(value)} if isinstance(value, str) else value
+
+
+SourceConfig = Annotated[
+    Annotated[RtspSourceConfig, Tag(variant_tag("rtsp"))]
+    | Annotated[DroneSourceConfig, Tag(variant_tag("drone"))],
+    Discriminator(
+        _kind_of, custom_error_type="source_kind",
+        custom_error_message="expected an RTSP URL or a table with one kind of source: "
+        + " or ".join(spec.usage for spec in SOURCE_SPECS)),
+    BeforeValidator(_bare_url),
+]
+
+
+class CameraConfig(Model):
+    id: DeviceId
+    name: str = Field(min_length=1, max_length=64)
+    main: SourceConfig | None = None
+    sub: SourceConfig | None = None
+    # The shorthand `drone = "<id>"` for `main = { drone = "<id>" }`; read `streams`.
+    drone_shorthand: DeviceId | None = Field(default=None, alias="drone")
+    # How RTSP sources are read.
+    transport: Literal["tcp", "udp"] = "tcp"
+    # A file holding "user:password", merged into the URL at connect time only.
+    credentials: SecretRef | None = None
+    position: Position | None = None
+    # Which stream the uplink sends when asked for `auto` over a constrained link.
+    uplink_profile: Literal["main", "sub"] = "sub"
+
+    @model_validator(mode="after")
+    def _one_main(self) -> CameraConfig:
+        if (self.main is None) == (self.drone_shorthand is None):
+            raise ValueError(f'camera "{self.id}": expected exactly one of `main` (an RTSP URL) '
+                             "or `drone` (a drone id whose camera announces its URL)")
+        return self
+
+    @property
+    def streams(self) -> dict[str, SourceSpec]:
+        """The source of each stream, by profile: `main`, then `sub` if there is one."""
+        main: SourceSpec
+        if self.main is not None:
+            main = self.main
+        else:
+            assert self.drone_shorthand is not None  # _one_main
+            main = DroneSourceConfig(drone=self.drone_shorthand)
+        streams: dict[str, SourceSpec] = {"main": main}
+        if self.sub is not None:
+            streams["sub"] = self.sub
+        return streams
+
+    @property
+    def drone(self) -> str | None:
+        """The drone whose camera this is (its main stream is the one the drone announces)."""
+        main = self.streams["main"]
+        return main.drone if isinstance(main, DroneSourceConfig) else None

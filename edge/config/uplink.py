@@ -1,0 +1,84 @@
+"""`[uplink]`: the WHEP server the city centre pulls video from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edge.config.addresses import check_host_port, check_ice_url
+from edge.config.model import Model
+from edge.config.secrets import SecretRef
+
+TURN_USAGE = '{ url = "turn:HOST", username = "…", credential = { file = "…" } }'
+
+
+class IceServerConfig(Model):
+    """A STUN or TURN server; a TURN server needs a username and a credential.
+
+    The credential is a secret reference, read when a peer connection is set
+    up (:meth:`password`). A bare URL (`"stun:HOST"`) is `{ url = … }`.
+    """
+
+    url: str
+    username: str | None = Field(default=None, min_length=1, max_length=256)
+    credential: SecretRef | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_url(cls, value: Any) -> Any:
+        # Checked here so that a bad bare URL is named by its own key, not `.url`.
+        return {"url": check_ice_url(value)} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_ice_url(v)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> IceServerConfig:
+        turn = self.url.startswith("turn")
+        if turn and (self.username is None or self.credential is None):
+            raise ValueError(f'"{self.url}": a TURN server needs a username and a credential, '
+                             f"e.g. {TURN_USAGE}")
+        if not turn and (self.username is not None or self.credential is not None):
+            raise ValueError(f'a STUN server takes no username or credential (in {self.url})')
+        return self
+
+    def password(self, base_dir: Path | None = None) -> str | None:
+        """The TURN credential, read from its file or systemd credential now."""
+        return None if self.credential is None else self.credential.read_text(base_dir)
+
+
+class UplinkConfig(Model):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8800"
+    token: SecretRef | None = None
+    tls_cert: str | None = None
+    # The private key is a secret reference, read when TLS is set up. A bare
+    # path (as older configs give it) is a file reference.
+    tls_key: SecretRef | None = None
+    ice: list[IceServerConfig] = Field(default=[], alias="ice_servers")
+    max_sessions: int = Field(default=16, ge=1, le=256)
+    max_transcodes: int = Field(default=1, ge=0, le=8)
+    # The worst round trip a viewer may have (satellite): sizes NACK history.
+    worst_rtt_ms: int = Field(default=1000, ge=50, le=10000)
+    profile: Literal["main", "sub", "auto"] = "auto"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        # Port 0 is "any free port": tests and benches listen that way.
+        return check_host_port(v, allow_zero_port=True)
+
+    @field_validator("tls_key", mode="before")
+    @classmethod
+    def _key_path(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        if "\n" in v or "-----BEGIN" in v:
+            raise ValueError('a private key never sits in the config itself: give '
+                             '{ file = "key.pem" } or { credential = "name" }')
+        return {"file": v}
+

@@ -1,0 +1,49 @@
+"""What a pane, screen or palette entry asks the dashboard to do, as Textual messages.
+
+They bubble up to :class:`~ui.app.DashboardApp`, which handles each with ``@on``;
+so a widget or screen never calls the app, and nothing under ``ui/screens`` or
+``ui/widgets`` imports ``ui.app``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textual.message import Message
+
+from ui.state import Event
+
+Pane = Literal["cameras", "drones", "links", "uplink", "events"]
+PANES: tuple[Pane, ...] = ("cameras", "drones", "links", "uplink", "events")
+
+
+@dataclass
+class OpenCamera(Message):
+    camera_id: str
+
+
+@dataclass
+class OpenDrone(Message):
+    drone_id: str
+
+
+@dataclass
+class OpenEvent(Message):
+    """An event's whole text, longer than its cell."""
+
+    event: Event
+
+
+@dataclass
+class FocusPane(Message):
+    pane: Pane
+
+
+@dataclass
+class CommandDrone(Message):
+    """A drone command (`rtl`, `hold`, `land`, `goto`): the app asks for what it needs
+    (a target), then confirms, sends and shows the answer (:mod:`ui.commands`)."""
+
+    drone_id: str
+    action: str
