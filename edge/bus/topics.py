@@ -116,14 +116,6 @@ EVENT_MARK = "event/mark"
 
 
 # --- request routing: names a service answers to --------------------------
-def service_address(service: str) -> str:
-    """The name a service registers with the broker for requests (e.g. `drone@alpha`)."""
-    return service
-
-
 def drone_service(link_id: str) -> str:
     return f"drone@{link_id}"
 
-
-def camera_service(camera_id: str) -> str:
-    return f"camera@{camera_id}"

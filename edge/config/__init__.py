@@ -24,7 +24,7 @@ from edge.config.demo import DemoConfig, SimCameraConfig, SimDroneConfig
 from edge.config.drones import CONNECTION_RE, DroneLinkConfig, MavlinkEndpointConfig
 from edge.config.errors import ConfigError
 from edge.config.links import WanLinkConfig
-from edge.config.loader import MAX_NESTING, MAX_PROBLEM_CHARS, config_dir, load_config, parse_config
+from edge.config.loader import MAX_NESTING, MAX_PROBLEM_CHARS, load_config, parse_config
 from edge.config.model import ID_PATTERN, DeviceId, Model, Position
 from edge.config.recorder import RecorderConfig
 from edge.config.secrets import SecretRef
@@ -59,7 +59,6 @@ __all__ = [
     "UplinkConfig",
     "VehicleConfig",
     "WanLinkConfig",
-    "config_dir",
     "key_lines",
     "load_config",
     "parse_config",

@@ -147,7 +147,3 @@ def load_config(path: str | Path) -> VehicleConfig:
         raise ConfigError(str(p), [_TOO_DEEP]) from None
     return parse_config(data, str(p), text)
 
-
-def config_dir(path: str | Path) -> Path:
-    """Relative secret files are looked up beside the config file that names them."""
-    return Path(path).resolve().parent

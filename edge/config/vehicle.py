@@ -41,9 +41,3 @@ class VehicleConfig(Model):
             if c.id == camera_id:
                 return c
         raise KeyError(camera_id)
-
-    def drone_link(self, link_id: str) -> DroneLinkConfig:
-        for d in self.drones:
-            if d.id == link_id:
-                return d
-        raise KeyError(link_id)

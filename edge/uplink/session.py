@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
 STATS_EVERY_S = 1.0
+MAX_VIEWERS_REMEMBERED = 1024
 
 
 def _short_agent(user_agent: str) -> str:
@@ -152,6 +153,8 @@ class SessionManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._creating = 0  # sessions being negotiated: they hold a slot already
+        # The round trip last measured (RTCP) to each viewer address: `auto` uses it.
+        self.viewer_rtt_ms: dict[str, float] = {}
         state.on_stream = self._stream_announced
 
     # -- creating ---------------------------------------------------------------------
@@ -165,7 +168,7 @@ class SessionManager:
             offer = inspect_offer(offer_sdp)
         except BadOffer as e:
             raise Refusal(400, str(e)) from None
-        choice = self.streams.choose(cam, requested)
+        choice = self.streams.choose(cam, requested, self.viewer_rtt_ms.get(remote))
         self.streams.admit(choice, len(self.sessions) + self._creating)
         session = Session(self, choice.key, requested, remote, user_agent)
         fanout = self.streams.fanout(choice)
@@ -272,8 +275,16 @@ class SessionManager:
                     await s.peer.update_stats()
                 except Exception as e:  # stats are a nicety; a session must not die of them
                     log.debug("session %s stats: %s", s.id, e)
+                if s.peer.rtt_ms is not None:
+                    self._remember_rtt(s.remote, s.peer.rtt_ms)
             if self.sessions:
                 self.on_change()
+
+    def _remember_rtt(self, remote: str, rtt_ms: float) -> None:
+        self.viewer_rtt_ms.pop(remote, None)
+        self.viewer_rtt_ms[remote] = rtt_ms
+        while len(self.viewer_rtt_ms) > MAX_VIEWERS_REMEMBERED:
+            del self.viewer_rtt_ms[next(iter(self.viewer_rtt_ms))]
 
     def messages(self) -> list[ViewerSession]:
         return [s.to_message() for s in self.sessions.values()]

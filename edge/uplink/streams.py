@@ -51,6 +51,9 @@ MEDIA_DECIDES = ("silent", "unknown")
 MEDIA_PROBE_S = 1.5
 TRANSCODE_START_S = 4.0
 RETRY_AFTER_S = 2
+# A round trip this long is a geostationary hop (~600 ms), never 4G (~50-100 ms)
+# or a LEO constellation (~50 ms): `auto` sends such a viewer the sub stream.
+SATELLITE_RTT_MS = 300.0
 
 
 class Refusal(Exception):
@@ -104,14 +107,21 @@ class Streams:
             raise Refusal(404, f'no camera "{camera_id}" on this vehicle')
         return cam
 
-    def resolve(self, cam: CameraState, requested: str) -> StreamKey:
-        """The camera stream a request gets (see the module docstring)."""
+    def resolve(self, cam: CameraState, requested: str,
+                viewer_rtt_ms: float | None = None) -> StreamKey:
+        """The camera stream a request gets (see the module docstring).
+
+        `viewer_rtt_ms`, the round trip last measured to this viewer's address (RTCP),
+        makes `auto` take the sub stream on a hop as long as a satellite's, whatever the
+        configured links say.
+        """
         if requested not in PROFILES:
             raise Refusal(400, f'profile must be one of {", ".join(PROFILES)}, '
                           f'not "{requested}"')
         profile = requested
         if profile == "auto":
-            constrained = self.state.constrained()
+            constrained = self.state.constrained() or (
+                viewer_rtt_ms is not None and viewer_rtt_ms >= SATELLITE_RTT_MS)
             profile = (cam.config.uplink_profile if cam.config else "sub") if constrained \
                 else "main"
         has_sub = "sub" in cam.streams or bool(cam.config and cam.config.sub)
@@ -124,9 +134,10 @@ class Streams:
             return StreamKey(cam.id, "sub" if has_sub else "main", True)
         return StreamKey(cam.id, profile, False)
 
-    def choose(self, cam: CameraState, requested: str) -> Choice:
+    def choose(self, cam: CameraState, requested: str,
+               viewer_rtt_ms: float | None = None) -> Choice:
         """The stream for this request, if it is announced and (as far as we know) live."""
-        key = self.resolve(cam, requested)
+        key = self.resolve(cam, requested, viewer_rtt_ms)
         stream = cam.streams.get(key.profile)
         if stream is None or not (cam.live or cam.state in MEDIA_DECIDES):
             why = cam.reason if stream is not None else \
