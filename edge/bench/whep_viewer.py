@@ -22,6 +22,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
+from edge.uplink.consent import sustain_consent
+
 FrameCallback = Callable[[av.VideoFrame], None]
 
 
@@ -104,6 +106,10 @@ class WhepViewer:
 
     async def start(self, timeout: float = 10.0) -> None:
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        # Browsers keep RFC 7675 consent over any round trip; aioice alone drops a
+        # session beyond 500 ms after ~30 s (edge.uplink.consent): behave as they do.
+        sustain_consent(getattr(getattr(transceiver.receiver.transport, "transport", None),
+                                "_connection", None))
         if self.marker_frames:
             # A private attribute of aiortc's receiver: only this measuring client touches it.
             transceiver.receiver._RTCRtpReceiver__jitter_buffer = (  # type: ignore[attr-defined]

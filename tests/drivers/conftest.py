@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from rtsp_testkit import (
+
+from drivers.rtsp import RtspSource
+from drivers.sim.camera import SimCamera
+from tests.support.rtsp import (
     CAMERA_NAME,
     LOOP_SECONDS,
     CameraFactory,
@@ -19,9 +22,6 @@ from rtsp_testkit import (
     RawRtspClient,
     Units,
 )
-
-from drivers.rtsp import RtspSource
-from drivers.sim.camera import SimCamera
 
 
 @pytest.fixture

@@ -6,18 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from rich.text import Text
 
-from edge.bus.broker import Broker
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.config import VehicleConfig, parse_config
+from tests.support import BrokerHandle
 from tests.ui.feed import FakeVehicle, FeedRates
 from ui.app import DashboardApp
 
@@ -31,30 +28,6 @@ TEST_CONFIG: dict[str, Any] = {
     "drones": [{"id": "alpha", "name": "Drone Alpha", "connection": "tcp:127.0.0.1:5760"}],
     "links": [{"id": "sat", "name": "Satellite", "kind": "satellite"}],
 }
-
-
-class BrokerHandle:
-    """A real broker in a thread; `stop()` and `start()` again on the same endpoints."""
-
-    def __init__(self, endpoints: Endpoints) -> None:
-        self.endpoints = endpoints
-        self.broker: Broker | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        b = Broker(self.endpoints)
-        b.bind()
-        t = threading.Thread(target=b.run, daemon=True, name="test-broker")
-        t.start()
-        self.broker, self.thread = b, t
-
-    def stop(self) -> None:
-        if self.broker is None or self.thread is None:
-            return
-        self.broker.stop()
-        self.thread.join(5)
-        assert not self.thread.is_alive(), "broker did not stop"
-        self.broker = self.thread = None
 
 
 @pytest.fixture
@@ -101,19 +74,3 @@ def make_app(config: VehicleConfig, fast_endpoints: Endpoints,
     def make(**options: Any) -> DashboardApp:
         return DashboardApp(config, endpoints=fast_endpoints, **options)
     return make
-
-
-async def until(pilot: Any, predicate: Callable[[], object], what: str,
-                timeout: float = 5.0) -> None:
-    """Let the app run until `predicate()` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def plain(renderable: object) -> str:
-    if isinstance(renderable, Text):
-        return renderable.plain
-    return str(renderable)

@@ -27,7 +27,8 @@ from edge.bus.messages import (
     UplinkSessions,
     ViewerSession,
 )
-from tests.ui.conftest import BrokerHandle, until
+from tests.support import BrokerHandle
+from tests.support.ui import until
 from tests.ui.feed import FakeVehicle
 from ui.app import DashboardApp
 from ui.dialogs import ConfirmDialog, GotoDialog, MarkDialog
