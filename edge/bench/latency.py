@@ -23,6 +23,10 @@ Phases: the uplink idle (no viewer), with one viewer, then with N. CPU is the
 uplink process's user+system time over each phase, in % of one core; "per
 additional viewer" is (N viewers - 1 viewer) / (N - 1), the cost the issue
 bounds. Frames lost are gaps in the rendered times a viewer received.
+
+``--link PROFILE`` runs the same path across the link emulator instead, the
+vehicle's processes and the viewers in its two namespaces
+(:mod:`edge.bench.latency_link`); ``--stream`` picks what the viewers ask for.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ import av
 import numpy as np
 
 from drivers.sim.camera.timestamp_blocks import MODULUS, decode_timestamp_blocks
+from drivers.sim.link.profile import PROFILES
 from edge.bench.whep_viewer import WhepViewer
 from edge.bus.broker import Broker
 from edge.bus.endpoints import Endpoints
@@ -57,6 +63,11 @@ TOKEN = "bench-token-" + "x" * 20
 CAMERA = "bench"
 FPS = 30
 STARTUP_TIMEOUT_S = 60.0
+STREAMS = {
+    "main": "1280x720 30 fps H.264 constrained baseline, live x264 ultrafast, 2 Mbit/s",
+    "sub": "640x360 30 fps H.264 constrained baseline, live x264 ultrafast, 512 kbit/s",
+    "auto": "main (1280x720, 2 Mbit/s) or sub (640x360, 512 kbit/s), as the uplink chooses",
+}
 
 
 @dataclass
@@ -121,8 +132,12 @@ def _pct(values: list[float], p: float) -> float:
 
 
 class Processes:
-    def __init__(self, runtime: Path) -> None:
+    """`edge ...` children with their logs in `runtime`; `prefix` goes before each command
+    (``netns.exec_prefix(ns)`` runs them inside a network namespace)."""
+
+    def __init__(self, runtime: Path, prefix: Sequence[str] = ()) -> None:
         self.runtime = runtime
+        self.prefix = list(prefix)
         self.procs: dict[str, asyncio.subprocess.Process] = {}
 
     async def start(self, name: str, *argv: str) -> asyncio.subprocess.Process:
@@ -131,7 +146,7 @@ class Processes:
         log = open(self.runtime / f"{name}.log", "ab")  # noqa: ASYNC230 - a local file, once
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edge", *argv, stdin=asyncio.subprocess.DEVNULL,
+                *self.prefix, sys.executable, "-m", "edge", *argv, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log, stderr=log, env=env)
         finally:
             log.close()
@@ -217,7 +232,7 @@ async def _phase(http: aiohttp.ClientSession, url: str, pid: int, seconds: float
 
 
 async def run(viewers: int, seconds: float, warmup: float,
-              stock_receiver: bool = False) -> dict[str, Any]:
+              stock_receiver: bool = False, stream: str = "main") -> dict[str, Any]:
     runtime = Path(tempfile.mkdtemp(prefix="edge-bl-"))
     endpoints = Endpoints(pub=f"ipc://{runtime}/bus-pub.sock", sub=f"ipc://{runtime}/bus-sub.sock",
                           router=f"ipc://{runtime}/bus-router.sock", runtime_dir=runtime)
@@ -232,7 +247,8 @@ async def run(viewers: int, seconds: float, warmup: float,
         f'vehicle = "bench"\n[bus]\nruntime_dir = "{runtime}"\n'
         f'[[cameras]]\nid = "{CAMERA}"\nname = "Bench"\n'
         f'main = "rtsp://127.0.0.1:{rtsp_port}/{CAMERA}/main"\n'
-        f'[uplink]\nlisten = "127.0.0.1:{http_port}"\ntoken = {{ file = "uplink.token" }}\n')
+        + (f'sub = "rtsp://127.0.0.1:{rtsp_port}/{CAMERA}/sub"\n' if stream != "main" else "")
+        + f'[uplink]\nlisten = "127.0.0.1:{http_port}"\ntoken = {{ file = "uplink.token" }}\n')
     url = f"http://127.0.0.1:{http_port}"
     procs = Processes(runtime)
     clients: list[Viewer] = []
@@ -247,7 +263,7 @@ async def run(viewers: int, seconds: float, warmup: float,
             idle = await _phase(http, url, uplink.pid, min(seconds, 3.0), [])
 
             async def add_viewer(phase: int) -> Viewer:
-                client = WhepViewer(f"{url}/whep/{CAMERA}?profile=main", TOKEN, http=http,
+                client = WhepViewer(f"{url}/whep/{CAMERA}?profile={stream}", TOKEN, http=http,
                                     marker_frames=not stock_receiver)
                 viewer = Viewer(client, time.time_ns() // 1_000_000, phase=phase)
                 viewer.client.on_frame = lambda f, v=viewer: _on_frame(v, f)
@@ -310,7 +326,7 @@ async def run(viewers: int, seconds: float, warmup: float,
         "cpu_per_viewer_pct": round(per_viewer, 1),
         "cpu_per_additional_viewer_pct": None if per_additional is None
         else round(per_additional, 1),
-        "stream": "1280x720 30 fps H.264 constrained baseline, live x264 ultrafast, 2 Mbit/s",
+        "stream": STREAMS[stream],
         "receiver": "aiortc, stock jitter buffer (+1 frame)" if stock_receiver
         else "aiortc, frames released on the RTP marker",
     }
@@ -345,6 +361,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before each phase")
     p.add_argument("--stock-receiver", action="store_true",
                    help="viewers use aiortc's own jitter buffer (adds a frame interval)")
+    p.add_argument("--stream", choices=tuple(STREAMS), default="main",
+                   help="the stream the viewers ask for (default main)")
+    p.add_argument("--link", choices=tuple(PROFILES), default=None,
+                   help="across the link emulator with this profile: the vehicle's processes "
+                        "in its vehicle namespace, the viewers in its centre namespace (root); "
+                        "--seconds is then the whole run after the POSTs")
     p.set_defaults(func=cmd_bench_latency)
 
 
@@ -353,10 +375,35 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
     if args.viewers < 1:
         raise OperatorError("--viewers must be at least 1")
+    if not args.seconds > 0:
+        raise OperatorError(f"--seconds must be more than 0, got {args.seconds:g}")
+    if args.link is not None:
+        return _bench_link(args)
     try:
-        result = asyncio.run(run(args.viewers, args.seconds, args.warmup, args.stock_receiver))
+        result = asyncio.run(run(args.viewers, args.seconds, args.warmup, args.stock_receiver,
+                                 args.stream))
     except RuntimeError as e:
         raise OperatorError(str(e)) from None
     print_table(result)
+    print(json.dumps(result))
+    return 0
+
+
+def _bench_link(args: argparse.Namespace) -> int:
+    # Imported here: the emulator needs pyroute2, which the rest of `edge` never loads.
+    from edge.bench.latency_link import cannot_run, print_link_table, run_link
+    from edge.cli import OperatorError
+
+    if (why := cannot_run()) is not None:
+        print(f"edge: bench latency --link: {why}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run_link(args.link, args.viewers, args.seconds, args.stream,
+                                      args.stock_receiver))
+    except RuntimeError as e:
+        raise OperatorError(str(e)) from None
+    except OSError as e:
+        raise OperatorError(f"cannot build the emulated network: {e.strerror or e}") from None
+    print_link_table(result)
     print(json.dumps(result))
     return 0

@@ -217,3 +217,57 @@ async def watch_session(viewer: ViewerRun) -> dict[str, Any]:
                  f"connecting:\n{viewer.history()}")
         if at >= LIVES_FOR_S:
             return report
+
+
+FAST_START_WATCHED_S = 10.0
+
+
+# Starting the demo and crossing the link, plus 10 s of session.
+@pytest.mark.timeout(240)
+async def test_fast_start_of_the_main_stream_across_geo_drops_nothing_at_the_modem(
+        tmp_path: Path) -> None:
+    """A viewer joining the main stream gets what the uplink holds of the current GOP at
+    once (fast start); paced to the satellite's capacity, that burst must not overflow
+    the modem's queue (`geo`: 250 ms at 4 Mbit/s), so the emulator's vehicle→centre
+    direction drops nothing by queue in the session's first 10 s. Unpaced (the uplink
+    thinking the link is far faster), a GOP caught late in its second overflows it."""
+    _need_world()
+    async with World([("geo", PROFILES["geo"])]) as world:
+        emulator = Emulator(world)
+        emulator.start()
+        try:
+            address = world.wan("geo").vehicle_address
+            config = vehicle_config(tmp_path / "vehicle", f"{address}:{UPLINK_PORT}")
+            # This vehicle has the satellite alone, and its config says so: the uplink
+            # paces to the best configured link, and the demo's 20 Mbit/s LTE is not here.
+            data: dict[str, Any] = tomllib.loads(config.read_text())
+            data["links"] = [link for link in data["links"] if link["kind"] == "satellite"]
+            config.write_text(toml_text(data))
+            async with running_demo(config, tmp_path / "demo",
+                                    prefix=netns.exec_prefix(world.vehicle)):
+                run = start_viewer(world, tmp_path, "main",
+                                   f"http://{address}:{UPLINK_PORT}/whep/{CAMERA}?profile=main",
+                                   config.parent / "demo.token")
+                try:
+                    while True:
+                        silence = REPORT_SILENCE_S + (0 if run.reports else START_WITHIN_S)
+                        report = await run.next_report(within=silence)
+                        if (report["connected_s"] or 0) >= FAST_START_WATCHED_S:
+                            break
+                    up = emulator.counters()["geo"]["up"]
+                finally:
+                    run.proc.terminate()
+                    code = await asyncio.to_thread(run.proc.wait, 30)
+                assert code == 0, run.stderr.read_text(errors="replace")[-2000:]
+        finally:
+            emulator.stop()
+
+    session = next((r["session"] for r in reversed(run.reports) if r.get("session")), None)
+    print(json.dumps({"frames": report["frames"], "session": session,
+                      "emulator_up": up.as_dict()}))
+    assert report["state"] == "connected" and report["frames"] > 0, run.history()
+    assert session is not None and session["profile"] == "main", session
+    assert up.dropped_queue == 0, \
+        (f"the modem's queue dropped {up.dropped_queue} packets in the first "
+         f"{FAST_START_WATCHED_S:g} s (peak {up.queue_peak_bytes} of "
+         f"{up.queue_limit_bytes} bytes); paced {session.get('paced_s')} s")
