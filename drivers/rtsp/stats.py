@@ -8,6 +8,9 @@ from collections import deque
 
 from drivers.source import SourceState, SourceStats
 
+# Rates need units spread over at least this long (by arrival or by timestamps).
+MIN_RATE_SPAN_S = 0.1
+
 
 class StatsCollector:
     """Written by the reader thread and the event loop, read by either."""
@@ -86,16 +89,20 @@ class StatsCollector:
         with self._lock:
             self._trim(now)
             count = len(self._window)
+            span = 0.0
             if count >= 2:
                 # Rates over [first sample, now]: they are right while the window
                 # fills and decay to zero when the source stalls.  The first
                 # sample only marks the start of the interval.  Units that
                 # arrive in a burst (the demuxer's probe, a network hiccup)
                 # span their presentation times, not their arrival times.
-                span = max(now - self._window[0][0], self._pts_span(count), 1e-3)
+                span = max(now - self._window[0][0], self._pts_span(count))
+            if count >= 2 and span >= MIN_RATE_SPAN_S:
                 kbps = (self._window_bytes - self._window[0][1]) * 8 / 1000 / span
                 fps = (count - 1) / span
             else:
+                # Too little to measure (two units of a burst, without timestamps that
+                # span them): 0 is "not measured yet", never a claim of 1,000 fps.
                 kbps = fps = 0.0
             return SourceStats(
                 state=state,
