@@ -231,15 +231,37 @@ async def _phase(http: aiohttp.ClientSession, url: str, pid: int, seconds: float
     return Phase(cpu, lost, sent_total, max(delays) if delays else None)
 
 
+@dataclass
+class BenchBus:
+    """A broker in a thread of the bench, on a private runtime dir (ipc sockets)."""
+
+    runtime: Path
+    endpoints: Endpoints
+    broker: Broker
+    thread: threading.Thread
+
+    @classmethod
+    def start(cls) -> BenchBus:
+        runtime = Path(tempfile.mkdtemp(prefix="edge-bl-"))
+        endpoints = Endpoints(pub=f"ipc://{runtime}/bus-pub.sock",
+                              sub=f"ipc://{runtime}/bus-sub.sock",
+                              router=f"ipc://{runtime}/bus-router.sock", runtime_dir=runtime)
+        broker = Broker(endpoints)
+        broker.bind()
+        thread = threading.Thread(target=broker.run, name="bench-broker", daemon=True)
+        thread.start()
+        return cls(runtime, endpoints, broker, thread)
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.thread.join(5)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
 async def run(viewers: int, seconds: float, warmup: float,
               stock_receiver: bool = False, stream: str = "main") -> dict[str, Any]:
-    runtime = Path(tempfile.mkdtemp(prefix="edge-bl-"))
-    endpoints = Endpoints(pub=f"ipc://{runtime}/bus-pub.sock", sub=f"ipc://{runtime}/bus-sub.sock",
-                          router=f"ipc://{runtime}/bus-router.sock", runtime_dir=runtime)
-    broker = Broker(endpoints)
-    broker.bind()
-    broker_thread = threading.Thread(target=broker.run, name="bench-broker", daemon=True)
-    broker_thread.start()
+    bus = BenchBus.start()
+    runtime = bus.runtime
     rtsp_port, http_port = _free_port(), _free_port()
     (runtime / "uplink.token").write_text(TOKEN + "\n")
     config = runtime / "vehicle.toml"
@@ -298,9 +320,7 @@ async def run(viewers: int, seconds: float, warmup: float,
             with contextlib.suppress(Exception):
                 await v.client.close()
         await procs.stop()
-        broker.stop()
-        broker_thread.join(5)
-        shutil.rmtree(runtime, ignore_errors=True)
+        bus.stop()
     cpu_idle, cpu_one, cpu_n = idle.cpu_pct, one.cpu_pct, many.cpu_pct
     per_viewer = (cpu_n - cpu_idle) / viewers
     per_additional = (cpu_n - cpu_one) / (viewers - 1) if viewers > 1 else None

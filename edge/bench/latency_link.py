@@ -49,8 +49,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -70,12 +68,11 @@ from edge.bench.latency import (
     STARTUP_TIMEOUT_S,
     STREAMS,
     TOKEN,
+    BenchBus,
     Processes,
     _cpu_seconds,
     _pct,
 )
-from edge.bus.broker import Broker
-from edge.bus.endpoints import Endpoints
 
 #: a gap between two decoded frames longer than this is a freeze
 FREEZE_MS = 500
@@ -311,13 +308,8 @@ async def run_link(link: str, viewers: int, seconds: float, stream: str,
 async def _measure(world: World, emulator: Emulator, link: str, profile: LinkProfile,
                    viewers: int, seconds: float, stream: str,
                    stock_receiver: bool) -> tuple[list[Trace], Snapshot]:
-    runtime = Path(tempfile.mkdtemp(prefix="edge-bl-"))
-    endpoints = Endpoints(pub=f"ipc://{runtime}/bus-pub.sock", sub=f"ipc://{runtime}/bus-sub.sock",
-                          router=f"ipc://{runtime}/bus-router.sock", runtime_dir=runtime)
-    broker = Broker(endpoints)
-    broker.bind()
-    broker_thread = threading.Thread(target=broker.run, name="bench-broker", daemon=True)
-    broker_thread.start()
+    bus = BenchBus.start()
+    runtime = bus.runtime
     address = world.wans[0].vehicle_address
     token_file = runtime / "uplink.token"
     token_file.write_text(TOKEN + "\n")
@@ -361,9 +353,7 @@ async def _measure(world: World, emulator: Emulator, link: str, profile: LinkPro
         if centre is not None:
             await centre.stop()
         await procs.stop()
-        broker.stop()
-        broker_thread.join(5)
-        shutil.rmtree(runtime, ignore_errors=True)
+        bus.stop()
 
 
 def _unshown(timestamps: list[int]) -> int:
