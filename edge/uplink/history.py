@@ -33,9 +33,10 @@ modem. So a packet is resent at most once per round trip (the sender's RTT
 from RTCP receiver reports; half the worst round trip until the first
 report): a NACK for a packet resent less than that ago is counted
 (``suppressed``), not answered; a repair that was itself lost is asked for
-again after the round trip and answered then. Repairs can also be held to a
-bit rate (``rtx_budget_bps``, a share of the link's capacity): beyond it a
-NACK is counted (``over_budget``) and the viewer waits for the next keyframe.
+again after the round trip and answered then. Repairs are also held to the
+link's repair budget (:mod:`edge.uplink.link_budget`, a share of its
+capacity shared by every session): beyond it a NACK is counted
+(``over_budget``) and the viewer waits for the next keyframe.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from typing import Any
 from aiortc import RTCRtpSender
 from aiortc.rtp import RtpPacket, wrap_rtx
 from aiortc.utils import uint16_add
+
+from edge.uplink.link_budget import LinkBudget
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +77,13 @@ class NackHistory:
     """
 
     def __init__(self, window_s: float, max_packets: int = MAX_PACKETS,
-                 rtx_budget_bps: float | None = None) -> None:
+                 budget: LinkBudget | None = None) -> None:
         self.window_s = window_s
         self.max_packets = max(MIN_PACKETS, max_packets)
         self._packets: OrderedDict[int, tuple[float, RtpPacket]] = OrderedDict()
         self._resent: dict[int, float] = {}  # seq → when we last resent it
         self.rtt_fallback_s = window_s / 4  # half the worst round trip
-        self.rtx_budget_bps = rtx_budget_bps
-        self._tokens = rtx_budget_bps or 0.0  # bits; one second's worth at most
-        self._tokens_at = time.monotonic()
+        self.budget = budget
         self.retransmitted = 0
         self.missed = 0
         self.suppressed = 0
@@ -114,14 +115,9 @@ class NackHistory:
         if last is not None and now - last < (rtt_s or self.rtt_fallback_s):
             self.suppressed += 1
             return False
-        if self.rtx_budget_bps:
-            self._tokens = min(self.rtx_budget_bps,
-                               self._tokens + (now - self._tokens_at) * self.rtx_budget_bps)
-            self._tokens_at = now
-            if self._tokens < size * 8:
-                self.over_budget += 1
-                return False
-            self._tokens -= size * 8
+        if self.budget is not None and not self.budget.try_take(size * 8):
+            self.over_budget += 1
+            return False
         self._resent[seq] = now
         return True
 
@@ -162,13 +158,13 @@ async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
 
 
 def deepen_history(sender: RTCRtpSender, worst_rtt_ms: int, max_packets: int = MAX_PACKETS,
-                   rtx_budget_bps: float | None = None) -> NackHistory | None:
+                   budget: LinkBudget | None = None) -> NackHistory | None:
     """Give `sender` a history of two worst round trips; None if aiortc changed shape."""
     if not all(hasattr(sender, name) for name in _PRIVATE) or not hasattr(sender, "_retransmit"):
         log.warning("aiortc %s has no RTCRtpSender history we know; NACK repair stays at "
                     "aiortc's 128 packets", _aiortc_version())
         return None
-    history = NackHistory(window_for(worst_rtt_ms), max_packets, rtx_budget_bps)
+    history = NackHistory(window_for(worst_rtt_ms), max_packets, budget)
     sender._RTCRtpSender__rtp_history = history  # type: ignore[attr-defined]
     sender._retransmit = types.MethodType(_retransmit, sender)  # type: ignore[method-assign]
     return history

@@ -15,7 +15,8 @@ constrained baseline, so what aiortc reads is labelled ``42e01f`` and what
 the other side reads carries the camera's real profile-level-id), the
 transceiver prefers that format and its RTX (``setCodecPreferences``), and
 the sender gets a NACK history for the worst round trip
-(:mod:`edge.uplink.history`), and its ICE connection consent checks that
+(:mod:`edge.uplink.history`), media and repairs draw from the link's shared
+budgets (:mod:`edge.uplink.link_budget`), and its ICE connection consent checks that
 survive a satellite round trip (:mod:`edge.uplink.consent`). No ICE servers
 unless configured (aiortc would otherwise ask Google's STUN).
 
@@ -48,6 +49,7 @@ from edge.config import IceServerConfig
 from edge.uplink.consent import sustain_consent
 from edge.uplink.fanout import Sink
 from edge.uplink.history import NackHistory, deepen_history
+from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.sdp import (
     AIORTC_PLID,
     BadOffer,
@@ -66,13 +68,6 @@ from edge.uplink.track import PassthroughTrack
 
 log = logging.getLogger(__name__)
 
-# Of the link's capacity (when known): what one viewer's units may leave at, on
-# average (the catch-up GOP is the burst this holds back), and what its NACK
-# repairs may take. Below 1 so that the modem's queue drains between bursts.
-PACE_SHARE = 0.8
-RTX_SHARE = 0.2
-
-
 class BadAnswer(ValueError):
     """An answer to our offer that we cannot take; `str()` says why, in one sentence."""
 
@@ -87,15 +82,14 @@ class Peer:
     """A peer connection sending `sink`'s units as H.264 labelled `profile_level_id`."""
 
     def __init__(self, sink: Sink, profile_level_id: str, *, ice: list[RTCIceServer],
-                 worst_rtt_ms: int, capacity_bps: float | None = None,
+                 worst_rtt_ms: int, budgets: LinkBudgets | None = None,
                  name: str = "") -> None:
         self.name = name
         self.profile_level_id = profile_level_id
         self.worst_rtt_ms = worst_rtt_ms
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-        self.capacity_bps = capacity_bps
-        self.track = PassthroughTrack(
-            sink, pace_bps=capacity_bps * PACE_SHARE if capacity_bps else None)
+        self.budgets = budgets
+        self.track = PassthroughTrack(sink, budgets.media if budgets else None)
         self.transceiver: RTCRtpTransceiver = self.pc.addTransceiver(self.track,
                                                                      direction="sendonly")
         self.sender: RTCRtpSender = self.transceiver.sender
@@ -183,9 +177,8 @@ class Peer:
 
     # -- both ------------------------------------------------------------------------
     def _negotiated(self, pt: int) -> None:
-        self.history = deepen_history(
-            self.sender, self.worst_rtt_ms,
-            rtx_budget_bps=self.capacity_bps * RTX_SHARE if self.capacity_bps else None)
+        self.history = deepen_history(self.sender, self.worst_rtt_ms,
+                                      budget=self.budgets.repair if self.budgets else None)
         self.payload_type = pt
 
     async def update_stats(self) -> None:

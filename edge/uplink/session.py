@@ -29,6 +29,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStream, ViewerSession
 from edge.config import UplinkConfig
 from edge.uplink.fanout import Fanout, Sink
+from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.peer import Peer
 from edge.uplink.sdp import BadOffer, VideoOffer, inspect_offer
 from edge.uplink.state import UplinkState
@@ -155,6 +156,8 @@ class SessionManager:
         self._creating = 0  # sessions being negotiated: they hold a slot already
         # The round trip last measured (RTCP) to each viewer address: `auto` uses it.
         self.viewer_rtt_ms: dict[str, float] = {}
+        # One budget for all sessions: they share the link and its modem's queue.
+        self.budgets = LinkBudgets(state.capacity_bps())
         state.on_stream = self._stream_announced
 
     # -- creating ---------------------------------------------------------------------
@@ -193,7 +196,8 @@ class SessionManager:
                       offer: VideoOffer) -> str:
         assert session.sink is not None
         plid = await self.streams.profile_level_id(choice)
-        peer = Peer(session.sink, plid, ice=self.ice, capacity_bps=self.state.capacity_bps(),
+        self.budgets.capacity_bps = self.state.capacity_bps()
+        peer = Peer(session.sink, plid, ice=self.ice, budgets=self.budgets,
                     worst_rtt_ms=self.config.worst_rtt_ms, name=session.id)
         session.peer = peer
         try:
@@ -264,6 +268,7 @@ class SessionManager:
         while True:
             await asyncio.sleep(STATS_EVERY_S)
             now = time.monotonic()
+            self.budgets.capacity_bps = self.state.capacity_bps()
             for s in list(self.sessions.values()):
                 if s.connection_state != "connected" and \
                         now - s.started_mono > CONNECT_TIMEOUT_S:

@@ -17,9 +17,9 @@ viewer whatever the camera does:
 - when the camera's pts jump (it reconnected, restarted, or sent none) they
   advance by the wall-clock time between the units instead.
 
-Pacing: with ``pace_bps`` (a share of the link's capacity), units leave no
-faster than that on average, with a burst allowance of :data:`BURST_S` at
-that rate. The camera's own stream is below it and passes untouched; the
+Pacing: with a ``budget`` (the link's media budget, shared by every session
+on the link: :mod:`edge.uplink.link_budget`), units leave no faster than it
+allows. The camera's own stream is below it and passes untouched; the
 catch-up GOP, which is there at once, would otherwise leave at line rate and
 overflow a satellite modem's queue (a quarter of a second at 4 Mbit/s).
 Paced, the first frame still leaves at once and the rest follow as fast as
@@ -43,23 +43,19 @@ from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTr
 
 from edge.media.wire import MediaFrame
 from edge.uplink.fanout import Sink
+from edge.uplink.link_budget import LinkBudget
 
 CLOCK = 90_000
 MAX_PTS_STEP = 10 * CLOCK  # a bigger jump in the camera's pts is a discontinuity
-# How much may leave at once before pacing holds units back: a live keyframe
-# fits, a whole catch-up GOP does not.
-BURST_S = 0.15
 
 
 class PassthroughTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, sink: Sink, pace_bps: float | None = None) -> None:
+    def __init__(self, sink: Sink, budget: LinkBudget | None = None) -> None:
         super().__init__()
         self.sink = sink
-        self.pace_bps = pace_bps
-        self._tokens = (pace_bps or 0.0) * BURST_S  # bits that may leave now
-        self._tokens_at = time.monotonic()
+        self.budget = budget
         self.paced_s = 0.0  # time units were held back, in all
         self._ts: int | None = None
         self._last_pts: int | None = None
@@ -78,8 +74,11 @@ class PassthroughTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame, catchup = await self.sink.get()
-        if self.pace_bps:
-            await self._pace(len(frame.data) * 8, self.pace_bps)
+        if self.budget is not None:
+            hold = self.budget.wait(len(frame.data) * 8)
+            if hold > 0:
+                self.paced_s += hold
+                await asyncio.sleep(hold)
         packet = av.Packet(frame.data)
         packet.pts = packet.dts = self._stamp(frame, catchup)
         packet.time_base = VIDEO_TIME_BASE
@@ -93,16 +92,6 @@ class PassthroughTrack(MediaStreamTrack):
         self.keyframes += frame.keyframe
         self.bytes += len(frame.data)
         return packet
-
-    async def _pace(self, bits: int, rate: float) -> None:
-        now = time.monotonic()
-        self._tokens = min(rate * BURST_S, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        self._tokens -= bits
-        if self._tokens < 0:
-            wait = -self._tokens / rate
-            self.paced_s += wait
-            await asyncio.sleep(wait)
 
     def _stamp(self, frame: MediaFrame, catchup: bool) -> int:
         pts = None if frame.pts is None else int(frame.pts * frame.time_base * CLOCK)

@@ -15,6 +15,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
 from edge.uplink.history import MIN_PACKETS, NackHistory, deepen_history, window_for
+from edge.uplink.link_budget import REPAIR_BURST_S, LinkBudget
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -155,7 +156,8 @@ async def test_repairs_stay_within_their_budget() -> None:
     dtls = FakeDtls()
     sender = RTCRtpSender(Units(300), dtls)  # type: ignore[arg-type]
     # Each unit is one packet of ~106 bytes; 4 kbit/s holds four of them a second.
-    history = deepen_history(sender, worst_rtt_ms=600, rtx_budget_bps=4000)
+    history = deepen_history(sender, worst_rtt_ms=600,
+                             budget=LinkBudget(4000, REPAIR_BURST_S))
     assert history is not None
     await send(sender, dtls, 300)
     lost = [p.sequence_number for p in dtls.sent[:40]]
