@@ -387,6 +387,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="across the link emulator with this profile: the vehicle's processes "
                         "in its vehicle namespace, the viewers in its centre namespace (root); "
                         "--seconds is then the whole run after the POSTs")
+    p.add_argument("--redundancy", choices=("auto", "always", "off"), default="auto",
+                   help="the uplink's [uplink] redundancy with --link (default auto: every "
+                        "packet twice to a satellite viewer); off is the baseline")
     p.set_defaults(func=cmd_bench_latency)
 
 
@@ -419,7 +422,7 @@ def _bench_link(args: argparse.Namespace) -> int:
         return 2
     try:
         result = asyncio.run(run_link(args.link, args.viewers, args.seconds, args.stream,
-                                      args.stock_receiver))
+                                      args.stock_receiver, args.redundancy))
     except RuntimeError as e:
         raise OperatorError(str(e)) from None
     except OSError as e:

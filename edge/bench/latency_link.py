@@ -98,7 +98,7 @@ def cannot_run() -> str | None:
 
 
 def vehicle_config(runtime: Path, link: str, profile: LinkProfile, listen: str,
-                   with_sub: bool) -> Path:
+                   with_sub: bool, redundancy: str = "auto") -> Path:
     """The bench vehicle's config: one camera, the emulated link, the uplink on `listen`."""
     geo = profile.rtt_ms >= GEO_RTT_MS
     kind = "lte-private" if link.startswith("lte") else "satellite"
@@ -113,7 +113,8 @@ def vehicle_config(runtime: Path, link: str, profile: LinkProfile, listen: str,
         f"constrained = {'true' if geo else 'false'}\n"
         f'[uplink]\nlisten = "{listen}"\ntoken = {{ file = "uplink.token" }}\n'
         # NACK history covers two worst round trips; queueing adds to the link's own
-        f"worst_rtt_ms = {max(1000, round(2 * profile.rtt_ms))}\n")
+        f"worst_rtt_ms = {max(1000, round(2 * profile.rtt_ms))}\n"
+        f'redundancy = "{redundancy}"\n')
     return path
 
 
@@ -292,28 +293,31 @@ class Snapshot:
 
 
 async def run_link(link: str, viewers: int, seconds: float, stream: str,
-                   stock_receiver: bool = False) -> dict[str, Any]:
+                   stock_receiver: bool = False, redundancy: str = "auto") -> dict[str, Any]:
     profile = PROFILES[link]
     async with World([(link, profile)]) as world:
         emulator = Emulator(world)
         emulator.start()
         try:
             traces, snap = await _measure(world, emulator, link, profile, viewers, seconds,
-                                          stream, stock_receiver)
+                                          stream, stock_receiver, redundancy)
         finally:
             emulator.stop()
-    return _result(link, profile, emulator.seed, viewers, stream, stock_receiver, traces, snap)
+    result = _result(link, profile, emulator.seed, viewers, stream, stock_receiver, traces, snap)
+    result["redundancy"] = redundancy
+    return result
 
 
 async def _measure(world: World, emulator: Emulator, link: str, profile: LinkProfile,
                    viewers: int, seconds: float, stream: str,
-                   stock_receiver: bool) -> tuple[list[Trace], Snapshot]:
+                   stock_receiver: bool, redundancy: str) -> tuple[list[Trace], Snapshot]:
     bus = BenchBus.start()
     runtime = bus.runtime
     address = world.wans[0].vehicle_address
     token_file = runtime / "uplink.token"
     token_file.write_text(TOKEN + "\n")
-    config = vehicle_config(runtime, link, profile, f"{address}:{HTTP_PORT}", stream != "main")
+    config = vehicle_config(runtime, link, profile, f"{address}:{HTTP_PORT}", stream != "main",
+                            redundancy)
     procs = Processes(runtime, prefix=netns.exec_prefix(world.vehicle))
     api = VehicleApi(world.vehicle, f"http://{address}:{HTTP_PORT}", TOKEN)
     centre: CentreViewers | None = None
@@ -460,6 +464,10 @@ def _result(link: str, profile: LinkProfile, seed: int, viewers: int, stream: st
         "nack_suppressed": nack("suppressed"),
         "nack_over_budget": nack("over_budget"),
         "nack_missed": nack("missed"),
+        "redundant_copies": sum(int((s.get("redundancy") or {}).get("copies") or 0)
+                                for s in sessions),
+        "copies_skipped": sum(int((s.get("redundancy") or {}).get("skipped") or 0)
+                              for s in sessions),
         "rtcp_packets_lost": total("packets_lost"),
         "queue_drops": snap.up.dropped_queue,
         "queue_peak_bytes": snap.up.queue_peak_bytes,
@@ -499,6 +507,8 @@ def print_link_table(r: dict[str, Any]) -> None:
         ("retransmits per lost packet [1]", r["retransmits_per_loss"]),
         ("NACKs suppressed / over budget / missed",
          f'{r["nack_suppressed"]} / {r["nack_over_budget"]} / {r["nack_missed"]}'),
+        (f"redundant copies sent / skipped ({r['redundancy']})",
+         pair(r["redundant_copies"], r["copies_skipped"])),
         ("queue drops at the modem, vehicle->centre", r["queue_drops"]),
         ("modem queue peak / limit (bytes)",
          pair(r["queue_peak_bytes"], r["queue_limit_bytes"])),

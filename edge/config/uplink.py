@@ -65,6 +65,9 @@ class UplinkConfig(Model):
     # The worst round trip a viewer may have (satellite): sizes NACK history.
     worst_rtt_ms: int = Field(default=1000, ge=50, le=10000)
     profile: Literal["main", "sub", "auto"] = "auto"
+    # Every packet sent twice to a viewer across a satellite hop ("auto"), to
+    # every viewer ("always") or to none ("off"): see edge/uplink/redundancy.py.
+    redundancy: Literal["auto", "always", "off"] = "auto"
 
     @field_validator("listen")
     @classmethod

@@ -45,7 +45,7 @@ import logging
 import time
 import types
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiortc import RTCRtpSender
@@ -84,6 +84,8 @@ class NackHistory:
         self._resent: dict[int, float] = {}  # seq → when we last resent it
         self.rtt_fallback_s = window_s / 4  # half the worst round trip
         self.budget = budget
+        # Told of every packet as it is sent (edge.uplink.redundancy listens).
+        self.on_sent: Callable[[RtpPacket], None] | None = None
         self.retransmitted = 0
         self.missed = 0
         self.suppressed = 0
@@ -103,6 +105,8 @@ class NackHistory:
                 self._resent.pop(oldest_seq, None)
             else:
                 break
+        if self.on_sent is not None:
+            self.on_sent(packet)
 
     def get(self, seq: int, default: RtpPacket | None = None) -> RtpPacket | None:
         item = self._packets.get(seq)
@@ -145,16 +149,25 @@ async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
     rtt: float | None = self._RTCRtpSender__rtt  # type: ignore[attr-defined]
     if not history.may_resend(sequence_number, len(packet.payload), rtt):
         return
-    rtx_pt = self._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
-    if rtx_pt is not None:
-        rtx_seq = self._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
-        packet = wrap_rtx(packet, payload_type=rtx_pt, sequence_number=rtx_seq,
-                          ssrc=self._rtx_ssrc)
-        self._RTCRtpSender__rtx_sequence_number = uint16_add(  # type: ignore[attr-defined]
-            rtx_seq, 1)
     history.retransmitted += 1
-    extensions = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
-    await self.transport._send_rtp(packet.serialize(extensions))
+    await send_again(self, packet)
+
+
+async def send_again(sender: RTCRtpSender, packet: RtpPacket) -> None:
+    """Send `packet` once more, in RTX when negotiated, exactly as aiortc repairs.
+
+    Only for a sender :func:`deepen_history` accepted (it checked the private
+    attributes this reads).
+    """
+    rtx_pt = sender._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
+    if rtx_pt is not None:
+        rtx_seq = sender._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
+        packet = wrap_rtx(packet, payload_type=rtx_pt, sequence_number=rtx_seq,
+                          ssrc=sender._rtx_ssrc)
+        sender._RTCRtpSender__rtx_sequence_number = uint16_add(  # type: ignore[attr-defined]
+            rtx_seq, 1)
+    extensions = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+    await sender.transport._send_rtp(packet.serialize(extensions))
 
 
 def deepen_history(sender: RTCRtpSender, worst_rtt_ms: int, max_packets: int = MAX_PACKETS,

@@ -16,7 +16,8 @@ the other side reads carries the camera's real profile-level-id), the
 transceiver prefers that format and its RTX (``setCodecPreferences``), and
 the sender gets a NACK history for the worst round trip
 (:mod:`edge.uplink.history`), media and repairs draw from the link's shared
-budgets (:mod:`edge.uplink.link_budget`), and its ICE connection consent checks that
+budgets (:mod:`edge.uplink.link_budget`), a far viewer may get every packet
+twice (:mod:`edge.uplink.redundancy`), and its ICE connection consent checks that
 survive a satellite round trip (:mod:`edge.uplink.consent`). No ICE servers
 unless configured (aiortc would otherwise ask Google's STUN).
 
@@ -50,6 +51,7 @@ from edge.uplink.consent import sustain_consent
 from edge.uplink.fanout import Sink
 from edge.uplink.history import NackHistory, deepen_history
 from edge.uplink.link_budget import LinkBudgets
+from edge.uplink.redundancy import Redundancy
 from edge.uplink.sdp import (
     AIORTC_PLID,
     BadOffer,
@@ -98,6 +100,8 @@ class Peer:
         self.consent_sustained = sustain_consent(
             getattr(getattr(self.sender.transport, "transport", None), "_connection", None))
         self.history: NackHistory | None = None
+        self.redundancy: Redundancy | None = None
+        self.keyframes_wanted = 0  # PLI/FIR from the viewer
         self.payload_type: int | None = None
         self.kbps = 0.0
         self.rtt_ms: float | None = None
@@ -108,6 +112,18 @@ class Peer:
     @property
     def connection_state(self) -> str:
         return str(self.pc.connectionState)
+
+    def on_keyframe_wanted(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when the viewer asks for a keyframe (RTCP PLI or FIR).
+
+        aiortc's sender would only mark its own encoder's next frame, which a
+        passthrough track does not have; the callback asks whoever can.
+        """
+        def wanted() -> None:
+            self.keyframes_wanted += 1
+            callback()
+
+        self.sender._send_keyframe = wanted  # type: ignore[method-assign]
 
     def on_state(self, callback: Callable[[str], None]) -> None:
         """Call `callback(connection_state)` whenever the connection state changes."""
@@ -177,8 +193,11 @@ class Peer:
 
     # -- both ------------------------------------------------------------------------
     def _negotiated(self, pt: int) -> None:
-        self.history = deepen_history(self.sender, self.worst_rtt_ms,
-                                      budget=self.budgets.repair if self.budgets else None)
+        repair = self.budgets.repair if self.budgets else None
+        self.history = deepen_history(self.sender, self.worst_rtt_ms, budget=repair)
+        if self.history is not None:
+            self.redundancy = Redundancy(self.sender, self.history, repair, self.name)
+            self.redundancy.start()
         self.payload_type = pt
 
     async def update_stats(self) -> None:
@@ -203,6 +222,8 @@ class Peer:
 
     async def close(self) -> None:
         """Stop sending and close the connection (the track's sink closes with it)."""
+        if self.redundancy is not None:
+            await self.redundancy.stop()
         if self._deferred is not None:
             self._deferred.cancel()
             with contextlib.suppress(asyncio.CancelledError):
