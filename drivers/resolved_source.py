@@ -76,6 +76,11 @@ class ResolvedSource:
         else:
             self._report(SourceState.STOPPED, "stopped")
 
+    async def request_keyframe(self) -> str | None:
+        if self._inner is None:
+            return self._reason
+        return await self._inner.request_keyframe()
+
     async def _follow(self) -> None:
         try:
             async with contextlib.aclosing(self._addresses) as addresses:

@@ -127,3 +127,6 @@ class Source(Protocol):
 
     async def stop(self) -> None:
         """Stop and let go of the camera; returns within about a second."""
+
+    async def request_keyframe(self) -> str | None:
+        """Ask the camera for a keyframe now: None once asked, else why it cannot be."""

@@ -33,6 +33,7 @@ from av.video.stream import VideoStream
 
 from drivers.rtsp.demux import AccessUnitAssembler, SourceError, Transport, open_source, redact_url
 from drivers.rtsp.errors import describe_error, describe_open_error
+from drivers.rtsp.renew_stream import RenewFailed, RenewUnsupported, renew_stream
 from drivers.rtsp.stats import StatsCollector
 from drivers.source import (
     AccessUnit,
@@ -109,8 +110,24 @@ class RtspSource:
         # Bumped by start() and stop(): news from an older reader thread (one
         # abandoned while opening) is recognised and ignored.
         self._generation = 0
+        # Why the camera cannot make keyframes on request, once it said so.
+        self._no_renew: str | None = None
 
     # -- public -------------------------------------------------------------
+
+    async def request_keyframe(self) -> str | None:
+        """``SET_PARAMETER Renew-Stream`` (:mod:`drivers.rtsp.renew_stream`), if it takes it."""
+        if self._no_renew is not None:
+            return self._no_renew
+        try:
+            await renew_stream(self.url)
+        except RenewUnsupported as e:
+            self._no_renew = str(e)
+            log.info("%s: %s; recovery waits for its next keyframe", self.name, e)
+            return self._no_renew
+        except RenewFailed as e:
+            return str(e)
+        return None
 
     @property
     def state(self) -> SourceState:

@@ -240,6 +240,15 @@ class CameraStream(Message):
     parameter_sets: bytes = b""
 
 
+@message("camera.keyframe")
+@dataclass(slots=True, kw_only=True)
+class KeyframeRequest(Message):
+    """A request to a camera's service: a keyframe on one stream now (a viewer lost one)."""
+
+    profile: str = "main"  # main | sub
+    reason: str = ""  # who asks and why, for the log
+
+
 # ---------------------------------------------------------------------------
 # Drones
 # ---------------------------------------------------------------------------

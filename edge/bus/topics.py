@@ -119,3 +119,7 @@ EVENT_MARK = "event/mark"
 def drone_service(link_id: str) -> str:
     return f"drone@{link_id}"
 
+
+def camera_service(camera_id: str) -> str:
+    return f"camera@{camera_id}"
+

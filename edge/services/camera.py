@@ -15,6 +15,11 @@ GOP for late joiners). On the control bus it publishes:
 - ``cam/<id>/thumbnail`` at most every 2 s: a 160x90 JPEG of the latest
   keyframe, from the sub stream when there is one (it is cheaper to decode);
 - an alert when the camera goes down and when it comes back.
+
+It answers ``camera.keyframe`` requests addressed to ``camera@<id>`` (the
+uplink's, when a viewer lost a picture that NACK could not repair) by asking
+the stream's source for a keyframe, at most once a second per stream; a
+source that cannot (the camera said so) is rejected with its reason.
 """
 
 from __future__ import annotations
@@ -26,7 +31,16 @@ from typing import Literal
 
 from drivers.source import AccessUnit, SourceState
 from edge.bus import topics
-from edge.bus.messages import Alert, CameraStatus, CameraStream, CameraThumbnail
+from edge.bus.envelope import Envelope
+from edge.bus.messages import (
+    Alert,
+    CameraStatus,
+    CameraStream,
+    CameraThumbnail,
+    KeyframeRequest,
+    Message,
+    Reply,
+)
 from edge.config import CameraConfig, SourceSpec
 from edge.media.publisher import MediaPublisher
 from edge.runtime.service import Service, ServiceContext
@@ -34,6 +48,8 @@ from edge.services.camera_sources import SourceSetup, build_source
 
 STATUS_EVERY_S = 1.0
 THUMBNAIL_EVERY_S = 2.0
+# At most one keyframe request per stream per interval reaches the camera.
+KEYFRAME_EVERY_S = 1.0
 # A stopped source is "down" to the camera's viewers.
 _STATE_WORDS: dict[SourceState, Literal["live", "connecting"]] = {
     SourceState.LIVE: "live", SourceState.CONNECTING: "connecting"}
@@ -130,6 +146,9 @@ class CameraService(Service):
         super().__init__(ctx)
         self.streams: dict[str, _Stream] = {}
         self._alerted_down = False
+        # When each stream last asked its camera for a keyframe (monotonic s).
+        self._keyframe_asked: dict[str, float] = {}
+        self.keyframes_asked = 0
 
     async def run(self) -> None:
         assert self.ctx.instance is not None
@@ -143,6 +162,7 @@ class CameraService(Service):
         try:
             for profile, spec in self.camera.streams.items():
                 self.streams[profile] = _Stream(self, profile, spec, creds)
+            self.ctx.bus.serve(topics.camera_service(self.camera.id), self._handle)
             tasks = [asyncio.create_task(self._status_loop(), name="status"),
                      asyncio.create_task(self._thumbnail_loop(), name="thumbnails")]
             for stream in self.streams.values():
@@ -157,6 +177,31 @@ class CameraService(Service):
                     await t
             for stream in self.streams.values():
                 await stream.stop()
+
+    # -- requests --------------------------------------------------------------
+    async def _handle(self, env: Envelope) -> Message:
+        req = env.message
+        if not isinstance(req, KeyframeRequest):
+            return Reply(status="error", detail=f"expected a camera.keyframe request, got "
+                                                f"{env.header.type}")
+        stream = self.streams.get(req.profile)
+        if stream is None:
+            return Reply(status="rejected", detail=f"camera {self.camera.id} has no "
+                                                   f"{req.profile!r} stream")
+        # Every viewer of a stream that lost a picture asks within the same round
+        # trip, and a keyframe costs the camera's bit budget: once per interval.
+        now = time.monotonic()
+        last = self._keyframe_asked.get(req.profile)
+        if last is not None and now - last < KEYFRAME_EVERY_S:
+            return Reply(status="busy", detail=f"asked {now - last:.1f} s ago")
+        self._keyframe_asked[req.profile] = now
+        why_not = await stream.source.request_keyframe()
+        if why_not is not None:
+            return Reply(status="rejected", detail=why_not)
+        self.keyframes_asked += 1
+        self.ctx.log.info("%s/%s: keyframe asked of the camera (%s)", self.camera.id,
+                          req.profile, req.reason or env.header.source)
+        return Reply(status="accepted")
 
     # -- state and alerts ------------------------------------------------------
     def main_state_changed(self, state: SourceState, reason: str) -> None:

@@ -20,15 +20,19 @@ import contextlib
 import logging
 
 from edge.bus import topics
-from edge.bus.messages import UplinkSessions
+from edge.bus.client import RequestError, RequestTimeout
+from edge.bus.messages import KeyframeRequest, Reply, UplinkSessions
 from edge.runtime.service import Service
 from edge.uplink.auth import load_token
 from edge.uplink.peer import ice_servers
 from edge.uplink.session import SessionManager
 from edge.uplink.state import UplinkState
+from edge.uplink.streams import StreamKey
 from edge.uplink.whep import UplinkHttp, serve, tls_context
 
 PUBLISH_MIN_INTERVAL_S = 0.2
+# A keyframe asked later than this is no use to the viewer that asked.
+KEYFRAME_REPLY_S = 2.0
 
 
 class UplinkService(Service):
@@ -43,12 +47,14 @@ class UplinkService(Service):
         self.state = UplinkState(self.ctx.config)
         ice = ice_servers(cfg.ice, self.ctx.config_dir)
         self.manager = SessionManager(cfg, self.state, self.ctx.bus.sync_ctx, self.ctx.endpoints,
-                                      on_change=self._sessions_changed, ice=ice)
+                                      on_change=self._sessions_changed, ice=ice,
+                                      ask_keyframe=self._ask_keyframe)
         self.state.sessions = self.manager.to_json
         self.state.extra = lambda: {"uplink": {
             "max_sessions": cfg.max_sessions, "max_transcodes": cfg.max_transcodes,
             "transcodes": self.manager.streams.transcodes_running(), "profile": cfg.profile,
-            "worst_rtt_ms": cfg.worst_rtt_ms}}
+            "worst_rtt_ms": cfg.worst_rtt_ms, "redundancy": cfg.redundancy,
+            "keyframe_requests": dict(self.manager.keyframes.outcomes)}}
         self.http = UplinkHttp(self.manager, self.state, token, ice)
         self._publish_due = asyncio.Event()
         tasks = [asyncio.create_task(self.state.follow(self.ctx.bus), name="uplink-state"),
@@ -73,6 +79,20 @@ class UplinkService(Service):
             if runner is not None:
                 await runner.cleanup()
             self._publish()
+
+    async def _ask_keyframe(self, key: StreamKey, reason: str) -> str:
+        try:
+            env = await self.ctx.bus.request(
+                topics.camera_service(key.camera_id),
+                KeyframeRequest(profile=key.profile, reason=reason), timeout=KEYFRAME_REPLY_S)
+        except (RequestTimeout, RequestError) as e:
+            return f"no answer: {e}"
+        reply = env.message
+        if not isinstance(reply, Reply):
+            return f"answered with {env.header.type}"
+        if reply.status != "accepted":
+            self.ctx.log.debug("keyframe for %s: %s %s", key.name, reply.status, reply.detail)
+        return reply.status
 
     def _sessions_changed(self) -> None:
         self._publish_due.set()

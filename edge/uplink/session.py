@@ -29,11 +29,20 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStream, ViewerSession
 from edge.config import UplinkConfig
 from edge.uplink.fanout import Fanout, Sink
+from edge.uplink.keyframes import Ask, KeyframeAsker
 from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.peer import Peer
 from edge.uplink.sdp import BadOffer, VideoOffer, inspect_offer
 from edge.uplink.state import UplinkState
-from edge.uplink.streams import MEDIA_DECIDES, STALL_S, Choice, Refusal, StreamKey, Streams
+from edge.uplink.streams import (
+    MEDIA_DECIDES,
+    SATELLITE_RTT_MS,
+    STALL_S,
+    Choice,
+    Refusal,
+    StreamKey,
+    Streams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +146,28 @@ class Session:
             "retransmitted": hist.retransmitted, "missed": hist.missed,
             "suppressed": hist.suppressed, "over_budget": hist.over_budget}
         body["paced_s"] = round(track.paced_s, 3) if track else 0.0
+        body["keyframes_wanted"] = peer.keyframes_wanted if peer is not None else 0
+        copies = peer.redundancy if peer is not None else None
+        body["redundancy"] = None if copies is None else {
+            "enabled": copies.enabled, "copies": copies.copies, "skipped": copies.skipped}
         return body
+
+
+async def _nobody_to_ask(_key: StreamKey, _reason: str) -> str:
+    return "no camera service to ask"
 
 
 class SessionManager:
     def __init__(self, config: UplinkConfig, state: UplinkState,
                  zmq_ctx: zmq.Context[zmq.Socket[bytes]], endpoints: Endpoints,
                  on_change: Callable[[], None] = lambda: None,
-                 ice: list[RTCIceServer] | None = None) -> None:
+                 ice: list[RTCIceServer] | None = None,
+                 ask_keyframe: Ask | None = None) -> None:
         self.config = config
         self.ice = ice or []  # STUN/TURN for our own candidates; none unless configured
         self.state = state
         self.streams = Streams(config, state, zmq_ctx, endpoints)
+        self.keyframes = KeyframeAsker(ask_keyframe or _nobody_to_ask, self._force_idr)
         self.on_change = on_change
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -205,7 +224,17 @@ class SessionManager:
         except BadOffer as e:
             raise Refusal(400, str(e)) from None
         peer.on_state(lambda state: self._connection_changed(session, state))
+        peer.on_keyframe_wanted(lambda: self.keyframes.want(
+            session.key, f"session {session.id} lost a picture"))
+        self._choose_redundancy(peer, self.viewer_rtt_ms.get(session.remote))
         return answer
+
+    def _choose_redundancy(self, peer: Peer, rtt_ms: float | None) -> None:
+        if peer.redundancy is None:
+            return
+        mode = self.config.redundancy
+        peer.redundancy.enabled = mode == "always" or (
+            mode == "auto" and rtt_ms is not None and rtt_ms >= SATELLITE_RTT_MS)
 
     # -- closing ----------------------------------------------------------------------
     def _connection_changed(self, session: Session, state: str) -> None:
@@ -250,12 +279,20 @@ class SessionManager:
         self._closing = True
         for sid in list(self.sessions):
             await self.close(sid, reason)
+        await self.keyframes.close()
         await self.streams.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _force_idr(self, key: StreamKey) -> bool:
+        transcoder = self.streams.transcoders.get(key)
+        if transcoder is None:
+            return False
+        transcoder.request_keyframe()
+        return True
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -282,6 +319,7 @@ class SessionManager:
                     log.debug("session %s stats: %s", s.id, e)
                 if s.peer.rtt_ms is not None:
                     self._remember_rtt(s.remote, s.peer.rtt_ms)
+                    self._choose_redundancy(s.peer, s.peer.rtt_ms)
             if self.sessions:
                 self.on_change()
 

@@ -99,6 +99,7 @@ class Transcoder:
         self.decode_errors = 0
         self.encoded = 0
         self._closed = False
+        self._force_idr = False  # a viewer asked for a keyframe: the next picture is one
         self._thread = threading.Thread(target=self._work, name=f"transcode-{name}", daemon=True)
         self._thread.start()
         self._feeder = asyncio.create_task(self._feed(), name=f"transcode-feed-{name}")
@@ -108,6 +109,10 @@ class Transcoder:
         if isinstance(item, BaseException):
             raise TranscodeError(str(item)) from item
         return item
+
+    def request_keyframe(self) -> None:
+        """Encode the next picture as an IDR (a viewer lost one): ours to give at once."""
+        self._force_idr = True
 
     def close(self) -> None:
         self._closed = True
@@ -185,7 +190,8 @@ class Transcoder:
                 counter += 1
                 out.pts = counter
                 out.time_base = OUT_TIME_BASE
-                out.pict_type = PictureType.I if item.keyframe else PictureType.NONE
+                force, self._force_idr = self._force_idr, False
+                out.pict_type = PictureType.I if item.keyframe or force else PictureType.NONE
                 pending[counter] = item
                 for packet in encoder.encode(out):
                     self._emit(packet, pending)

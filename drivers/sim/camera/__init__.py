@@ -38,6 +38,9 @@ keeps the connection (a hung encoder); ``repeat_parameter_sets=False`` sends
 SPS/PPS only with the very first IDR of the loop; ``stop()`` then ``start()``
 reopens on the same port.
 
+A keyframe on request: ``SET_PARAMETER`` with ``Renew-Stream: yes`` (Axis's
+RTSP request; see `server`), counted in ``SimCamera.keyframes_requested``.
+
 Run it stand-alone with ``edge sim camera --name cam1 --port 8554``.
 """
 

@@ -9,6 +9,12 @@ Sessions over RTP/AVP/TCP (interleaved) and RTP/AVP (UDP unicast) are
 supported; TCP sessions live as long as their connection, UDP sessions also
 expire after `session_timeout` seconds without a request or RTCP from the
 viewer (FFmpeg sends GET_PARAMETER keep-alives at half the timeout).
+
+A keyframe on request: ``SET_PARAMETER`` on a stream's URL with the
+``text/parameters`` body ``Renew-Stream: yes`` (as Axis cameras take it)
+makes every session of that stream get a keyframe next: the live encoder
+encodes one, a replayed loop skips ahead to its next one. Any other
+parameter is ``451 Parameter Not Understood``; an empty body is a keep-alive.
 """
 
 from __future__ import annotations
@@ -154,6 +160,8 @@ class SimCamera:
         self.mtu = mtu
         self._auth = Authenticator(user, password or "", auth) if user is not None else None
         self._sources: dict[str, StreamSource] = {}
+        # Keyframe requests honoured (SET_PARAMETER Renew-Stream), per stream.
+        self.keyframes_requested: dict[str, int] = {}
         self._preparing: asyncio.Task[None] | None = None
         self._cancel_encode = threading.Event()
         self._server: asyncio.Server | None = None
@@ -417,6 +425,8 @@ class SimCamera:
             session = conn.sessions.get(request.header("session").split(";")[0])
             if session is not None:
                 session.touch()
+            if method == "SET_PARAMETER" and request.body.strip():
+                return self._set_parameter(request, session)
             return Response(200, self._session_header(session))
         if method == "DESCRIBE":
             return self._describe(conn, request)
@@ -431,6 +441,22 @@ class SimCamera:
             await session.close()
             return Response(200)
         return Response(501)
+
+    def _set_parameter(self, request: Request, session: Session | None) -> Response:
+        """Axis's ``Renew-Stream: yes``: a keyframe now, on every session of the stream."""
+        names = {line.partition(":")[0].strip().lower(): line.partition(":")[2].strip().lower()
+                 for line in request.body.decode(errors="replace").splitlines() if line.strip()}
+        if set(names) != {"renew-stream"} or names["renew-stream"] != "yes":
+            return Response(451, self._session_header(session))
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        found = self._stream_for(request.url)
+        source = self._sources.get(found[0]) if found else None
+        if found is None or source is None:
+            return Response(404 if found is None else 503, self._session_header(session))
+        source.request_keyframe()
+        self.keyframes_requested[found[0]] = self.keyframes_requested.get(found[0], 0) + 1
+        return Response(200, self._session_header(session))
 
     def _session_header(self, session: Session | None) -> dict[str, str]:
         if session is None:

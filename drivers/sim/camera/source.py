@@ -60,6 +60,9 @@ class StreamSource(Protocol):
 
     def frames(self, viewer: Viewer) -> AsyncGenerator[Frame, None]: ...
 
+    def request_keyframe(self) -> None:
+        """The next frame every viewer gets is a keyframe (or the one after)."""
+
     async def close(self) -> None: ...
 
 
@@ -71,6 +74,7 @@ class LoopSource:
         self._payloads = [packetize(self.settings.codec, au.nals, mtu) for au in loop_data.aus]
         self._epoch = time.monotonic()
         self._epoch_wall_ns = time.time_ns()
+        self._renewals = 0  # keyframe requests so far; each viewer skips to a keyframe
 
     @classmethod
     async def create(
@@ -96,7 +100,14 @@ class LoopSource:
         loop = asyncio.get_running_loop()
         t = loop.time()
         index = self._start_index(t)
+        renewals = self._renewals
         while True:
+            if renewals != self._renewals:
+                # The loop is encoded once: its next keyframe is the keyframe we
+                # can give now (the picture skips ahead by less than a GOP).
+                renewals = self._renewals
+                while not aus[index].keyframe:
+                    index = (index + 1) % count
             now = loop.time()
             if t > now:
                 await asyncio.sleep(t - now)
@@ -110,6 +121,9 @@ class LoopSource:
             yield Frame(self._payloads[index], aus[index].keyframe, t, wall_ns)
             index = (index + 1) % count
             t += period
+
+    def request_keyframe(self) -> None:
+        self._renewals += 1
 
     async def close(self) -> None:
         return None
@@ -151,6 +165,9 @@ class LiveSource:
             self._subscribers.discard(sub)
             if not self._subscribers:
                 self._stop.set()
+
+    def request_keyframe(self) -> None:
+        self._force_keyframe.set()
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():

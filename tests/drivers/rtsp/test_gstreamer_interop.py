@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from drivers.rtsp import probe
+from drivers.rtsp.renew_stream import RenewUnsupported, renew_stream
 from tests.support import free_port, require
 from tests.support.rtsp import IngestFactory, decode_access_units, h264_nal_types, take
 
@@ -111,3 +112,16 @@ async def test_probe_gstreamer(gst_url: str) -> None:
     # upstream, never add any); a misread time base would be off by orders of magnitude.
     assert result.fps is not None and 1 < result.fps <= 32, result
     assert result.gop == 30
+
+
+async def test_a_camera_that_cannot_renew_its_stream_says_so_once(
+        gst_url: str, ingest_factory: IngestFactory) -> None:
+    # GStreamer's server knows no Renew-Stream: a keyframe request is refused
+    # (451), the source remembers it and does not ask that camera again.
+    with pytest.raises(RenewUnsupported, match="451"):
+        await renew_stream(gst_url)
+    ingest = await ingest_factory(gst_url)
+    await take(ingest, 5, within=30)
+    first = await ingest.request_keyframe()
+    assert first is not None and "does not renew streams" in first
+    assert await ingest.request_keyframe() == first
