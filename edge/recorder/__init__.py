@@ -1,0 +1,1 @@
+"""The recorder: video, bus and MAVLink logs on disk, crash-safe."""
