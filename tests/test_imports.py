@@ -31,7 +31,7 @@ RULES: dict[str, tuple[str, ...]] = {
     # what to run; the services themselves are never imported by the runtime.
     "edge/runtime": ("edge.bus", "edge.config", "edge.services="),
     "edge/uplink": ("edge.bus", "edge.media", "edge.config"),
-    "edge/recorder": ("edge.bus", "edge.media"),
+    "edge/recorder": ("edge.bus", "edge.media", "edge.config"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),
     "edge/bench": ("edge", "drivers", "ui"),

@@ -68,6 +68,7 @@ class MavConnection:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.transport: Transport = open_transport(self.spec, self._on_data, self._on_peer_lost)
         self.messages_sent = 0
+        self._sent_listeners: list[Callable[[bytes], None]] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -120,12 +121,21 @@ class MavConnection:
         return data
 
     def send(self, msg: MAVLinkMessage, encoder: MAVLink | None = None) -> None:
-        self.transport.send(self.pack(msg, encoder))
+        data = self.pack(msg, encoder)
+        self.transport.send(data)
         self.messages_sent += 1
+        for listener in self._sent_listeners:
+            listener(data)
 
     def send_raw(self, data: bytes) -> None:
         """Forward bytes unchanged (a router relaying someone else's frames)."""
         self.transport.send(data)
+        for listener in self._sent_listeners:
+            listener(data)
+
+    def add_sent_listener(self, callback: Callable[[bytes], None]) -> None:
+        """Called with every frame we send, ours or relayed (for a log of the link)."""
+        self._sent_listeners.append(callback)
 
     async def _heartbeats(self) -> None:
         period = 1.0 / self._heartbeat_hz

@@ -194,6 +194,10 @@ class DroneLink:
         """Every valid frame heard on the link, before any filtering (for a router)."""
         self._raw_listeners.append(callback)
 
+    def add_sent_listener(self, callback: Callable[[bytes], None]) -> None:
+        """Every frame we send on the link, ours or relayed (for a log of the link)."""
+        self.connection.add_sent_listener(callback)
+
     def remove_frame_listener(self, callback: RawFrameCallback) -> None:
         with contextlib.suppress(ValueError):
             self._raw_listeners.remove(callback)

@@ -71,6 +71,8 @@ from edge.bus.messages import (
 )
 from edge.bus.topics import drone_id
 from edge.config import ConfigError, DroneLinkConfig
+from edge.recorder.layout import tlog_dir
+from edge.recorder.tlog_thread import TlogThread
 from edge.runtime.service import Service, ServiceContext
 from edge.services.drone_commands import BadCommand, check_sysid, to_command, to_reply
 
@@ -200,6 +202,7 @@ class DroneService(Service):
         log = self.ctx.log
         self.ctx.bus.serve(topics.drone_service(self.link_id), self._handle)
         tasks: list[asyncio.Task[None]] = []
+        self.tlog = self._tlog()
         try:
             await self._open()
             tasks = [
@@ -219,7 +222,21 @@ class DroneService(Service):
             if self.router is not None:
                 await self.router.stop()
             await self.link.stop()
+            if self.tlog is not None:
+                await asyncio.to_thread(self.tlog.stop)
             log.info("link %s closed", self.cfg.connection)
+
+    def _tlog(self) -> TlogThread | None:
+        """The link's raw MAVLink, both ways, into the recorder's tlogs (when it records)."""
+        rec = self.ctx.config.recorder
+        if not rec.enabled:
+            return None
+        tlog = TlogThread(tlog_dir(rec, self.ctx.config_dir, self.link_id),
+                          name=f"tlog-{self.link_id}")
+        self.link.add_frame_listener(lambda frame: tlog.frame(frame.raw))
+        self.link.add_sent_listener(tlog.frame)
+        tlog.start()
+        return tlog
 
     async def _open(self) -> None:
         delay = OPEN_RETRY_FIRST_S

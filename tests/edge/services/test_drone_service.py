@@ -13,12 +13,14 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pymavlink import mavutil as pymavutil
 
 from drivers.mavlink import CommandResult, CommandStatus
 from drivers.mavlink.dialect import mavlink, mavutil
@@ -354,3 +356,31 @@ async def test_edge_run_drone_in_its_own_process(
                 await proc.wait()
         assert proc.returncode == 0, err.decode()
         assert b"Traceback" not in err, err.decode()
+
+
+async def test_the_link_is_logged_both_ways_in_a_tlog_pymavlink_reads(
+        bus: BusClient, endpoints: Endpoints, tmp_path: Path) -> None:
+    async with SimDrone("tcp:127.0.0.1:0", home=HOME, seed=1) as sim:
+        assert sim.address is not None
+        cfg = parse_config({
+            "drones": [{"id": "alpha", "connection": f"tcp:127.0.0.1:{sim.address[1]}"}],
+            "recorder": {"enabled": True, "path": "rec"}})
+        sub = inbox(bus, topics.drone("alpha-1"))
+        async with hosted(endpoints, cfg, tmp_path):
+            await sub.expect(DroneStatus, lambda m: m.state == "live")
+            assert (await command(bus, sysid=1, action="hold")).status == "accepted"
+        # Stopping the service closed (and fsynced) the log.
+        logs = sorted((tmp_path / "rec" / "mavlink" / "alpha").glob("*.tlog"))
+        assert len(logs) == 1
+        reader = pymavutil.mavlink_connection(str(logs[0]))
+        heard: list[tuple[int, str]] = []
+        stamps: list[float] = []
+        while (msg := reader.recv_match()) is not None:
+            heard.append((msg.get_srcSystem(), msg.get_type()))
+            stamps.append(msg._timestamp)
+        # The vehicle's telemetry, and what we sent: our heartbeats (sysid 255 by
+        # default) and the command, with the times they crossed the link.
+        assert (1, "GLOBAL_POSITION_INT") in heard and (1, "HEARTBEAT") in heard
+        ours = {t for s, t in heard if s != 1}
+        assert "HEARTBEAT" in ours and ({"COMMAND_LONG", "SET_MODE", "COMMAND_INT"} & ours)
+        assert stamps == sorted(stamps) and abs(stamps[-1] - time.time()) < 60
