@@ -399,6 +399,46 @@ class UplinkSessions(Message):
 
 
 # ---------------------------------------------------------------------------
+# Recorder
+# ---------------------------------------------------------------------------
+RecorderStreamState = Literal["recording", "waiting", "error"]
+RECORDER_STREAM_STATES: tuple[RecorderStreamState, ...] = get_args(RecorderStreamState)
+
+
+@nested
+@dataclass(slots=True, kw_only=True)
+class RecorderStream(Message):
+    """One camera stream as the recorder writes it."""
+
+    camera_id: str = ""
+    profile: str = ""  # main | sub
+    # recording: a segment is open; waiting: none (no video, or waiting for a keyframe);
+    # error: the last write failed (see `last_error`)
+    state: RecorderStreamState = "waiting"
+    units_written: int = 0
+    units_dropped: int = 0  # lost by the recorder alone: its queue was full (a slow disk)
+    units_skipped: int = 0  # not writable: before the first keyframe, after a gap or error
+    segments: int = 0  # closed since the recorder started
+    write_errors: int = 0
+    last_error: str = ""
+
+
+@message("recorder.status")
+@dataclass(slots=True, kw_only=True)
+class RecorderStatus(Message):
+    recording: bool = False  # the bus log is being written and no stream is in error
+    path: str = ""  # the recordings directory
+    bytes_on_disk: int = 0  # in the catalog's files and the open ones
+    free_bytes: int = 0  # on the recordings' filesystem
+    free_percent: float = 0.0
+    streams: list[RecorderStream] = field(default_factory=list)
+    bus_messages: int = 0  # recorded since the recorder started
+    bus_file: str = ""  # the bus log being written
+    errors: int = 0  # write errors since the recorder started, every kind
+    last_error: str = ""
+
+
+# ---------------------------------------------------------------------------
 # Bench
 # ---------------------------------------------------------------------------
 @message("bench.sample")

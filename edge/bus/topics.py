@@ -103,6 +103,10 @@ def link_status(link_id: str) -> str:
 UPLINK = "uplink/"
 UPLINK_SESSIONS = "uplink/sessions"
 
+# --- the recorder -----------------------------------------------------------
+RECORDER = "recorder/"
+RECORDER_STATUS = "recorder/status"
+
 # --- alerts and the commander's marks --------------------------------------
 ALERT = "alert/"
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from edge.cli.common import load
 from edge.cli.dashboard import run_demo_dashboard
+from edge.recorder.layout import RECORDINGS_DIR_ENV
 from edge.runtime.logs import setup_logging
 from edge.runtime.supervisor import Supervisor
 
@@ -34,6 +36,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config, path = load(args)
     setup_logging("demo", force_json=False)
     runtime_dir = Path(tempfile.mkdtemp(prefix="edge-demo-"))
+    # Children inherit it: the demo's recordings live and go with its runtime dir.
+    os.environ[RECORDINGS_DIR_ENV] = str(runtime_dir / "recordings")
     sup = Supervisor(config, path.resolve(), runtime_dir)
 
     async def main() -> int:
@@ -41,7 +45,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"edge demo: {len(sup.children)} processes; bus and logs in {runtime_dir}\n"
+        print(f"edge demo: {len(sup.children)} processes; bus, recordings and logs in "
+              f"{runtime_dir}\n"
               f"  watch it: edge bus tail --bus {runtime_dir} --config {path}", file=sys.stderr)
         await sup.start()
         try:

@@ -12,6 +12,7 @@ reading (the catalog's reindex, replay, exports) agree::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edge.config import RecorderConfig
@@ -20,10 +21,16 @@ VIDEO_DIR = "video"
 BUS_DIR = "bus"
 TLOG_DIR = "mavlink"
 CATALOG_FILE = "catalog.sqlite"
+# `edge demo` records into its own runtime dir (removed when it ends, unless
+# --keep), not where a vehicle's config says: it tells its children so here.
+RECORDINGS_DIR_ENV = "EDGE_RECORDINGS_DIR"
 
 
 def recordings_dir(config: RecorderConfig, config_dir: Path) -> Path:
     """`[recorder] path`, relative to the config file's folder when not absolute."""
+    override = os.environ.get(RECORDINGS_DIR_ENV)
+    if override:
+        return Path(override)
     return config_dir / Path(config.path).expanduser()
 
 

@@ -52,6 +52,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("uplink", "the city centre's WHEP server, viewer page and state API",
                     "edge.services.uplink:UplinkService",
                     enabled=lambda cfg: cfg.uplink.enabled),
+        ServiceSpec("recorder", "every camera stream and every bus message on disk, indexed",
+                    "edge.services.recorder:RecorderService",
+                    enabled=lambda cfg: cfg.recorder.enabled),
     )
 }
 
