@@ -47,7 +47,7 @@ STALL_S = 1.0  # a check round this late means our loop, not the bus, was stuck
 # Alerts this severe or worse also pop up as a notification, not only in the log.
 POPUP_SEVERITY: Severity = "error"
 PREFIXES = (topics.SVC, topics.CAM, topics.DRONE, topics.LINK, topics.UPLINK, topics.ALERT,
-            topics.EVENT)
+            topics.EVENT, topics.RECORDER)
 
 
 class BusBridge:

@@ -117,6 +117,18 @@ def battery_level(pct: Any) -> str:
     return "ok"
 
 
+def bytes_text(n: Any) -> str:
+    """1.2 GB, 350 MB, 12 kB (decimal units, as disks are sold); "?" if not a size."""
+    value = finite(n)
+    if value is None or value < 0:
+        return "?"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}" if value < 10 * size else \
+                f"{value / size:.0f} {unit}"
+    return f"{value:.0f} B"
+
+
 def clock_text(ts: float | None, seconds: bool = True) -> str:
     """Local wall-clock time of `ts` (seconds since the epoch)."""
     if ts is None:

@@ -215,7 +215,7 @@ class Update:
     """What one message changed; the bridge turns these into Textual messages."""
 
     kind: Literal["camera", "thumbnail", "drone", "link", "uplink", "service", "event",
-                  "heartbeat"]
+                  "heartbeat", "recorder"]
     key: str
     new: bool = False
 
@@ -224,6 +224,8 @@ class DashboardState:
     def __init__(self, config: VehicleConfig | None = None, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or time.time
         self.vehicle = config.vehicle if config else ""
+        # Whether the vehicle should be recording: silence from the recorder is news then.
+        self.recorder_expected = config.recorder.enabled if config else False
         pos = config.position if config else None
         self.position: tuple[float, float] | None = (
             geo.valid(pos.lat, pos.lon) if pos is not None else None)
@@ -315,6 +317,8 @@ class DashboardState:
         if change.kind == "sessions":
             self.sessions_rev += 1
             return Update("uplink", "")
+        if change.kind == "recorder":
+            return Update("recorder", "")
         if change.kind == "camera" and isinstance(msg, CameraStatus | CameraThumbnail):
             return self._camera(key, msg)
         if change.kind == "drone" and isinstance(msg, DroneStatus | DroneTelemetry):

@@ -55,6 +55,7 @@ from edge.bus.messages import (
     DroneVideo,
     LinkStatus,
     Message,
+    RecorderStatus,
     ServiceHealth,
     UplinkSessions,
 )
@@ -74,7 +75,7 @@ Freshness = Literal["fresh", "stale", "old", "none"]
 CameraCondition = Literal["live", "connecting", "down", "silent", "unknown"]
 DroneCondition = Literal["live", "connecting", "lost", "silent", "unknown"]
 # What one message changed: a device's kind, or the uplink's sessions.
-Kind = Literal["camera", "drone", "link", "service", "sessions"]
+Kind = Literal["camera", "drone", "link", "service", "sessions", "recorder"]
 
 M = TypeVar("M", bound=Message)
 W = TypeVar("W", bound=str)
@@ -257,6 +258,7 @@ class Mirror:
         self.links: dict[str, LinkRecord] = {i: LinkRecord(i) for i in links}
         self.services: dict[str, Heard[ServiceHealth]] = {}
         self.sessions: Heard[UplinkSessions] | None = None
+        self.recorder: Heard[RecorderStatus] | None = None
         self.odd = 0  # messages about no device we can name, or one too many
 
     def take(self, env: Envelope) -> Change | None:
@@ -280,6 +282,11 @@ class Mirror:
             del msg.sessions[MAX_SESSIONS:]  # a viewer list is bounded like the devices
             replaced, self.sessions = message_of(self.sessions), Heard(msg, heard.ts)
             return Change("sessions", "", heard, replaced=replaced)
+        if isinstance(msg, RecorderStatus):
+            del msg.streams[MAX_DEVICES:]
+            was = message_of(self.recorder)
+            self.recorder = Heard(msg, heard.ts)
+            return Change("recorder", "", heard, replaced=was)
         return None  # events (alerts, marks) and requests are nobody's state
 
     def _device(self, topic: str, msg: Message, heard: Heard[Message], blobs: Sequence[bytes],

@@ -23,6 +23,7 @@ from edge.bus.messages import (
     DroneTelemetry,
     EventMark,
     LinkStatus,
+    RecorderStatus,
     Reply,
     UplinkSessions,
     ViewerSession,
@@ -338,3 +339,19 @@ async def test_keys_help_details_and_palette(make_app: Callable[..., DashboardAp
         # q quits.
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, "the app to quit")
+
+
+async def test_recording_is_shown_with_its_disk_and_its_failure(
+        make_app: Callable[..., DashboardApp], vehicle: FakeVehicle) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.bus.connected, "the bus heartbeat")
+        assert "REC" not in status_text(app)  # this config records nothing: nothing to say
+        vehicle.bus.publish(topics.RECORDER_STATUS, RecorderStatus(
+            recording=True, bytes_on_disk=12_300_000_000, free_percent=41.6))
+        await until(pilot, lambda: "● REC 12 GB, 42% free" in status_text(app), "recording")
+        vehicle.bus.publish(topics.RECORDER_STATUS, RecorderStatus(
+            recording=False, bytes_on_disk=12_300_000_000, free_percent=0.0,
+            last_error="cannot write x.mp4: [Errno 28] No space left on device"))
+        await until(pilot, lambda: "REC ✗ cannot write x.mp4: [Errno 28] No space left"
+                    in status_text(app), "the failure named")

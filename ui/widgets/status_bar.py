@@ -1,4 +1,4 @@
-"""The top line: the vehicle, whether the bus is there, counts, and the time."""
+"""The top line: the vehicle, whether the bus is there, counts, recording, and the time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from edge.bus.mirror import STALE_S
-from ui.format import age_text, clock_text
+from ui.format import age_text, bytes_text, clock_text
 from ui.state import DashboardState
 from ui.widgets.parts import PART_CLASSES, part
 
@@ -35,9 +35,10 @@ class StatusBar(Widget):
         services = list(state.services.values())
         svc_ok = sum(s.age(now) <= STALE_S and s.message.state == "running" for s in services)
         lost = bus.connected is False
+        rec = recording(state, now)
         key = (lost, bus.connected, int(age) if age is not None else None, live, len(cams),
                drones_up, len(drones), svc_ok, len(services), int(now), unsent_marks,
-               bus.reconnects)
+               bus.reconnects, rec)
         if key == self._key:
             return
         self._key = key
@@ -66,6 +67,8 @@ class StatusBar(Widget):
                                                              else "warn")), sep,
                      (f"drones {drones_up}/{len(drones)}", ""), sep,
                      (f"svc {svc_ok}/{len(services)}", svc_style), *unsent]
+            if rec is not None:
+                parts += [sep, (rec[0], part(self, rec[1]))]
             text = Text.assemble(*parts, sep, clock)
         text.no_wrap = True
         text.overflow = "ellipsis"
@@ -73,3 +76,18 @@ class StatusBar(Widget):
         self.refresh()
 
 
+
+
+def recording(state: DashboardState, now: float) -> tuple[str, str] | None:
+    """What the recorder is doing, in a few words and a part name; None if none expected."""
+    heard = state.mirror.recorder
+    if heard is None:
+        return ("rec: not heard yet", "warn") if state.recorder_expected else None
+    msg, age = heard.message, heard.age(now)
+    if age > STALE_S:
+        return (f"REC? recorder silent {age_text(age)}", "warn")
+    disk = f"{bytes_text(msg.bytes_on_disk)}, {msg.free_percent:.0f}% free"
+    if not msg.recording:
+        why = msg.last_error or "not recording"
+        return (f"REC ✗ {why[:60]} ({disk})", "bad")
+    return (f"● REC {disk}", "critical")
