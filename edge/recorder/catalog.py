@@ -25,18 +25,25 @@ intervals that were recorded, and lists the gaps between them (camera down,
 recorder down, units lost to a slow disk): consecutive segments of a camera that
 ran on join exactly (a segment's end is the next one's start), so any space
 between them is a gap.
+
+**Retention** (:mod:`edge.recorder.retention`) walks the files oldest first
+(:meth:`Catalog.files_oldest_first`), never touches what a session not yet
+released holds (:meth:`Catalog.held_sessions`), and removes a file and its row
+in one transaction (:meth:`Catalog.delete_file`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge.recorder.mp4_segment import SegmentInfo
 
@@ -63,6 +70,7 @@ CREATE TABLE IF NOT EXISTS segments (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS segments_by_stream ON segments (camera, stream, start_ns);
+CREATE INDEX IF NOT EXISTS segments_by_start ON segments (start_ns);
 CREATE TABLE IF NOT EXISTS keyframes (
     segment_id INTEGER NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     wall_ns INTEGER NOT NULL,
@@ -138,6 +146,18 @@ class BusLogRow:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRow:
+    """A recorded file the catalog knows, as retention sees it: a video segment or a bus
+    log, its time range (None for a bus log that holds no message) and its size."""
+
+    kind: Literal["video", "bus"]
+    path: Path
+    start_ns: int | None
+    end_ns: int | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     id: int
     name: str
@@ -199,6 +219,9 @@ class Catalog:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # SQLite reuses its WAL file but never shrinks it; after pruning on a
+            # nearly full disk it would hold the space pruning freed.
+            db.execute("PRAGMA journal_size_limit=4194304")
             db.execute("PRAGMA foreign_keys=ON")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -230,10 +253,19 @@ class Catalog:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            else:
+            try:
                 self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that fails (a full disk) leaves the transaction open, and
+                # every later call would fail inside it: end it, then report.
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -357,6 +389,77 @@ class Catalog:
 
     def bus_log_paths(self) -> set[Path]:
         return {Path(str(p)) for (p,) in self._query("SELECT path FROM bus_logs")}
+
+    # -- retention ---------------------------------------------------------------------
+
+    def files_oldest_first(self, batch: int = 500) -> Iterator[FileRow]:
+        """Every segment and bus log, oldest start first (bus logs without a message
+        first of all). Read `batch` rows at a time, each batch a query of its own, so
+        rows may come and go between batches (new ones are newer, and are not missed
+        unless they start before the last row read)."""
+        def segments() -> Iterator[FileRow]:
+            after: tuple[int, int] = (-(1 << 63), -1)
+            while rows := self._query(
+                    "SELECT id, path, start_ns, end_ns, bytes FROM segments "
+                    "WHERE start_ns > ? OR (start_ns = ? AND id > ?) "
+                    "ORDER BY start_ns, id LIMIT ?", (after[0], after[0], after[1], batch)):
+                for r in rows:
+                    yield FileRow("video", Path(str(r[1])), int(r[2]), int(r[3]), int(r[4]))
+                after = (int(rows[-1][2]), int(rows[-1][0]))
+
+        def bus_logs() -> Iterator[FileRow]:
+            after: tuple[int, int] = (-(1 << 63), -1)
+            while rows := self._query(
+                    "SELECT id, path, first_ns, last_ns, bytes, coalesce(first_ns, -1) AS k "
+                    "FROM bus_logs WHERE k > ? OR (k = ? AND id > ?) ORDER BY k, id LIMIT ?",
+                    (after[0], after[0], after[1], batch)):
+                for r in rows:
+                    yield FileRow("bus", Path(str(r[1])), None if r[2] is None else int(r[2]),
+                                  None if r[3] is None else int(r[3]), int(r[4]))
+                after = (int(rows[-1][5]), int(rows[-1][0]))
+
+        def key(f: FileRow) -> int:
+            return -1 if f.start_ns is None else f.start_ns
+
+        yield from heapq.merge(segments(), bus_logs(), key=key)
+
+    def delete_file(self, path: str | os.PathLike[str],
+                    unlink: Callable[[Path], object]) -> bool:
+        """Forget a segment or bus log and remove its file (`unlink(path)`) in one
+        transaction: if `unlink` raises, the row stays (the file is still there) and the
+        error propagates. The file goes before the commit, so on a full disk the space it
+        frees is there for the commit to use; should the commit fail all the same, the row
+        outlives its file (and the error propagates): the next call for that path, with an
+        `unlink` that takes a missing file as removed, forgets it. True if it was known."""
+        key = str(path)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                known = (db.execute("DELETE FROM segments WHERE path = ?", (key,)).rowcount
+                         + db.execute("DELETE FROM bus_logs WHERE path = ?", (key,)).rowcount)
+                unlink(Path(key))
+                # Not `_tx`: a failed COMMIT must be rolled back too, or the connection
+                # stays inside a transaction and every later one fails.
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        return known > 0
+
+    def checkpoint(self) -> bool:
+        """Move the WAL into the database and cut the WAL file to nothing; False when a
+        reader kept part of it. Every transaction adds pages to the WAL, which SQLite
+        reuses but never shrinks on its own: after pruning, on a full disk, that space is
+        wanted back."""
+        with self._lock:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return not busy
+
+    def held_sessions(self) -> list[Session]:
+        """Named sessions retention must not prune: not released (open ones included)."""
+        return self._sessions(" WHERE released = 0")
 
     # -- sessions and marks ------------------------------------------------------------
 

@@ -251,3 +251,28 @@ def test_turn_servers_need_a_username_and_a_credential(tmp_path: Path,
     assert [s.password(tmp_path) for s in cfg.uplink.ice] == [None, "s3cret", "from-systemd"]
     assert cfg.uplink.ice[1].username == "edge"
     assert "s3cret" not in repr(cfg)
+
+
+def test_the_recordings_budget() -> None:
+    cfg = parse_config({"recorder": {"max_bytes": "50G", "min_free_percent": 10}}).recorder
+    assert (cfg.max_bytes, cfg.min_free_percent, cfg.retention_hours) == (50 << 30, 10.0, 72)
+    assert parse_config({"recorder": {"max_bytes": 123_456}}).recorder.max_bytes == 123_456
+    assert parse_config({"recorder": {"max_bytes": "1.5 TiB"}}).recorder.max_bytes == 3 << 39
+    assert parse_config({"recorder": {"max_bytes": "800m"}}).recorder.max_bytes == 800 << 20
+    unset = parse_config({}).recorder
+    assert (unset.max_bytes, unset.min_free_percent) == (None, None)
+
+    usage = 'expected a whole number of bytes or a size such as "800M", "50G" or "1.5T"'
+    assert problems({"recorder": {"max_bytes": "lots"}}) == [
+        f'recorder.max_bytes: {usage}, got "lots"']
+    assert problems({"recorder": {"max_bytes": 1.5}}) == [f"recorder.max_bytes: {usage}, got 1.5"]
+    assert problems({"recorder": {"max_bytes": True}}) == [
+        f"recorder.max_bytes: {usage}, got true"]
+    assert problems({"recorder": {"max_bytes": "0G"}}) == [
+        'recorder.max_bytes: expected a size above 0 bytes, got "0G"']
+    assert problems({"recorder": {"min_free_percent": 100}}) == [
+        "recorder.min_free_percent: input should be less than or equal to 99, got 100"]
+    assert problems({"recorder": {"min_free_percent": -1}}) == [
+        "recorder.min_free_percent: input should be greater than or equal to 0, got -1"]
+    assert problems({"recorder": {"retention_hours": 0}}) == [
+        "recorder.retention_hours: input should be greater than 0, got 0"]
