@@ -17,7 +17,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.mirror import Clock
 from edge.config import VehicleConfig
 from ui.bridge import BusBridge
-from ui.commands import CommandFlow, Refusal, commandable, drone_command
+from ui.commands import CommandFlow, Refusal, commandable, drone_command, record_command
 from ui.dialogs import GotoDialog, MarkDialog, TextDialog
 from ui.format import clock_text, finite
 from ui.palette import DashboardCommands
@@ -46,6 +46,7 @@ class DashboardApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("m", "mark", "Mark"),
+        Binding("R", "record", "Record", show=False),
         # Declaring any palette key replaces Textual's own ctrl+p, so both are here.
         Binding("ctrl+p", "command_palette", "Palette", priority=True),
         Binding("colon", "command_palette", "Palette", show=False),
@@ -169,6 +170,17 @@ class DashboardApp(App[None]):
         else:
             self.notify(f"Bus gone: mark kept and sent when it is back: {note}",
                         title="mark", severity="warning", timeout=8)
+
+    # -- recording ---------------------------------------------------------------------
+    def action_record(self) -> None:
+        self.run_worker(self._record_flow(), group="dialogs", name="record")
+
+    async def _record_flow(self) -> None:
+        command = record_command(self.state)
+        if isinstance(command, Refusal):
+            self.notify(command.text, severity=command.severity)
+            return
+        await self.command_flow.run(command)
 
     # -- drone commands ----------------------------------------------------------------
     def drone_command(self, drone_id: str, action: str) -> None:

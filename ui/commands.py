@@ -12,6 +12,7 @@ their own :class:`Command` and reuse the flow.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from textual.app import App
 from textual.notifications import SeverityLevel
 
 from edge.bus import topics
-from edge.bus.messages import REPLY_STATUSES, DroneCommand, Message, Reply
+from edge.bus.messages import REPLY_STATUSES, DroneCommand, Message, RecordCommand, Reply
 from edge.bus.mirror import known
 from ui import geo
 from ui.bridge import BusBridge
@@ -125,3 +126,29 @@ def drone_command(state: DashboardState, d: DroneView, sysid: int, action: str,
         body=(f"Drone {d.drone_id} ({link_name}link {d.link}, system {sysid})\n"
               f"will {name.upper()}{where}."),
         kind="drone command")
+
+
+# -- recording ---------------------------------------------------------------------------
+def record_command(state: DashboardState) -> Command | Refusal:
+    """Start a named session (named by the time) or stop the open one, as the recorder says."""
+    heard = state.mirror.recorder
+    if heard is None:
+        return Refusal("No recorder heard on the bus: nothing to start or stop.", "warning")
+    status = heard.message
+    if status.session_id is not None:
+        name = status.session_name or f"session {status.session_id}"
+        return Command(
+            service=topics.RECORDER_SERVICE, request=RecordCommand(action="stop"),
+            subject="recorder", label="Stop", name=f"stop recording session {name!r}",
+            title="Stop the recording session?",
+            body=(f"Session {name!r} ends now. Its recordings stay protected from pruning "
+                  "until it is released (edge record release)."),
+            kind="recording")
+    name = f"Session {time.strftime('%Y-%m-%d %H:%M', time.localtime(state.now()))}"
+    return Command(
+        service=topics.RECORDER_SERVICE, request=RecordCommand(action="start", name=name),
+        subject="recorder", label="Start", name=f"start recording session {name!r}",
+        title="Start a recording session?",
+        body=(f"Session {name!r} begins now: what is recorded from now on is kept until it "
+              "is released, and marks (m) land in it."),
+        kind="recording")

@@ -8,6 +8,7 @@ HELP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("tab / shift+tab", "next / previous pane"),
         ("1 2 3 4 5", "go to cameras, drones, links, uplink, events"),
         ("m", "mark an event for the debrief (a short note, published on the bus)"),
+        ("R", "start a recording session (named by the time) or stop the open one"),
         ("ctrl+p  or  :", "command palette"),
         ("?", "this help"),
         ("q  or  ctrl+c", "quit"),

@@ -436,6 +436,27 @@ class RecorderStatus(Message):
     bus_file: str = ""  # the bus log being written
     errors: int = 0  # write errors since the recorder started, every kind
     last_error: str = ""
+    # The named session open now (`edge record start`), if any: retention keeps it whole.
+    session_id: int | None = None
+    session_name: str = ""
+    session_start_ns: int | None = None  # wall-clock ns
+
+
+RECORD_ACTIONS = ("start", "stop", "release")
+SESSION_NAME_MAX = 100  # characters: a name is a label on a table row, not a report
+
+
+@message("recorder.record")
+@dataclass(slots=True, kw_only=True)
+class RecordCommand(Message):
+    """A request to the recorder (`edge record`): `start` a named session called `name`,
+    `stop` the open one, or `release` session `session_id` to retention. Answered with a
+    `Reply` whose data holds the session (`session_id`, `name`, `start_ns`, `end_ns`,
+    `released`), or rejected with the reason."""
+
+    action: str = ""  # one of RECORD_ACTIONS
+    name: str = ""
+    session_id: int = 0
 
 
 # ---------------------------------------------------------------------------

@@ -127,3 +127,6 @@ def drone_service(link_id: str) -> str:
 def camera_service(camera_id: str) -> str:
     return f"camera@{camera_id}"
 
+
+# One recorder a vehicle: its sessions (`RecordCommand`) are asked of it by this name.
+RECORDER_SERVICE = "recorder"

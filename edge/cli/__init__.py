@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "edge.cli.camera_cmd",
     "edge.cli.bench",
     "edge.cli.drone_cmd",
+    "edge.cli.record_cmd",
     "edge.cli.sim",
 )
 

@@ -23,6 +23,7 @@ from edge.bus.messages import (
     DroneTelemetry,
     EventMark,
     LinkStatus,
+    RecordCommand,
     RecorderStatus,
     Reply,
     UplinkSessions,
@@ -355,3 +356,52 @@ async def test_recording_is_shown_with_its_disk_and_its_failure(
             last_error="cannot write x.mp4: [Errno 28] No space left on device"))
         await until(pilot, lambda: "REC ✗ cannot write x.mp4: [Errno 28] No space left"
                     in status_text(app), "the failure named")
+
+
+class FakeRecorder:
+    """Answers `recorder` as the recorder does, and says so on `recorder/status`."""
+
+    def __init__(self, bus: BusClient) -> None:
+        self.bus = bus
+        self.commands: list[RecordCommand] = []
+        self.session: str | None = None
+        bus.serve(topics.RECORDER_SERVICE, self.handle)
+
+    def publish(self) -> None:
+        self.bus.publish(topics.RECORDER_STATUS, RecorderStatus(
+            recording=True, bytes_on_disk=2_000_000, free_percent=80.0,
+            session_id=7 if self.session else None, session_name=self.session or ""))
+
+    async def handle(self, env: Envelope) -> Reply:
+        assert isinstance(env.message, RecordCommand)
+        self.commands.append(env.message)
+        self.session = env.message.name if env.message.action == "start" else None
+        self.publish()
+        return Reply(status="accepted")
+
+
+async def test_a_recording_session_is_started_and_stopped_with_confirmation(
+        make_app: Callable[..., DashboardApp], vehicle: FakeVehicle, publisher: BusClient) -> None:
+    recorder = FakeRecorder(publisher)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.bus.connected, "the bus heartbeat")
+        recorder.publish()
+        await until(pilot, lambda: "● REC 2.0 MB" in status_text(app), "recording shown")
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        assert not recorder.commands, "nothing may be sent before the confirmation"
+        await pilot.press("y")
+        await until(pilot, lambda: recorder.commands, "the request at the recorder")
+        start = recorder.commands[0]
+        assert start.action == "start" and start.name.startswith("Session ")
+        await until(pilot, lambda: f"● REC {start.name!r}" in status_text(app),
+                    "the session's name on the status line")
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmDialog) and start.name in dialog.body
+        await pilot.press("y")
+        await until(pilot, lambda: len(recorder.commands) == 2, "the stop at the recorder")
+        assert recorder.commands[1].action == "stop"
+        await until(pilot, lambda: "● REC 2.0 MB" in status_text(app), "no session shown")

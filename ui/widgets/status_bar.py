@@ -90,4 +90,5 @@ def recording(state: DashboardState, now: float) -> tuple[str, str] | None:
     if not msg.recording:
         why = msg.last_error or "not recording"
         return (f"REC ✗ {why[:60]} ({disk})", "bad")
-    return (f"● REC {disk}", "critical")
+    session = f" {msg.session_name[:40]!r}" if msg.session_id is not None else ""
+    return (f"● REC{session} {disk}", "critical")

@@ -254,3 +254,30 @@ async def test_kill9_mid_segment_then_restart_repairs_and_indexes(
         assert all(bus_log.is_whole(r.path) for r in logs)
         assert {r.path for r in cat.segments("gate", "main")} == set(
             (root / "video").glob("*/*/*.mp4"))
+
+
+class QuickRetention(RecorderService):
+    RETENTION_EVERY_S = 0.5  # so that a test sees a pass in seconds, not a minute
+
+
+@pytest.mark.timeout(120)
+async def test_retention_prunes_old_recordings_and_says_so(
+        bus: BusClient, endpoints: Endpoints, tmp_path: Path, camera: SimCamera) -> None:
+    # Recordings are kept 3.6 s: the first closed segments go while recording goes on.
+    config, config_path = recorder_config(tmp_path, {"gate": camera}, segment_seconds=1.0,
+                                          retention_hours=0.001)
+    catalog = tmp_path / "recordings" / CATALOG_FILE
+    alerts = Inbox(bus.subscribe(topics.alert("recorder")))
+    async with support.hosted(CameraService, "camera@gate", config, config_path, endpoints), \
+            support.hosted(QuickRetention, "recorder", config, config_path, endpoints):
+        first = (await eventually(lambda: closed_segments(catalog, "gate"), within=SEGMENT_S,
+                                  what="a closed segment"))[0]
+        alert = await alerts.expect(Alert, lambda a: a.text.startswith("Recordings pruned"),
+                                    within=30)
+        assert "older than" in alert.text and alert.source == "recorder"
+        await eventually(lambda: not first.path.exists(), what="the oldest segment removed")
+        # Recording went on, and the catalog names no file that is gone.
+        await eventually(lambda: any(s.start_ns > first.start_ns
+                                     for s in closed_segments(catalog, "gate")),
+                         within=SEGMENT_S, what="newer segments")
+        assert all(s.path.exists() for s in closed_segments(catalog, "gate"))
