@@ -95,6 +95,28 @@ class MediaSubscriber:
                 self.stats.delivered += 1
                 return frame
 
+    def take(self, timeout_s: float) -> list[MediaFrame]:
+        """Blocking, for a consumer with a thread of its own (the recorder's writers): the
+        units that arrived, waiting up to `timeout_s` for the first; empty if none came.
+
+        One wake-up per batch instead of an event-loop round and a queue hand-off per
+        unit. Do not mix with :meth:`recv` on one subscriber.
+        """
+        if not self._batch and self.sock.poll(int(timeout_s * 1000)):
+            drain(self.sock, self._batch, BATCH)
+        taken: list[MediaFrame] = []
+        while self._batch:
+            try:
+                frame = decode(self._batch.popleft())
+            except MediaFormatError:
+                self.stats.malformed += 1
+                continue
+            self.stats.received += 1
+            if self._accept(frame):
+                self.stats.delivered += 1
+                taken.append(frame)
+        return taken
+
     def __aiter__(self) -> MediaSubscriber:
         return self
 

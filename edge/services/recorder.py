@@ -9,17 +9,19 @@ not absolute)::
 
 (:mod:`edge.recorder.layout`; each drone service writes ``mavlink/<link>/``.)
 
-**Video.** For every configured camera and each of its streams, a media-plane
-subscriber (:class:`~edge.media.subscriber.MediaSubscriber`, on the event loop)
-feeds a :class:`~edge.recorder.mp4_segment.SegmentWriter` that runs in a thread
-of its own, through a bounded queue (:data:`QUEUE_UNITS`). The subscriber starts
-on the stream's usual endpoint (``Endpoints.media``) at once and moves to
-whatever endpoint the camera announces on ``cam/<id>/<profile>/stream``, as the
-uplink does. A full queue (the disk is slower than the camera) drops the unit
-for the recorder alone and counts it (``units_dropped``); the writer then sees a
-sequence gap and resumes at the next keyframe, so the loss is a gap between
-segments, never a broken file, and neither the camera nor the bus waits. Every
-segment the writer closes is registered in the catalog from its thread.
+**Video.** For every configured camera and each of its streams, a thread of its
+own subscribes to the stream's media plane
+(:class:`~edge.media.subscriber.MediaSubscriber`, taken in batches: one wake-up per
+batch, never a hop through the event loop) and feeds a
+:class:`~edge.recorder.mp4_segment.SegmentWriter`. The subscriber starts on the
+stream's usual endpoint (``Endpoints.media``) at once and moves to whatever
+endpoint the camera announces on ``cam/<id>/<profile>/stream``, as the uplink
+does. Its socket holds :data:`QUEUE_UNITS` units; beyond that (the disk is slower
+than the camera) the camera's publisher drops units for the recorder alone, which
+sees a sequence gap, counts it (``units_dropped``) and resumes at the next
+keyframe, so the loss is a gap between segments, never a broken file, and neither
+the camera nor the bus waits. Every segment the writer closes is registered in the
+catalog from its thread.
 
 **Bus.** One thread owns a SUB socket on the broker's fan-out endpoint,
 subscribed to everything, and writes each message with
@@ -69,7 +71,6 @@ import fcntl
 import functools
 import logging
 import os
-import queue
 import re
 import shutil
 import sqlite3
@@ -100,7 +101,6 @@ from edge.bus.messages import (
 )
 from edge.config import ConfigError
 from edge.media.subscriber import MediaSubscriber
-from edge.media.wire import MediaFrame
 from edge.recorder.bus_log import BusLogError, BusLogWriter, read, recover
 from edge.recorder.catalog import Catalog, CatalogError, Session
 from edge.recorder.layout import BUS_DIR, CATALOG_FILE, VIDEO_DIR, recordings_dir
@@ -121,8 +121,8 @@ STATUS_EVERY_S = 1.0
 # Retention runs this often, and at once when a write fails for want of space.
 RETENTION_EVERY_S = 60.0
 SOURCE = "recorder"  # alerts' source
-# Units queued between a stream's subscriber and its writer thread: about 8 s at 30 fps,
-# room for a disk that stalls for a few seconds before the recorder loses anything.
+# Units a stream's socket holds for its writer thread: about 8 s at 30 fps, room for a
+# disk that stalls for a few seconds before the recorder loses anything.
 QUEUE_UNITS = 256
 # The writer thread's wait for a unit: also how often a stopped camera's last segment is
 # checked for closing (`close_if_idle`).
@@ -301,26 +301,25 @@ def recover_files(root: Path, catalog: Catalog) -> Recovered:
 
 
 class StreamRecorder:
-    """One camera stream: subscriber on the loop → bounded queue → writer thread."""
+    """One camera stream: a writer thread that owns the stream's subscriber."""
 
     def __init__(self, service: RecorderService, camera: str, profile: str,
                  endpoint: str) -> None:
         self.service = service
         self.camera = camera
         self.profile = profile
-        self.endpoint = endpoint
+        self.endpoint = endpoint  # set by the loop (`follow`), read by the thread
         seconds = service.segment_seconds
         self.writer = SegmentWriter(service.root / VIDEO_DIR, camera, profile,
                                     segment_seconds=seconds,
                                     fragment_seconds=min(1.0, seconds),
                                     max_gap_seconds=MAX_GAP_S, on_segment=self._closed)
-        self.queue: queue.Queue[MediaFrame | None] = queue.Queue(QUEUE_UNITS)
-        self.dropped = 0  # written by the loop only
+        self.dropped_before = 0  # units lost by subscribers since replaced (thread only)
         self.errors = 0  # written by the writer thread only
         self.last_error = ""
         self.failing = False  # the last write failed and no unit was written since
         self.subscriber: MediaSubscriber | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, daemon=True,
                                         name=f"rec-{camera}/{profile}")
 
@@ -328,67 +327,56 @@ class StreamRecorder:
     def name(self) -> str:
         return f"{self.camera}/{self.profile}"
 
+    @property
+    def dropped(self) -> int:
+        """Units the camera sent that never reached the writer (a slow disk, for one)."""
+        sub = self.subscriber
+        return self.dropped_before + (sub.stats.missed if sub is not None else 0)
+
     def start(self) -> None:
         self._thread.start()
-        self._subscribe()
 
     def follow(self, endpoint: str) -> None:
         """The camera announced where this stream is: move there if it is elsewhere."""
         if endpoint and endpoint != self.endpoint:
             log.info("%s: following the stream to %s", self.name, endpoint)
-            self.endpoint = endpoint
-            if self._reader is not None:
-                self._reader.cancel()
-            self._subscribe()
-
-    def _subscribe(self) -> None:
-        self._reader = asyncio.create_task(self._read(self.endpoint), name=f"rec-{self.name}")
-
-    async def _read(self, endpoint: str) -> None:
-        sub = MediaSubscriber(self.service.ctx.bus.sync_ctx, endpoint)
-        self.subscriber = sub
-        put = self.queue.put_nowait
-        try:
-            while True:
-                frame = await sub.recv()
-                try:
-                    put(frame)
-                except queue.Full:
-                    self.dropped += 1
-        finally:
-            sub.close()
+            self.endpoint = endpoint  # the thread resubscribes at its next wake-up
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
         if not self._thread.is_alive():
             return
-        # The thread takes what is queued, then the None, and closes its segment.
-        started = time.monotonic()
-        with contextlib.suppress(queue.Full):
-            await asyncio.to_thread(self.queue.put, None, True, JOIN_S)
-        await asyncio.to_thread(self._thread.join,
-                                max(0.0, JOIN_S - (time.monotonic() - started)))
+        # The thread finishes the batch in hand and closes its segment.
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join, JOIN_S)
         if self._thread.is_alive():
             log.error("%s: the writer did not finish within %.0f s; its last fragment "
                       "will be repaired at the next start", self.name, JOIN_S)
 
     # -- the writer thread --------------------------------------------------------------
     def _write_loop(self) -> None:
-        get = self.queue.get
-        while True:
-            try:
-                frame = get(timeout=WRITER_WAKE_S)
-            except queue.Empty:
-                self._guard(lambda: self.writer.close_if_idle(time.time_ns()))
-                continue
-            if frame is None:
-                break
-            if self._guard(functools.partial(self.writer.write, frame)):
-                self.failing = False
-        self._guard(self.writer.close)
+        # The thread owns the socket (ZeroMQ sockets are not shared between threads) and
+        # takes units in batches: a slow disk fills the socket's queue, and the camera's
+        # publisher then drops units for this subscriber alone (a sequence gap, counted).
+        sub: MediaSubscriber | None = None
+        try:
+            while not self._stopping.is_set():
+                if sub is None or sub.endpoint != self.endpoint:
+                    if sub is not None:
+                        self.dropped_before += sub.stats.missed
+                        sub.close()
+                    sub = self.subscriber = MediaSubscriber(
+                        self.service.ctx.bus.sync_ctx, self.endpoint, hwm=QUEUE_UNITS)
+                frames = sub.take(WRITER_WAKE_S)
+                if not frames:
+                    self._guard(lambda: self.writer.close_if_idle(time.time_ns()))
+                    continue
+                for frame in frames:
+                    if self._guard(functools.partial(self.writer.write, frame)):
+                        self.failing = False
+        finally:
+            if sub is not None:
+                sub.close()
+            self._guard(self.writer.close)
 
     def _guard(self, step: Callable[[], object]) -> bool:
         """Run a writer step; a failure is counted and shown, never the end of the thread."""
