@@ -62,5 +62,6 @@ class RecorderConfig(Model):
     # pruned past it. Bytes, or "50G" style (powers of 1024). None: no limit but the disk's.
     max_bytes: ByteSize | None = None
     # Keep at least this share of the recordings' filesystem free, pruning the oldest
-    # recordings to do so. None: prune for space only when a write finds the disk full.
-    min_free_percent: float | None = Field(default=None, ge=0, le=99)
+    # recordings to do so: the disk also holds the system's logs and the catalog, and a
+    # full one fails more than the recorder. None: prune only when a write finds it full.
+    min_free_percent: float | None = Field(default=5.0, ge=0, le=99)

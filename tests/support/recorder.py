@@ -25,7 +25,8 @@ from edge.recorder.mp4_repair import read_index
 
 def recorder_config(tmp: Path, cameras: dict[str, SimCamera], *, segment_seconds: float = 2.0,
                     path: Path | None = None,
-                    retention_hours: float | None = None) -> tuple[VehicleConfig, Path]:
+                    retention_hours: float | None = None,
+                    min_free_percent: float | None = None) -> tuple[VehicleConfig, Path]:
     """A vehicle with `cameras` (id -> simulated camera, main stream only) and the recorder
     on, writing into `path` (default tmp/recordings); the TOML is written as an operator's."""
     recordings = path or tmp / "recordings"
@@ -37,6 +38,8 @@ def recorder_config(tmp: Path, cameras: dict[str, SimCamera], *, segment_seconds
               f"segment_seconds = {segment_seconds}"]
     if retention_hours is not None:
         lines.append(f"retention_hours = {retention_hours}")
+    if min_free_percent is not None:
+        lines.append(f"min_free_percent = {min_free_percent}")
     config_path = tmp / "vehicle.toml"
     config_path.write_text("\n".join(lines) + "\n")
     return load_config(config_path), config_path

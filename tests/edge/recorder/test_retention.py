@@ -182,7 +182,7 @@ def test_recording_onto_a_full_disk_prunes_and_resumes_without_touching_a_sessio
 
         writer = SegmentWriter(disk / "video", "north", "main", segment_seconds=2.0,
                                fsync=False, on_segment=closed)
-        pruner = retention(cat, disk)  # no min_free_percent: pruned only when full
+        pruner = retention(cat, disk, min_free_percent=None)  # pruned only when full
         reports: list[PruneReport] = []
         for unit in units:
             try:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from drivers.sim.camera import SimCamera
 from edge.bus import envelope, topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-from edge.bus.messages import Alert, CameraStatus, EventMark, RecorderStatus
+from edge.bus.messages import Alert, CameraStatus, EventMark, RecordCommand, RecorderStatus, Reply
 from edge.recorder import bus_log
 from edge.recorder.catalog import Catalog
 from edge.recorder.layout import CATALOG_FILE
@@ -32,7 +33,15 @@ from edge.services.recorder import RecorderService
 from tests import support
 from tests.support import REPO, Inbox, eventually, kill9, require
 from tests.support.media import decode_all, ffprobe, has_ffprobe
-from tests.support.recorder import bus_messages, closed_segments, recorder_config, tear_tail
+from tests.support.recorder import (
+    bus_messages,
+    catalog_sessions,
+    closed_segments,
+    recorder_answers,
+    recorder_config,
+    tear_tail,
+)
+from tests.support.retention import small_disk
 
 SOURCE = "rec-test"
 # Functional bounds only (a loaded 2-core machine is slow, not wrong): a camera is live
@@ -281,3 +290,48 @@ async def test_retention_prunes_old_recordings_and_says_so(
                                      for s in closed_segments(catalog, "gate")),
                          within=SEGMENT_S, what="newer segments")
         assert all(s.path.exists() for s in closed_segments(catalog, "gate"))
+
+
+@pytest.mark.timeout(180)
+async def test_a_full_disk_is_pruned_and_recording_resumes_sparing_a_session(
+        bus: BusClient, endpoints: Endpoints, tmp_path: Path, camera: SimCamera) -> None:
+    # Everything on one small disk, the catalog too, and no free-space margin: the
+    # recorder writes until the disk is full, then must prune and go on.
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        root = disk / "recordings"
+        config, config_path = recorder_config(tmp_path, {"gate": camera}, path=root,
+                                              segment_seconds=1.0, min_free_percent=0)
+        catalog = root / CATALOG_FILE
+        alerts = Inbox(bus.subscribe(topics.alert("recorder")))
+        async with support.hosted(CameraService, "camera@gate", config, config_path,
+                                  endpoints), \
+                support.hosted(QuickRetention, "recorder", config, config_path, endpoints):
+            await recorder_answers(bus)
+            await eventually(lambda: closed_segments(catalog, "gate"), within=SEGMENT_S,
+                             what="a first segment")
+            started = await bus.request(topics.RECORDER_SERVICE,
+                                        RecordCommand(action="start", name="Drill"))
+            assert isinstance(started.message, Reply) and started.message.status == "accepted"
+            await eventually(lambda: len(closed_segments(catalog, "gate")) >= 3,
+                             within=SEGMENT_S, what="segments in the session")
+            stopped = await bus.request(topics.RECORDER_SERVICE, RecordCommand(action="stop"))
+            assert isinstance(stopped.message, Reply) and stopped.message.status == "accepted"
+            (drill,) = catalog_sessions(catalog)
+            assert drill.end_ns is not None
+            kept = [s.path for s in closed_segments(catalog, "gate")
+                    if s.end_ns >= drill.start_ns and s.start_ns <= drill.end_ns]
+            assert kept
+
+            pruned = await alerts.expect(Alert, lambda a: a.text.startswith("Recordings pruned"),
+                                         within=90)
+            assert pruned.severity == "warning" and "disk full" in pruned.text.lower()
+            after = time.time_ns()
+            await eventually(lambda: any(s.start_ns > after
+                                         for s in closed_segments(catalog, "gate")),
+                             within=SEGMENT_S, what="a segment recorded after the pruning")
+            assert all(p.exists() for p in kept), "a named session's recording was pruned"
+        # Stopped: no file is corrupt and the catalog names only files that exist.
+        rows = closed_segments(catalog, "gate")
+        assert rows and all(r.path.exists() for r in rows)
+        for row in rows[-3:]:
+            assert decode_all(row.path) == row.frames
