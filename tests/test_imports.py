@@ -32,6 +32,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "edge/runtime": ("edge.bus", "edge.config", "edge.services="),
     "edge/uplink": ("edge.bus", "edge.media", "edge.config"),
     "edge/recorder": ("edge.bus", "edge.media", "edge.config"),
+    "edge/export": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
+    "edge/replay": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),
     "edge/bench": ("edge", "drivers", "ui"),

@@ -460,6 +460,51 @@ class RecordCommand(Message):
 
 
 # ---------------------------------------------------------------------------
+# Replay
+# ---------------------------------------------------------------------------
+REPLAY_ACTIONS = ("play", "pause", "seek", "next_mark", "prev_mark", "speed", "step")
+REPLAY_SPEED_MIN = 0.25
+REPLAY_SPEED_MAX = 16.0
+ReplayStateName = Literal["playing", "paused", "ended"]
+REPLAY_STATES: tuple[ReplayStateName, ...] = get_args(ReplayStateName)
+
+
+@message("replay.command")
+@dataclass(slots=True, kw_only=True)
+class ReplayCommand(Message):
+    """A request to the replay vehicle (`replay`): `play`, `pause`, `seek` to `time_ns`,
+    `next_mark` / `prev_mark` (marks and alerts), `speed` to `speed` (0.25 to 16), `step`
+    by `seconds` (default one; negative steps back) and pause there. Answered with a
+    `Reply` whose data is the `ReplayStatus` after it, or rejected with the reason."""
+
+    action: str = ""  # one of REPLAY_ACTIONS
+    time_ns: int = 0  # seek: recorded wall-clock ns
+    speed: float = 1.0
+    seconds: float = 1.0  # step
+
+
+@message("replay.status")
+@dataclass(slots=True, kw_only=True)
+class ReplayStatus(Message):
+    """The replay clock (`replay/status`, 4 Hz and on every change). Times are the
+    recorded wall-clock ns; `position_ns` is "now" for everything replayed."""
+
+    session_id: int | None = None
+    session_name: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    position_ns: int = 0
+    speed: float = 1.0
+    state: ReplayStateName = "paused"
+    keyframes_only: bool = False  # speed above 2x: video sends keyframes only
+    cameras: list[str] = field(default_factory=list)  # "camera/stream" replayed
+    bus_messages: int = 0  # republished since the start
+    video_units: int = 0
+    seeks: int = 0
+    gaps: list[str] = field(default_factory=list)  # what is missing or damaged, one line each
+
+
+# ---------------------------------------------------------------------------
 # Bench
 # ---------------------------------------------------------------------------
 @message("bench.sample")

@@ -130,3 +130,9 @@ def camera_service(camera_id: str) -> str:
 
 # One recorder a vehicle: its sessions (`RecordCommand`) are asked of it by this name.
 RECORDER_SERVICE = "recorder"
+
+# --- replay (`edge replay`: a recorded session on a private bus) -------------
+REPLAY = "replay/"
+REPLAY_STATUS = "replay/status"
+# The replay vehicle's controls (`ReplayCommand`) are asked of it by this name.
+REPLAY_SERVICE = "replay"

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "edge.cli.bench",
     "edge.cli.drone_cmd",
     "edge.cli.record_cmd",
+    "edge.cli.export_cmd",
+    "edge.cli.replay_cmd",
     "edge.cli.sim",
 )
 

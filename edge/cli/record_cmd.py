@@ -218,14 +218,15 @@ def cmd_release(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- the catalog
 
 
-def _root(args: argparse.Namespace) -> Path:
+def recordings_root(args: argparse.Namespace) -> Path:
+    """The recordings directory the config names (`[recorder] path`)."""
     from edge.recorder.layout import recordings_dir
 
     config, path = load(args)
     return recordings_dir(config.recorder, path.resolve().parent)
 
 
-def _open_catalog(root: Path) -> Catalog:
+def open_catalog(root: Path) -> Catalog:
     """The catalog of an existing recordings directory; RecordError when there is none
     or it cannot be opened (never one created here)."""
     from edge.recorder.catalog import Catalog, CatalogError
@@ -264,9 +265,9 @@ def _session_json(s: Session, now: int, marks: int, nbytes: int) -> dict[str, ob
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    root = _root(args)
+    root = recordings_root(args)
     now = time.time_ns()
-    with _open_catalog(root) as cat:
+    with open_catalog(root) as cat:
         sessions = []
         for s in cat.sessions():
             end = s.end_ns if s.end_ns is not None else now
@@ -309,22 +310,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_session(cat: Catalog, text: str) -> Session:
-    text = text.strip()
-    if text.isdigit():
-        found = cat.session(int(text))
-        if found is None:
-            raise RecordError(f"no session {text} (see edge record ls)")
-        return found
-    named = [s for s in cat.sessions() if s.name == text]
-    if not named:
-        named = [s for s in cat.sessions() if s.name.casefold() == text.casefold()]
-    if not named:
-        raise RecordError(f"no session named {text!r} (see edge record ls)")
-    if len(named) > 1:
-        ids = ", ".join(str(s.id) for s in named)
-        raise RecordError(f"{len(named)} sessions are named {text!r} (ids {ids}): give the id")
-    return named[0]
+def find_session(cat: Catalog, text: str) -> Session:
+    """A session by id or name (:meth:`Catalog.find_session`); RecordError if not one."""
+    from edge.recorder.catalog import CatalogError
+
+    try:
+        return cat.find_session(text)
+    except CatalogError as e:
+        raise RecordError(str(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,10 +377,10 @@ def _gaps(intervals: Sequence[Interval], start_ns: int, end_ns: int, closed: boo
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    root = _root(args)
+    root = recordings_root(args)
     now = time.time_ns()
-    with _open_catalog(root) as cat:
-        s = _find_session(cat, args.session)
+    with open_catalog(root) as cat:
+        s = find_session(cat, args.session)
         end = s.end_ns if s.end_ns is not None else now
         logs = cat.bus_logs(start_ns=s.start_ns - BUS_JOIN_NS, end_ns=end + BUS_JOIN_NS)
         # Bus logs after the session tell a recorder that came back from one that has not.
@@ -444,7 +437,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from edge.recorder.layout import CATALOG_FILE
     from edge.services.recorder import lock_recordings, recover_files
 
-    root = _root(args)
+    root = recordings_root(args)
     if not root.is_dir():
         raise RecordError(f"no recordings in {root} (nothing to index)")
     try:

@@ -512,6 +512,26 @@ class Catalog:
         """Every named session, oldest first."""
         return self._sessions()
 
+    def find_session(self, text: str) -> Session:
+        """A session by id (digits) or name (exact, else ignoring case); CatalogError,
+        in words for an operator, when none or several match."""
+        text = text.strip()
+        if text.isascii() and text.isdigit():
+            found = self.session(int(text))
+            if found is None:
+                raise CatalogError(f"no session {text} (see edge record ls)")
+            return found
+        named = [s for s in self.sessions() if s.name == text]
+        if not named:
+            named = [s for s in self.sessions() if s.name.casefold() == text.casefold()]
+        if not named:
+            raise CatalogError(f"no session named {text!r} (see edge record ls)")
+        if len(named) > 1:
+            ids = ", ".join(str(s.id) for s in named)
+            raise CatalogError(f"{len(named)} sessions are named {text!r} (ids {ids}): "
+                               "give the id")
+        return named[0]
+
     def _sessions(self, where: str = "", args: tuple[object, ...] = ()) -> list[Session]:
         rows = self._query("SELECT id, name, start_ns, end_ns, released FROM sessions"
                            f"{where} ORDER BY start_ns, id", args)

@@ -1,0 +1,1 @@
+"""Replay: a recorded session played back on a private bus and media plane."""
