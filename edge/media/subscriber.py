@@ -85,15 +85,22 @@ class MediaSubscriber:
             while not self._batch:
                 await self._readable.wait()
                 drain(self.sock, self._batch, BATCH)
-            try:
-                frame = decode(self._batch.popleft())
-            except MediaFormatError:
-                self.stats.malformed += 1
-                continue
-            self.stats.received += 1
-            if self._accept(frame):
-                self.stats.delivered += 1
+            frame = self._next()
+            if frame is not None:
                 return frame
+
+    def _next(self) -> MediaFrame | None:
+        """The next batched unit if it is one to hand on (decoded, accepted), else None."""
+        try:
+            frame = decode(self._batch.popleft())
+        except MediaFormatError:
+            self.stats.malformed += 1
+            return None
+        self.stats.received += 1
+        if not self._accept(frame):
+            return None
+        self.stats.delivered += 1
+        return frame
 
     def take(self, timeout_s: float) -> list[MediaFrame]:
         """Blocking, for a consumer with a thread of its own (the recorder's writers): the
@@ -106,14 +113,8 @@ class MediaSubscriber:
             drain(self.sock, self._batch, BATCH)
         taken: list[MediaFrame] = []
         while self._batch:
-            try:
-                frame = decode(self._batch.popleft())
-            except MediaFormatError:
-                self.stats.malformed += 1
-                continue
-            self.stats.received += 1
-            if self._accept(frame):
-                self.stats.delivered += 1
+            frame = self._next()
+            if frame is not None:
                 taken.append(frame)
         return taken
 

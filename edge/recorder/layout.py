@@ -12,7 +12,9 @@ reading (the catalog's reindex, replay, exports) agree::
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from pathlib import Path
 
 from edge.config import RecorderConfig
@@ -36,3 +38,34 @@ def recordings_dir(config: RecorderConfig, config_dir: Path) -> Path:
 
 def tlog_dir(config: RecorderConfig, config_dir: Path, link_id: str) -> Path:
     return recordings_dir(config, config_dir) / TLOG_DIR / link_id
+
+
+_NAME = re.compile(r"(\d{8}T\d{6})\.(\d{3})Z(?:_\d+)?")
+
+
+def utc_name(wall_ns: int) -> str:
+    """``20261201T184800.123Z``: what video segment and bus log file names start with."""
+    t = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, dt.UTC)
+    return f"{t:%Y%m%dT%H%M%S}.{wall_ns // 1_000_000 % 1000:03d}Z"
+
+
+def parse_utc_name(stem: str) -> int | None:
+    """The wall-clock ns a file name made by :func:`utc_name` stands for, or None."""
+    m = _NAME.fullmatch(stem)
+    if m is None:
+        return None
+    t = dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
+    return int(t.timestamp()) * 1_000_000_000 + int(m.group(2)) * 1_000_000
+
+
+def new_file(directory: Path, wall_ns: int, suffix: str) -> Path:
+    """A new file's path in `directory` (made if need be) named for `wall_ns`: ``_1``,
+    ``_2``... before the suffix when the name is taken (a clock that stepped back)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = utc_name(wall_ns)
+    path = directory / f"{name}{suffix}"
+    n = 0
+    while path.exists():
+        n += 1
+        path = directory / f"{name}_{n}{suffix}"
+    return path

@@ -72,6 +72,7 @@ import av.container
 import av.stream
 
 from edge.media.wire import MediaFrame
+from edge.recorder.layout import new_file
 from edge.recorder.mp4_repair import Mp4FormatError, read_index, repair
 
 log = logging.getLogger(__name__)
@@ -224,11 +225,6 @@ def _label(kind: str, value: str) -> str:
         raise ValueError(f"{kind} {value!r} cannot name a directory: use letters, digits, "
                          f"'.', '_', '@' and '-', starting with a letter or digit")
     return value
-
-
-def _utc_name(wall_ns: int) -> str:
-    t = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, dt.UTC)
-    return f"{t:%Y%m%dT%H%M%S}.{wall_ns // 1_000_000 % 1000:03d}Z"
 
 
 def parameter_sets(codec: str, data: bytes) -> bytes:
@@ -428,14 +424,7 @@ class SegmentWriter:
     # -- files --------------------------------------------------------------------------
 
     def _new_path(self, wall_ns: int) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = _utc_name(wall_ns)
-        path = self.directory / f"{name}.mp4"
-        n = 0
-        while path.exists():
-            n += 1
-            path = self.directory / f"{name}_{n}.mp4"
-        return path
+        return new_file(self.directory, wall_ns, ".mp4")
 
     def _open(self, fmt: _Format, first: _Unit) -> None:
         path: Path | None = None

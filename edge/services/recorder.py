@@ -65,13 +65,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import errno
 import fcntl
 import functools
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -103,7 +101,14 @@ from edge.config import ConfigError
 from edge.media.subscriber import MediaSubscriber
 from edge.recorder.bus_log import BusLogError, BusLogWriter, read, recover
 from edge.recorder.catalog import Catalog, CatalogError, Session
-from edge.recorder.layout import BUS_DIR, CATALOG_FILE, VIDEO_DIR, recordings_dir
+from edge.recorder.layout import (
+    BUS_DIR,
+    CATALOG_FILE,
+    VIDEO_DIR,
+    new_file,
+    parse_utc_name,
+    recordings_dir,
+)
 from edge.recorder.mp4_repair import Mp4FormatError, read_index, repair
 from edge.recorder.mp4_segment import (
     TIME_BASE,
@@ -139,23 +144,7 @@ BUS_RETRY_S = 1.0
 # How long stopping may wait for a writer thread to finish its file (the runner's grace is 4 s).
 JOIN_S = 3.0
 
-_NAME = re.compile(r"(\d{8}T\d{6})\.(\d{3})Z(?:_\d+)?")
 LOCK_FILE = "recorder.lock"
-
-
-def utc_name(wall_ns: int) -> str:
-    """``20261201T184800.123Z``: the names segment and bus log files start with."""
-    t = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, dt.UTC)
-    return f"{t:%Y%m%dT%H%M%S}.{wall_ns // 1_000_000 % 1000:03d}Z"
-
-
-def parse_utc_name(stem: str) -> int | None:
-    """The wall-clock ns a file name made by :func:`utc_name` stands for, or None."""
-    m = _NAME.fullmatch(stem)
-    if m is None:
-        return None
-    t = dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
-    return int(t.timestamp()) * 1_000_000_000 + int(m.group(2)) * 1_000_000
 
 
 def _one_line(e: BaseException) -> str:
@@ -501,14 +490,7 @@ class BusRecorder:
             self._write_failed(e)
 
     def _new_path(self, now_ns: int) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = utc_name(now_ns)
-        path = self.directory / f"{name}.mcap"
-        n = 0
-        while path.exists():
-            n += 1
-            path = self.directory / f"{name}_{n}.mcap"
-        return path
+        return new_file(self.directory, now_ns, ".mcap")
 
     def _rotate(self, now_ns: int) -> bool:
         """Finish the open file and start the next; False when no file could be opened."""

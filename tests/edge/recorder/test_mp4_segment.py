@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tests.support.media import (
     ffprobe,
     has_ffprobe,
 )
+from tests.support.retention import small_disk
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -251,20 +251,6 @@ def test_kill_9_mid_segment_loses_at_most_the_open_fragment(tmp_path: Path) -> N
 
 
 # -- the disk fills up ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_disk(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `where` (root only; skipped off CI without it)."""
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
-    require(done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        # Lazy: a writer a failed assertion left open must not keep the mount behind.
-        subprocess.run(["umount", "--lazy", str(where)], check=False)
 
 
 def fill(path: Path) -> None:
