@@ -435,7 +435,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from edge.cli import OperatorError
     from edge.recorder.catalog import Catalog, CatalogError
     from edge.recorder.layout import CATALOG_FILE
-    from edge.services.recorder import lock_recordings, recover_files
+    from edge.recorder.recovery import lock_recordings, recover_files
 
     root = recordings_root(args)
     if not root.is_dir():
