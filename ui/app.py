@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker
 
+from edge.bus import topics
 from edge.bus.endpoints import Endpoints
+from edge.bus.messages import ReplayCommand, ReplayStatus, SchemaError
 from edge.bus.mirror import Clock
 from edge.config import VehicleConfig
 from ui.bridge import BusBridge
@@ -21,6 +24,7 @@ from ui.commands import CommandFlow, Refusal, commandable, drone_command, record
 from ui.dialogs import GotoDialog, MarkDialog, TextDialog
 from ui.format import clock_text, finite
 from ui.palette import DashboardCommands
+from ui.replay import control
 from ui.requests import CommandDrone, FocusPane, OpenCamera, OpenDrone, OpenEvent
 from ui.screens.camera import CameraScreen
 from ui.screens.drone import DroneScreen
@@ -50,6 +54,16 @@ class DashboardApp(App[None]):
         # Declaring any palette key replaces Textual's own ctrl+p, so both are here.
         Binding("ctrl+p", "command_palette", "Palette", priority=True),
         Binding("colon", "command_palette", "Palette", show=False),
+        # Replay controls (ui/replay.py): they do something only in a replay. The arrows
+        # are the panes' own outside one, so they pass the key on there (SkipAction).
+        Binding("space", "replay('play_pause')", "Play/pause", show=False),
+        Binding("left", "replay_seek('back')", "Back 10 s", show=False, priority=True),
+        Binding("right", "replay_seek('forward')", "Forward 10 s", show=False, priority=True),
+        Binding("[", "replay('slower')", "Slower", show=False),
+        Binding("]", "replay('faster')", "Faster", show=False),
+        Binding("n", "replay('next_mark')", "Next mark", show=False),
+        Binding("p", "replay('prev_mark')", "Previous mark", show=False),
+        Binding(".", "replay('step')", "Step 1 s", show=False),
     ]
 
     def __init__(self, config: VehicleConfig | None = None, *,
@@ -181,6 +195,43 @@ class DashboardApp(App[None]):
             self.notify(command.text, severity=command.severity)
             return
         await self.command_flow.run(command)
+
+    # -- replay controls (no confirmation: they only move the replay's clock) ------------
+    def action_replay_seek(self, key: str) -> None:
+        if not self.state.replay.active or not isinstance(self.screen, MainScreen):
+            raise SkipAction()  # the focused pane's own arrow, or a dialog's
+        self.action_replay(key)
+
+    def action_replay(self, key: str) -> None:
+        status = self.state.replay.status
+        if status is None:
+            self.notify("Not a replay: replay keys do nothing here.", timeout=3)
+            return
+        request = control(status, self.state.now(), key)
+        if isinstance(request, str):
+            self.notify(f"Replay: {request}.", timeout=3)
+            return
+        self.run_worker(self._replay_request(request), group="replay",
+                        name=f"replay-{request.action}")
+
+    async def _replay_request(self, request: ReplayCommand) -> None:
+        if self.bridge is None:
+            self.notify("No bus: the replay control was not sent.", severity="error")
+            return
+        reply = await self.bridge.request(topics.REPLAY_SERVICE, request)
+        if reply.status != "accepted":
+            detail = str(reply.detail)[:200]
+            self.notify(f"Replay {request.action}: {reply.status}" +
+                        (f": {detail}" if detail else ""), title="replay",
+                        severity="warning", timeout=5)
+            return
+        if not isinstance(reply.data, dict) or "position_ns" not in reply.data:
+            return  # no status with it: the next replay/status says where it is
+        try:
+            # The status after it, at once rather than at the next replay/status.
+            self.state.replay.take(ReplayStatus.from_body(reply.data))
+        except SchemaError:
+            pass
 
     # -- drone commands ----------------------------------------------------------------
     def drone_command(self, drone_id: str, action: str) -> None:

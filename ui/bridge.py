@@ -8,7 +8,8 @@ serious alert). Widgets never see bus traffic directly: they redraw from the
 model on their own timer, so a burst of messages costs a burst of cheap model
 updates, not a burst of redraws.
 
-Liveness: the broker's own health (``svc/bus/health``, 1 Hz) is the heartbeat.
+Liveness: the broker's own health (``svc/bus/health``, 1 Hz) is the heartbeat
+(on a replay's bus, which has none, the replay's ``replay/status``).
 Without one for ``heartbeat_timeout`` seconds the bus is "gone"; the bridge
 then recreates its client every ``reconnect_every`` seconds (ZeroMQ also
 reconnects by itself; a fresh client additionally resubscribes, which makes
@@ -47,7 +48,7 @@ STALL_S = 1.0  # a check round this late means our loop, not the bus, was stuck
 # Alerts this severe or worse also pop up as a notification, not only in the log.
 POPUP_SEVERITY: Severity = "error"
 PREFIXES = (topics.SVC, topics.CAM, topics.DRONE, topics.LINK, topics.UPLINK, topics.ALERT,
-            topics.EVENT, topics.RECORDER)
+            topics.EVENT, topics.RECORDER, topics.REPLAY)
 
 
 class BusBridge:
@@ -128,9 +129,9 @@ class BusBridge:
         """One client's life: until the bus has been gone for `reconnect_every`."""
         client = BusClient(self.endpoints, self.source)
         self.client = client
-        started = self.state.now()
-        pump = asyncio.create_task(self._pump(client.subscribe(*PREFIXES)),
-                                   name="dashboard-bus-pump")
+        # Bus liveness is judged on the wall clock, also in a replay (ui/replay.py).
+        started = self.state.wall_now()
+        pump = asyncio.create_task(self._pump(client), name="dashboard-bus-pump")
         last_check = time.monotonic()
         try:
             while True:
@@ -144,7 +145,7 @@ class BusBridge:
                     # Our own loop was held up: heartbeats may be waiting in the socket.
                     # Judge the bus only after the pump had its turn to read them.
                     continue
-                now = self.state.now()
+                now = self.state.wall_now()
                 age = self.state.bus_age(now)
                 if age is not None and age <= self.heartbeat_timeout:
                     if self.state.set_bus_connected(True, "bus back: heartbeat received"):
@@ -169,7 +170,22 @@ class BusBridge:
             self.client = None
             await client.close()
 
-    async def _pump(self, sub: Subscription) -> None:
+    async def _pump(self, client: BusClient) -> None:
+        while True:
+            sub = client.subscribe(*PREFIXES)
+            try:
+                await self._read(sub)
+            finally:
+                sub.close()
+
+    async def _read(self, sub: Subscription) -> None:
+        """Until a replay seeked: its messages keep their recorded headers, so after a seek
+        backwards this subscription's sequence memory would take them all for replays of
+        the broker's cache. A fresh subscription has none, and the broker's cache gives it
+        the latest of every state topic (what the replay republished for the target, even
+        if it overtook the status that told of the seek)."""
+        replay = self.state.replay
+        replay.forget = False
         async for env in sub:
             try:
                 self._take(env)
@@ -179,20 +195,25 @@ class BusBridge:
                     self._logged_failure = True
                     log.exception("could not take a message on %s; further failures are only "
                                   "counted", env.topic[:80])
+            if replay.forget:
+                return
 
     def _take(self, env: Envelope) -> None:
         update = self.state.take(env)  # a replay of the broker's cache changes nothing
         if update is None:
             return
-        if update.kind == "heartbeat" and env.topic == topics.svc_health("bus"):
+        if (update.kind == "heartbeat" and env.topic == topics.svc_health("bus")
+                or update.kind == "replay"):
+            # A replay's bus (`edge replay`) has a broker but no `bus` service to beat for
+            # it: there the replay's status, sent through it 4 times a second, is the sign.
             # Only a new (source, seq) is a new sign of life, and only one produced within
             # the timeout (a new client has no earlier one to compare with, and the
             # broker's cache may hold the last beat of a heartbeat long dead).
             key = (env.header.source, env.header.seq)
-            produced_age = self.state.now() - env.header.ts_ns / 1e9
+            produced_age = self.state.wall_now() - env.header.ts_ns / 1e9
             if key != self._last_heartbeat and produced_age < self.heartbeat_timeout:
                 self._last_heartbeat = key
-                self.state.bus.heartbeat_at = self.state.now()
+                self.state.bus.heartbeat_at = self.state.wall_now()
         if update.new:
             self._post(self.DeviceAppeared(update.kind, update.key))
         if update.kind == "thumbnail":

@@ -24,6 +24,13 @@ HELP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("l", "land"),
         ("g", "go to a position (latitude, longitude, altitude)"),
     )),
+    ("In a replay (edge replay; elsewhere these do nothing)", (
+        ("space", "play / pause"),
+        ("left / right", "back / forward 10 s (on the dashboard; panes keep up / down)"),
+        ("[  ]", "slower / faster: 0.25, 0.5, 1, 2, 4, 8, 16 times"),
+        ("n  p", "next / previous mark or alert"),
+        (".", "step one second (and pause there)"),
+    )),
     ("In a dialog", (
         ("y", "confirm the action the dialog names"),
         ("n  or  esc", "cancel"),

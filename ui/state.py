@@ -29,6 +29,7 @@ from edge.bus.messages import (
     EventMark,
     LinkStatus,
     Message,
+    ReplayStatus,
     ReplyStatus,
     ServiceHealth,
     ViewerSession,
@@ -53,6 +54,7 @@ from edge.bus.mirror import (
 from edge.config import VehicleConfig
 from ui import geo
 from ui.format import age_text, clean, finite
+from ui.replay import ReplayTime
 from ui.severity import EVENT_SEVERITIES, REPLY_SEVERITY, EventSeverity
 
 MAX_EVENTS = 500
@@ -200,7 +202,7 @@ class Event:
 
 @dataclass(slots=True)
 class BusView:
-    # Our clock, when a new heartbeat of the broker's last arrived (the bridge decides
+    # Our wall clock, when a new heartbeat of the broker's last arrived (the bridge decides
     # what is new: not a replay, not one produced too long ago).
     heartbeat_at: float | None = None
     connected: bool | None = None  # None until the first heartbeat or timeout
@@ -215,14 +217,17 @@ class Update:
     """What one message changed; the bridge turns these into Textual messages."""
 
     kind: Literal["camera", "thumbnail", "drone", "link", "uplink", "service", "event",
-                  "heartbeat", "recorder"]
+                  "heartbeat", "recorder", "replay"]
     key: str
     new: bool = False
 
 
 class DashboardState:
     def __init__(self, config: VehicleConfig | None = None, clock: Clock | None = None) -> None:
-        self.clock: Clock = clock or time.time
+        # Ages are read on the replay's clock in a replay (ui/replay.py): the wall clock
+        # until a replay status is heard.
+        self.replay = ReplayTime(clock or time.time)
+        self.clock: Clock = self.replay
         self.vehicle = config.vehicle if config else ""
         # Whether the vehicle should be recording: silence from the recorder is news then.
         self.recorder_expected = config.recorder.enabled if config else False
@@ -261,6 +266,10 @@ class DashboardState:
     def now(self) -> float:
         return self.clock()
 
+    def wall_now(self) -> float:
+        """The wall clock, whatever is replayed: what the bus's own liveness is judged by."""
+        return self.replay.wall()
+
     @property
     def services(self) -> dict[str, Heard[ServiceHealth]]:
         return self.mirror.services
@@ -287,6 +296,7 @@ class DashboardState:
         return geo.haversine_m(here, there)
 
     def bus_age(self, now: float) -> float | None:
+        """Since the broker's last heartbeat; `now` on the wall clock (:meth:`wall_now`)."""
         return age_of(self.bus.heartbeat_at, now)
 
     # -- writing ----------------------------------------------------------------
@@ -302,6 +312,9 @@ class DashboardState:
         self.bus.received += 1
         if message is None:
             return None
+        if isinstance(message, ReplayStatus):
+            self.replay.take(message)
+            return Update("replay", "")
         if isinstance(message, Alert | EventMark):
             now = self.clock()
             return self._event(topic, message, now if ts_ns <= 0 else min(now, ts_ns / 1e9))

@@ -21,6 +21,7 @@ from ui.widgets.drones import DroneTable
 from ui.widgets.events import EventTable
 from ui.widgets.links import LinkTable
 from ui.widgets.status_bar import StatusBar
+from ui.widgets.timeline import Timeline
 from ui.widgets.uplink import UplinkTable
 
 log = logging.getLogger("ui")
@@ -53,6 +54,7 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
+        yield Timeline(id="timeline")  # shown only in a replay
         with Container(id="layout"):
             yield CameraGrid(id="cameras", classes="pane")
             with Vertical(id="side"):
@@ -78,6 +80,7 @@ class MainScreen(Screen[None]):
         now = state.now()
         unsent = self.unsent_marks()
         self._sync("status", partial(self.query_one(StatusBar).sync, state, now, unsent))
+        self._sync("timeline", partial(self.query_one(Timeline).sync, state, now))
         self._ticks += 1
         for name in PANES:
             if name in HALF_RATE and self._ticks % 2:

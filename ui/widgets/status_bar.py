@@ -8,6 +8,7 @@ from textual.widget import Widget
 
 from edge.bus.mirror import STALE_S
 from ui.format import age_text, bytes_text, clock_text
+from ui.replay import speed_text
 from ui.state import DashboardState
 from ui.widgets.parts import PART_CLASSES, part
 
@@ -27,7 +28,7 @@ class StatusBar(Widget):
 
     def sync(self, state: DashboardState, now: float, unsent_marks: int = 0) -> None:
         bus = state.bus
-        age = state.bus_age(now)
+        age = state.bus_age(state.wall_now())
         cams = list(state.cameras.values())
         live = sum(c.condition(now)[0] == "live" for c in cams)
         drones = [d for d in state.drones.values() if not d.placeholder]
@@ -36,9 +37,10 @@ class StatusBar(Widget):
         svc_ok = sum(s.age(now) <= STALE_S and s.message.state == "running" for s in services)
         lost = bus.connected is False
         rec = recording(state, now)
+        replay = replay_text(state, now)
         key = (lost, bus.connected, int(age) if age is not None else None, live, len(cams),
                drones_up, len(drones), svc_ok, len(services), int(now), unsent_marks,
-               bus.reconnects, rec)
+               bus.reconnects, rec, replay)
         if key == self._key:
             return
         self._key = key
@@ -46,7 +48,7 @@ class StatusBar(Widget):
         self.set_class(bus.connected is None, "-waiting")
         sep = (" │ ", part(self, "muted"))
         vehicle = (f"EDGE {state.vehicle}".strip(), part(self, "name"))
-        clock = (clock_text(now), "")
+        clock = (clock_text(now), "") if replay is None else (replay, part(self, "accent"))
         unsent: list[tuple[str, str | Style]] = (
             [sep, (f"{unsent_marks} mark(s) unsent", part(self, "name" if lost else "warn"))]
             if unsent_marks else [])
@@ -76,6 +78,16 @@ class StatusBar(Widget):
         self.refresh()
 
 
+
+
+def replay_text(state: DashboardState, now: float) -> str | None:
+    """The replay clock ("REPLAY 14:03:22 ×4", "… paused"); None outside a replay."""
+    status = state.replay.status
+    if status is None:
+        return None
+    how = speed_text(status) + ("" if status.state == "playing" else f" {status.state}"[:13])
+    keyframes = " keyframes only" if status.keyframes_only else ""
+    return f"REPLAY {clock_text(now)} {how}{keyframes}"
 
 
 def recording(state: DashboardState, now: float) -> tuple[str, str] | None:
