@@ -7,7 +7,9 @@ recorded pacing and each camera stream's video on its media plane, all from
 one clock (:mod:`edge.replay`). `edge dashboard --bus DIR` and `edge bus tail
 --bus DIR` work against it unchanged; it is driven by `replay.command`
 requests to the service `replay` (play, pause, seek, next/previous mark,
-speed, step).
+speed, step). With `--uplink [HOST:PORT]` the vehicle's WHEP uplink and viewer page
+run on the replay too (port 8810 unless given, beside a live uplink on 8800), so the
+centre can follow the debrief in a browser; its URL and token file are printed.
 
 TIME (for --from and --to): wall-clock ns; `+SECONDS` or `+[H:]MM:SS` from the
 session's start; an ISO 8601 date and time (local unless it says otherwise); or
@@ -67,6 +69,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seconds", type=float, default=0,
                    help="stop after N seconds (default: run until Ctrl-C)")
     p.add_argument("--keep", action="store_true", help="keep the runtime dir afterwards")
+    p.add_argument("--uplink", nargs="?", const="", default=None, metavar="HOST:PORT",
+                   help="also run a WHEP uplink and its viewer page on the replay, for the "
+                        "centre (alone: the vehicle's uplink host, port 8810; off by default)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -138,10 +143,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edge.cli.record_cmd import RecordError
     from edge.recorder.catalog import CatalogError
     from edge.replay.service import ReplayError
+    from edge.replay.uplink import ReplayUplinkError
 
     try:
         return _replay(args)
-    except (ReplayInputError, RecordError, ReplayError, CatalogError) as e:
+    except (ReplayInputError, RecordError, ReplayError, CatalogError, ReplayUplinkError) as e:
         print(f"edge: {e}", file=sys.stderr)
         return 2
 
@@ -158,6 +164,10 @@ def _replay(args: argparse.Namespace) -> int:
         raise ReplayInputError(f"--speed {args.speed:g} is outside {REPLAY_SPEED_MIN:g} to "
                                f"{REPLAY_SPEED_MAX:g}")
     config, path = load(args)
+    if args.uplink is not None:
+        from edge.replay.uplink import listen_address
+
+        args.uplink = listen_address(args.uplink, config)  # bad input before any work
     root = recordings_dir(config.recorder, path.resolve().parent)
     try:
         with open_catalog(root) as cat:
@@ -189,6 +199,7 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
     from edge.bus.broker import Broker
     from edge.cli.dashboard import run_dashboard
     from edge.replay.service import ReplayVehicle
+    from edge.replay.uplink import ReplayUplink
 
     broker = Broker(endpoints)
     try:
@@ -205,8 +216,15 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
         loop.add_signal_handler(sig, stop.set)
     session = source.session
     d = endpoints.runtime_dir
+    uplink: ReplayUplink | None = None
     try:
         await vehicle.start()
+        if args.uplink is not None:
+            recorded: dict[str, set[str]] = {}
+            for camera, stream in source.streams:
+                recorded.setdefault(camera, set()).add(stream)
+            uplink = ReplayUplink(d, config, recorded, args.uplink)
+            await uplink.start()
         streams = ", ".join(v.name for v in vehicle.video) or "none"
         print(f"edge replay: session {session.id if session else '-'} "
               f"{session.name if session else ''!r} from {_local(source.start_ns)} to "
@@ -216,6 +234,9 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
               f"  dashboard: edge dashboard --bus {d} --config {config_path}\n"
               f"  controls: replay.command requests to the service "
               f"'replay'", file=sys.stderr, flush=True)
+        if uplink is not None:
+            print(f"  uplink (WHEP and the viewer page): {uplink.url}/ token in "
+                  f"{uplink.token_file}", file=sys.stderr, flush=True)
         for gap in vehicle.gaps.all():
             print(f"edge replay: gap: {gap.line()}", file=sys.stderr, flush=True)
         if args.seconds:
@@ -226,10 +247,15 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
         else:
             await run_dashboard(config, endpoints, stop)
     finally:
+        if uplink is not None:
+            await uplink.stop()
         await vehicle.stop()
         broker.stop()
         await asyncio.to_thread(thread.join, 5)
     for gap in vehicle.gaps.all():
         print(f"edge replay: gap: {gap.line()}", file=sys.stderr)
-    print(json.dumps(vehicle.summary()), flush=True)
+    summary = vehicle.summary()
+    if uplink is not None:
+        summary["uplink"] = {"url": uplink.url, "token_file": str(uplink.token_file)}
+    print(json.dumps(summary), flush=True)
     return 0

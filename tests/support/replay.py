@@ -62,12 +62,14 @@ def endpoints_in(runtime_dir: Path) -> Endpoints:
 
 
 async def record_session(tmp: Path, *, seconds: float = 8.0, marks: int = 3,
-                         alerts: int = 4) -> Recorded:
+                         alerts: int = 4, live: bool = False) -> Recorded:
     """Record a named session of about `seconds` of a simulated camera (1 s GOP), with
-    `marks` marks and `alerts` alerts published on the bus during it."""
+    `marks` marks and `alerts` alerts published on the bus during it. A `live` camera
+    encodes in real time, burning its encode time into each picture
+    (`drivers.sim.camera.decode_timestamp_blocks` reads it back)."""
     runtime_dir = short_runtime_dir()
     endpoints = endpoints_in(runtime_dir)
-    camera = SimCamera("gate", main=(640, 360), sub=None, loop_seconds=2.0)
+    camera = SimCamera("gate", main=(640, 360), sub=None, loop_seconds=2.0, live=live)
     await camera.start()
     try:
         with running_broker(endpoints):
@@ -123,9 +125,47 @@ async def _record(tmp: Path, bus: BusClient, endpoints: Endpoints, camera: SimCa
                     alerts)
 
 
-def record_session_sync(tmp: Path) -> Recorded:
+def record_session_sync(tmp: Path, *, live: bool = False) -> Recorded:
     """:func:`record_session` for a module-scoped fixture (its own event loop)."""
-    return asyncio.run(record_session(tmp))
+    return asyncio.run(record_session(tmp, live=live))
+
+
+@dataclass(frozen=True)
+class ReplayAnnounced:
+    """What `edge replay` printed about itself: its bus dir, and its uplink's URL and token
+    file when it runs one."""
+
+    runtime_dir: Path
+    uplink_url: str | None
+    token_file: Path | None
+
+
+async def read_announcement(stderr: asyncio.StreamReader, *, uplink: bool,
+                            within: float) -> ReplayAnnounced:
+    """Read `edge replay`'s stderr until it has said where its bus (and uplink) are."""
+    import re
+    import time
+
+    deadline = time.monotonic() + within
+    runtime_dir: Path | None = None
+    seen: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("edge replay did not announce itself:\n" + "".join(seen))
+        line = (await asyncio.wait_for(stderr.readline(), left)).decode(errors="replace")
+        if not line:
+            raise AssertionError("edge replay ended before announcing itself:\n"
+                                 + "".join(seen))
+        seen.append(line)
+        if m := re.search(r"replay bus and media plane in (\S+)", line):
+            runtime_dir = Path(m.group(1))
+            if not uplink:
+                return ReplayAnnounced(runtime_dir, None, None)
+        if m := re.search(r"uplink \(WHEP and the viewer page\): (\S+?)/? token in (\S+)",
+                          line):
+            assert runtime_dir is not None, seen
+            return ReplayAnnounced(runtime_dir, m.group(1), Path(m.group(2)))
 
 
 def logged(root: Path) -> list[tuple[int, list[bytes]]]:
