@@ -51,10 +51,10 @@ from edge.bus.mirror import (
     known,
     ts_of,
 )
+from edge.bus.replay_clock import ReplayTime
 from edge.config import VehicleConfig
 from ui import geo
 from ui.format import age_text, clean, finite
-from ui.replay import ReplayTime
 from ui.severity import EVENT_SEVERITIES, REPLY_SEVERITY, EventSeverity
 
 MAX_EVENTS = 500

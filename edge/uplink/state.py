@@ -31,6 +31,7 @@ from edge.bus.messages import (
     DroneStatus,
     DroneTelemetry,
     LinkStatus,
+    ReplayStatus,
 )
 from edge.bus.mirror import (
     SILENT_S,
@@ -43,6 +44,7 @@ from edge.bus.mirror import (
     LinkRecord,
     Mirror,
 )
+from edge.bus.replay_clock import ReplayTime
 from edge.config import CameraConfig, VehicleConfig, WanLinkConfig
 
 COALESCE_S = 0.2
@@ -237,14 +239,17 @@ class UplinkState:
     def __init__(self, config: VehicleConfig,
                  sessions: Callable[[], list[Json]] = lambda: []) -> None:
         self.vehicle = config.vehicle
+        # On a replay bus, ages are the replay's: a replayed camera that was live is live.
+        self.clock = ReplayTime()
         self.mirror = Mirror(cameras=[c.id for c in config.cameras],
-                             links=[link.id for link in config.links])
+                             links=[link.id for link in config.links], clock=self.clock)
         self.cameras: dict[str, CameraState] = {
-            c.id: CameraState(self.mirror.cameras[c.id], c.name, config=c)
+            c.id: CameraState(self.mirror.cameras[c.id], c.name, config=c, clock=self.clock)
             for c in config.cameras}
         self.drones: dict[str, DroneState] = {}
         self.links: dict[str, LinkState] = {
-            link.id: LinkState(link.id, config=link, record=self.mirror.links[link.id])
+            link.id: LinkState(link.id, config=link, record=self.mirror.links[link.id],
+                               clock=self.clock)
             for link in config.links}
         self.sessions = sessions
         self.extra: Callable[[], Json] = lambda: {}
@@ -313,8 +318,22 @@ class UplinkState:
 
     # -- following the bus -----------------------------------------------------------
     async def follow(self, bus: BusClient) -> None:
-        async for env in bus.subscribe(topics.CAM, topics.DRONE, topics.LINK):
-            self.apply(env)
+        while True:
+            sub = bus.subscribe(topics.CAM, topics.DRONE, topics.LINK, topics.REPLAY)
+            try:
+                async for env in sub:
+                    if isinstance(env.message, ReplayStatus):
+                        self.clock.take(env.message)
+                        if self.clock.forget:
+                            # A replay seek: recorded messages come again with their old
+                            # sequence numbers; a fresh subscription takes them, and the
+                            # broker's cache hands it every state topic as of the target.
+                            self.clock.forget = False
+                            break
+                        continue
+                    self.apply(env)
+            finally:
+                sub.close()
 
     def apply(self, env: Envelope) -> None:
         change = self.mirror.take(env)
@@ -326,7 +345,8 @@ class UplinkState:
             if cam is None:
                 # A camera the config does not name (a newer config elsewhere): shown, not hidden.
                 name = msg.name if isinstance(msg, CameraStatus) else ""
-                cam = self.cameras[key] = CameraState(self.mirror.cameras[key], name or key)
+                cam = self.cameras[key] = CameraState(self.mirror.cameras[key], name or key,
+                                                      clock=self.clock)
             if isinstance(msg, CameraStream):
                 old = change.replaced
                 if not isinstance(old, CameraStream) or (
@@ -337,9 +357,9 @@ class UplinkState:
                 self.changed("camera", key)
         elif change.kind == "drone" and isinstance(msg, DroneStatus | DroneTelemetry):
             if key not in self.drones:
-                self.drones[key] = DroneState(self.mirror.drones[key])
+                self.drones[key] = DroneState(self.mirror.drones[key], self.clock)
             self.changed("drone", key)
         elif change.kind == "link":
             if key not in self.links:
-                self.links[key] = LinkState(key, record=self.mirror.links[key])
+                self.links[key] = LinkState(key, record=self.mirror.links[key], clock=self.clock)
             self.changed("link", key)

@@ -245,9 +245,9 @@ async def test_chromium_follows_a_seek(recorded: Recorded, tmp_path: Path,
             # the browser connects.
             await command(bus, action="speed", speed=0.5)
             await command(bus, action="play")
-            # Not `.badge.live`: the uplink ages a status by its producer's stamp, and a
-            # replayed one is as old as the recording (the media plane says it is live).
-            await page.wait_for_selector('.camera[data-camera="gate"]', timeout=30_000)
+            # Live, though recorded long ago: the uplink ages statuses by the replay clock.
+            await page.wait_for_selector('.camera[data-camera="gate"] .badge.live',
+                                         timeout=30_000)
             await page.click('.camera[data-camera="gate"]')
             await page.wait_for_function(
                 "window.edgeViewer.stats && window.edgeViewer.stats.framesDecoded > 10",
