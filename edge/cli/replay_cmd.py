@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="0.25 to 16 (default 1); above 2 video is keyframes only")
     p.add_argument("--paused", action="store_true", help="start paused (play with a request)")
+    p.add_argument("--max-bus-rate", type=float, default=None, metavar="N",
+                   help="messages a second the replay bus carries before it thins them per "
+                        "topic, latest value winning (default 1000; events never)")
     add_config_arg(p)
     p.add_argument("--headless", action="store_true",
                    help="no dashboard; print a JSON summary as the last line")
@@ -198,6 +201,7 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
                endpoints: Endpoints, source: ReplaySource) -> int:
     from edge.bus.broker import Broker
     from edge.cli.dashboard import run_dashboard
+    from edge.replay.bus_player import MAX_RATE
     from edge.replay.service import ReplayVehicle
     from edge.replay.uplink import ReplayUplink
 
@@ -209,7 +213,8 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
                                f"{e}") from None
     thread = threading.Thread(target=broker.run, name="replay-broker", daemon=True)
     thread.start()
-    vehicle = ReplayVehicle(source, endpoints, speed=args.speed, paused=args.paused)
+    vehicle = ReplayVehicle(source, endpoints, speed=args.speed, paused=args.paused,
+                            max_bus_rate=args.max_bus_rate or MAX_RATE)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,13 @@ start) it first sends the *last-value state* as of the new position: the
 latest message of every state topic logged before it, read back from the
 files the index points at, oldest first; then it continues from the position.
 
+At speed, more messages can come due than a follower wants (a dashboard redraws
+at 4 Hz): above `max_rate` messages a second the player thins, per topic, the
+latest value winning, and never reorders. A message the budget cannot take is
+held (replacing an older held one of its topic, which then takes the newer
+one's place in line) and sent, in log-time order, as the budget allows; alerts
+and marks are events, never thinned. `thinned` counts what was dropped.
+
 Frames are sent byte for byte, with one exception the caller makes
 (:func:`rewrite_stream_endpoint`): a camera's stream announcement names the
 media endpoint of the replay, not the recorded vehicle's live one.
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +50,10 @@ _ALERT = topics.ALERT.encode()
 _MARK = topics.EVENT_MARK.encode()
 _CAM = topics.CAM.encode()
 _STREAM_TYPE = "cam.stream"
+_EVENTS = (_ALERT, topics.EVENT.encode())
+# Messages a second the replay bus carries before thinning: a vehicle's own rate at 1×
+# (tens a second) fits many times over; 16× a busy vehicle does not.
+MAX_RATE = 1000.0
 
 
 @dataclass(slots=True)
@@ -166,18 +179,24 @@ class BusPlayer:
     """The bus log at the clock, in a thread; see the module docstring."""
 
     def __init__(self, index: BusIndex, clock: ReplayClock,
-                 send: Callable[[list[bytes]], None]) -> None:
+                 send: Callable[[list[bytes]], None], max_rate: float = MAX_RATE) -> None:
         self.index = index
         self.clock = clock
         self.send = send
+        self.max_rate = max_rate
         self.sent = 0
+        self.thinned = 0  # dropped for a newer message of the same topic
         self.state_sent = 0  # last-value messages sent on seeks and at the start
+        self._tokens = max_rate
+        self._tokens_at = time.monotonic()
+        self._held: OrderedDict[object, list[bytes]] = OrderedDict()
 
     def run(self) -> None:
         clock = self.clock
         while not clock.stopped:
             generation = clock.generation
             position = clock.position_ns
+            self._held.clear()
             for frames in self.index.state_as_of(position):
                 if clock.generation != generation:
                     break
@@ -195,8 +214,29 @@ class BusPlayer:
             for m in messages:
                 if not self.clock.wait_until(m.log_time_ns, generation):
                     return False
-                self.send(m.frames)
-                self.sent += 1
+                self._offer(m.frames)
+            self._flush(everything=True)
         finally:
             messages.close()  # closes the file it was reading
         return True
+
+    def _offer(self, frames: list[bytes]) -> None:
+        topic = frames[0] if frames else b""
+        # An event is its own key (never replaced); a topic's newer value replaces the
+        # held one and goes to the back of the line, so the order stays the log's.
+        key: object = object() if topic.startswith(_EVENTS) else topic
+        if self._held.pop(key, None) is not None:
+            self.thinned += 1
+        self._held[key] = frames
+        self._flush()
+
+    def _flush(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.max_rate,
+                           self._tokens + (now - self._tokens_at) * self.max_rate)
+        self._tokens_at = now
+        while self._held and (everything or self._tokens >= 1.0):
+            _, frames = self._held.popitem(last=False)
+            self.send(frames)
+            self.sent += 1
+            self._tokens -= 1.0

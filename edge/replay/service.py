@@ -50,7 +50,7 @@ from edge.bus.messages import (
 )
 from edge.media.publisher import MediaPublisher
 from edge.recorder.catalog import BusLogRow, Catalog, Session
-from edge.replay.bus_player import BusIndex, BusPlayer, rewrite_stream_endpoint
+from edge.replay.bus_player import MAX_RATE, BusIndex, BusPlayer, rewrite_stream_endpoint
 from edge.replay.clock import ReplayClock
 from edge.replay.gaps import GapLog
 from edge.replay.video_player import KEYFRAMES_ONLY_ABOVE, Segment, VideoPlayer
@@ -109,7 +109,7 @@ class ReplayVehicle:
     """A session played on the broker at `endpoints`; see the module docstring."""
 
     def __init__(self, source: ReplaySource, endpoints: Endpoints, *, speed: float = 1.0,
-                 paused: bool = False) -> None:
+                 paused: bool = False, max_bus_rate: float = MAX_RATE) -> None:
         if not REPLAY_SPEED_MIN <= speed <= REPLAY_SPEED_MAX:
             raise ReplayError(f"speed {speed:g} is outside {REPLAY_SPEED_MIN:g} to "
                               f"{REPLAY_SPEED_MAX:g}")
@@ -117,6 +117,7 @@ class ReplayVehicle:
         self.endpoints = endpoints
         self.clock = ReplayClock(source.start_ns, source.end_ns, speed=speed, paused=True)
         self._start_paused = paused
+        self.max_bus_rate = max_bus_rate
         self.gaps = GapLog()
         self.index: BusIndex | None = None
         self.bus_player: BusPlayer | None = None
@@ -146,7 +147,8 @@ class ReplayVehicle:
         pub.connect(self.endpoints.pub)
         self._pub = pub
         await self._wait_for_bus()
-        self.bus_player = BusPlayer(self.index, self.clock, self._send_recorded)
+        self.bus_player = BusPlayer(self.index, self.clock, self._send_recorded,
+                                    self.max_bus_rate)
         for (camera, stream), segments in sorted(self.source.streams.items()):
             publisher = MediaPublisher(self._bus.sync_ctx, self.endpoints.media(camera, stream))
             self._publishers.append(publisher)

@@ -28,7 +28,7 @@ from edge.bus.messages import ReplayCommand, ReplayStatus, Reply
 from edge.media.subscriber import MediaSubscriber
 from edge.media.wire import MediaFrame
 from edge.recorder.catalog import Catalog
-from edge.replay.bus_player import rewrite_stream_endpoint
+from edge.replay.bus_player import MAX_RATE, rewrite_stream_endpoint
 from edge.replay.service import ReplayVehicle, load_source
 from tests.support import eventually, run_edge, running_broker, standing_still
 from tests.support.recorder import last_json
@@ -101,7 +101,7 @@ class Units:
 
 
 @asynccontextmanager
-async def replaying(recorded: Recorded, *, speed: float = 1.0
+async def replaying(recorded: Recorded, *, speed: float = 1.0, max_bus_rate: float = MAX_RATE
                     ) -> AsyncIterator[tuple[ReplayVehicle, BusClient, Tap, Units]]:
     """The recorded session on a replay vehicle (paused at its start) with a broker of its
     own, a client for requests, a tap on its bus and a subscriber on its camera."""
@@ -111,7 +111,8 @@ async def replaying(recorded: Recorded, *, speed: float = 1.0
         with running_broker(endpoints), Catalog(recorded.catalog) as cat:
             session = cat.session(recorded.session_id)
             source = load_source(cat, recorded.start_ns, recorded.end_ns, session)
-            vehicle = ReplayVehicle(source, endpoints, speed=speed, paused=True)
+            vehicle = ReplayVehicle(source, endpoints, speed=speed, paused=True,
+                                    max_bus_rate=max_bus_rate)
             bus = BusClient(endpoints, source="test")
             tap = Tap(bus.ctx, endpoints)
             units = Units(MediaSubscriber(bus.sync_ctx, endpoints.media("gate", "main")))
@@ -189,6 +190,38 @@ async def test_bus_byte_identical_in_order_and_video_decodable(recorded: Recorde
         assert times == sorted(times)
         assert recorded.start_ns - GOP_NS - 2 * TICK_NS <= times[0] <= recorded.start_ns
         assert times[-1] <= recorded.end_ns
+
+
+@pytest.mark.timeout(180)
+async def test_at_speed_the_bus_is_thinned_per_topic_never_reordered_events_all_kept(
+        recorded: Recorded) -> None:
+    log = logged(recorded.root)
+    in_range = [f for t, f in log if recorded.start_ns <= t <= recorded.end_ns]
+    events = [f for f in in_range if f[0].startswith((topics.ALERT.encode(),
+                                                      topics.EVENT.encode()))]
+    assert events
+    # 16x with a budget of 20 messages a second: far fewer than recorded can go.
+    async with replaying(recorded, speed=16.0, max_bus_rate=20.0) as (vehicle, bus, tap, _):
+        mark = len(tap.frames)
+        await command(bus, action="play")
+        await eventually(lambda: any(s.state == "ended" for s in tap.statuses(mark)),
+                         within=WITHIN_S, what="the replay to reach its end")
+        await eventually(lambda: vehicle.bus_player is not None
+                         and vehicle.bus_player.sent + vehicle.bus_player.thinned
+                         >= len(in_range), within=WITHIN_S, what="every message dealt with")
+        assert vehicle.bus_player is not None and vehicle.bus_player.thinned > 0
+        position = {b"\0".join(as_replayed(f, vehicle.endpoints)): i
+                    for i, f in enumerate(in_range)}
+        got = [position[b"\0".join(f)] for f in tap.frames[mark:]
+               if b"\0".join(f) in position]
+        assert got == sorted(got), "thinning reordered the bus"
+        kept = {in_range[i][0] for i in got}
+        assert all(e[0] in kept for e in events)
+        assert sum(1 for i in got if in_range[i][0].startswith(
+            (topics.ALERT.encode(), topics.EVENT.encode()))) == len(events), "an event was lost"
+        # Per topic the latest value wins: each topic's last recorded message went out.
+        last = {f[0]: i for i, f in enumerate(in_range)}
+        assert set(last.values()) <= set(got)
 
 
 @pytest.mark.timeout(180)
