@@ -465,6 +465,7 @@ class RecordCommand(Message):
 REPLAY_ACTIONS = ("play", "pause", "seek", "next_mark", "prev_mark", "speed", "step")
 REPLAY_SPEED_MIN = 0.25
 REPLAY_SPEED_MAX = 16.0
+REPLAY_EVENTS_MAX = 300  # marks (and alerts) a replay status lists
 ReplayStateName = Literal["playing", "paused", "ended"]
 REPLAY_STATES: tuple[ReplayStateName, ...] = get_args(ReplayStateName)
 
@@ -502,6 +503,10 @@ class ReplayStatus(Message):
     video_units: int = 0
     seeks: int = 0
     gaps: list[str] = field(default_factory=list)  # what is missing or damaged, one line each
+    # Where the marks and alerts are, for a timeline from the start (at most
+    # REPLAY_EVENTS_MAX of each, evenly picked: a bar is a line of a terminal wide).
+    marks_ns: list[int] = field(default_factory=list)
+    alerts_ns: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------

@@ -78,10 +78,12 @@ class BusIndex:
         self.files: list[BusFile] = []
         self.state: dict[bytes, _TopicTimes] = {}
         self.events: list[int] = []  # log times of marks and alerts, sorted
+        self.alerts: list[int] = []  # of alerts alone, sorted
         self.messages = 0
         for row in sorted(rows, key=lambda r: (r.first_ns is None, r.first_ns or 0)):
             self._index(row)
         self.events.sort()
+        self.alerts.sort()
 
     def _index(self, row: BusLogRow) -> None:
         path = row.path
@@ -109,6 +111,8 @@ class BusIndex:
                     entry.files.append(n)
                 elif topic.startswith(_ALERT) or topic == _MARK:
                     self.events.append(t)
+                    if topic != _MARK:
+                        self.alerts.append(t)
         except (BusLogError, OSError) as e:
             self.gaps.add(Gap("bus", path, f"is damaged ({e}): replayed up to the damage",
                               row.first_ns, row.last_ns))

@@ -39,6 +39,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope
 from edge.bus.messages import (
     REPLAY_ACTIONS,
+    REPLAY_EVENTS_MAX,
     REPLAY_SPEED_MAX,
     REPLAY_SPEED_MIN,
     Message,
@@ -123,6 +124,8 @@ class ReplayVehicle:
         self.bus_player: BusPlayer | None = None
         self.video: list[VideoPlayer] = []
         self.events: list[int] = []
+        self._marks: list[int] = []
+        self._alerts: list[int] = []
         self.seeks = 0
         self._publishers: list[MediaPublisher] = []
         self._threads: list[threading.Thread] = []
@@ -140,6 +143,8 @@ class ReplayVehicle:
         lo, hi = self.source.start_ns, self.source.end_ns
         self.events = sorted({t for t in self.index.events if lo <= t <= hi}
                              | set(self.source.marks))
+        self._marks = sorted({t for t in self.source.marks if lo <= t <= hi})
+        self._alerts = [t for t in self.index.alerts if lo <= t <= hi]
         self._bus = BusClient(self.endpoints, source=SOURCE)
         pub: zmq.Socket[bytes] = self._bus.sync_ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
@@ -260,7 +265,8 @@ class ReplayVehicle:
             cameras=[v.name for v in self.video],
             bus_messages=self.bus_player.sent if self.bus_player else 0,
             video_units=sum(v.sent for v in self.video), seeks=self.seeks,
-            gaps=[g.line() for g in self.gaps.all()])
+            gaps=[g.line() for g in self.gaps.all()],
+            marks_ns=_some(self._marks), alerts_ns=_some(self._alerts))
 
     def summary(self) -> dict[str, Any]:
         c = self.clock.state()
@@ -342,3 +348,11 @@ class ReplayVehicle:
 
     def _previous_event(self, pos: int) -> int | None:
         return next((t for t in reversed(self.events) if t < pos), None)
+
+
+def _some(times: list[int]) -> list[int]:
+    """At most REPLAY_EVENTS_MAX of `times`, evenly picked, first and last kept."""
+    if len(times) <= REPLAY_EVENTS_MAX:
+        return list(times)
+    step = (len(times) - 1) / (REPLAY_EVENTS_MAX - 1)
+    return [times[round(i * step)] for i in range(REPLAY_EVENTS_MAX)]

@@ -129,6 +129,13 @@ async def test_replay_mode_shows_the_timeline_and_clock_and_keys_drive_the_repla
         assert any(f"REPLAY {clock_text(T / NS + s)} ×1" in shown for s in range(0, 10)), shown
         line = str(timeline(app).render())
         assert clock_text(START / NS) in line and clock_text(END / NS) in line
+        assert MARK not in line and ALERT not in line
+        # The replay lists its marks and alerts: they are on the bar before they are passed.
+        replay.status.marks_ns = [END - 5 * NS]
+        replay.status.alerts_ns = [END - 30 * NS]
+        await until(pilot, lambda: MARK in str(timeline(app).render())
+                    and ALERT in str(timeline(app).render()), "the listed mark and alert")
+        replay.status.marks_ns, replay.status.alerts_ns = [], []
 
         await pilot.press("space")
         await until(pilot, lambda: replay.commands, "the pause at the replay")

@@ -1,9 +1,9 @@
 """The replay's timeline, under the status line: the span replayed, where the replay is,
 and the marks and alerts on it. Shown only in a replay (see :mod:`ui.replay`).
 
-The replay status says the span and the position but not where the marks are, so
-the marks and alerts drawn are those the dashboard has heard so far (the event
-log's, within the span): a drill's marks appear as the replay passes them.
+The replay status says the span, the position and where the marks and alerts
+are, so a drill's marks are on the bar from the start; those the dashboard
+hears (the event log's, within the span) are drawn too.
 """
 
 from __future__ import annotations
@@ -54,8 +54,12 @@ class Timeline(Widget):
         self.span = (start, max(start, end))
         self.position = min(max(now, start), self.span[1])
         inside = [e for e in state.events if start <= e.ts <= end]
-        self.marks = sorted({e.ts for e in inside if e.kind == "mark"})
-        self.alerts = sorted({e.ts for e in inside if e.kind == "alert"})
+        # The replay lists where they are; what the dashboard heard (a mark made now,
+        # or a replay that lists none) is drawn too.
+        self.marks = sorted({e.ts for e in inside if e.kind == "mark"}
+                            | {t / 1e9 for t in status.marks_ns})
+        self.alerts = sorted({e.ts for e in inside if e.kind == "alert"}
+                             | {t / 1e9 for t in status.alerts_ns})
         self.refresh()
 
     def render(self) -> Text:

@@ -164,6 +164,10 @@ async def test_bus_byte_identical_in_order_and_video_decodable(recorded: Recorde
         await eventually(lambda: any(s.state == "ended" for s in tap.statuses(mark)),
                          within=WITHIN_S, what="the replay to reach its end")
         assert vehicle.clock.position_ns == recorded.end_ns
+        # Where the marks and alerts are, listed for a timeline from the start.
+        status = tap.statuses(mark)[-1]
+        assert len(status.marks_ns) == recorded.marks
+        assert len(status.alerts_ns) == recorded.alerts
         got = [f for f in tap.frames[mark:] if f[0] != STATUS]
         expected = [as_replayed(f, endpoints) for f in in_range]
         before = {b"\0".join(as_replayed(f, endpoints)) for t, f in log
