@@ -229,7 +229,7 @@ class DashboardApp(App[None]):
             return  # no status with it: the next replay/status says where it is
         try:
             # The status after it, at once rather than at the next replay/status.
-            self.state.replay.take(ReplayStatus.from_body(reply.data))
+            self.state.take_replay(ReplayStatus.from_body(reply.data))
         except SchemaError:
             pass
 

@@ -306,6 +306,19 @@ class DashboardState:
             return None
         return self.apply(env.topic, env.message, env.header.ts_ns, env.blobs)
 
+    def take_replay(self, status: ReplayStatus) -> None:
+        """A replay status (from the bus, or a control's reply). After a seek the events
+        from the new position on are forgotten: the replay brings them again as it passes
+        them, and a log that kept them would show them twice."""
+        seeks = self.replay.status.seeks if self.replay.status is not None else status.seeks
+        self.replay.take(status)
+        if status.seeks != seeks:
+            position = status.position_ns / 1e9
+            kept = [e for e in self.events if e.ts < position]
+            if len(kept) != len(self.events):
+                self.events = deque(kept, maxlen=MAX_EVENTS)
+                self.events_rev += 1
+
     def apply(self, topic: str, message: Message | None, ts_ns: int = 0,
               blobs: list[bytes] | None = None) -> Update | None:
         """Take one bus message into the model; what changed, or None if nothing."""
@@ -313,7 +326,7 @@ class DashboardState:
         if message is None:
             return None
         if isinstance(message, ReplayStatus):
-            self.replay.take(message)
+            self.take_replay(message)
             return Update("replay", "")
         if isinstance(message, Alert | EventMark):
             now = self.clock()

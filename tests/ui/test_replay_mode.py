@@ -225,6 +225,28 @@ async def test_a_seek_makes_older_messages_count_again(make_app: Callable[..., D
                     "the older status taken after the seek")
 
 
+async def test_a_seek_back_does_not_log_a_replayed_event_twice(
+        make_app: Callable[..., DashboardApp], vehicle: FakeVehicle, replay: FakeReplay) -> None:
+    replay.status.state = "paused"
+    mark = as_recorded(topics.EVENT_MARK, EventMark(note="water on", author="cdr"),
+                       RECORDED, 3, T - 10 * NS)
+    app = make_app()
+
+    def logged() -> int:
+        return sum(e.text == "water on" for e in app.state.events)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.replay.active, "the replay's status")
+        replay.send(mark)
+        await until(pilot, lambda: logged() == 1, "the mark logged")
+        # Back before the mark: the replay passes it again and sends it again.
+        replay.status.position_ns, replay.status.seeks = T - 20 * NS, 1
+        replay.publish_status()
+        await until(pilot, lambda: logged() == 0, "the events after the target forgotten")
+        replay.send(mark)
+        await until(pilot, lambda: logged() == 1, "the mark logged again, once")
+
+
 async def test_replay_keys_outside_a_replay_do_nothing_harmful(
         make_app: Callable[..., DashboardApp], vehicle: FakeVehicle) -> None:
     app = make_app()
