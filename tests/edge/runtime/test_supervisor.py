@@ -69,7 +69,12 @@ def start_demo(config: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stderr is not None
     line = proc.stderr.readline()
     m = re.search(r"logs in (\S+)", line)
-    assert m, line
+    if m is None:
+        # Not a demo we can follow: stop it (SIGINT stops its children too) rather
+        # than leave it running after the test.
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+        raise AssertionError(f"edge demo did not say where its runtime dir is: {line!r}")
     return proc, m.group(1)
 
 
