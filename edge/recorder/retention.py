@@ -10,8 +10,9 @@ modification time: they are not in the catalog). A file goes when
    (catalogued sizes, MAVLink logs and the files being written);
 3. ``min_free``: while the filesystem has less than ``min_free_percent`` free;
 4. ``disk_full``: when the caller says a write found the disk full, while less
-   than :data:`DISK_FULL_FREE_PERCENT` (or ``min_free_percent`` if larger) is
-   free, so that recording resumes even with no ``min_free_percent`` set.
+   than :data:`DISK_FULL_FREE_PERCENT` (or ``min_free_percent`` if larger), and
+   less than :data:`DISK_FULL_FREE_BYTES`, is free, so that recording resumes
+   even with no ``min_free_percent`` set, and on a small disk too.
 
 Free space is measured again after each removal, and also estimated as what was
 free plus what was removed: a file a reader still holds open frees nothing
@@ -68,6 +69,9 @@ REASONS: tuple[Reason, ...] = ("age", "max_bytes", "min_free", "disk_full")
 # Free space pruning makes after a write found the disk full (unless min_free_percent asks
 # for more): enough for recording to go on for a while, not a thrash of one file at a time.
 DISK_FULL_FREE_PERCENT = 1.0
+# ...and at least this much, whatever the disk's size: 1% of a small disk (an SD card,
+# a test's tmpfs) is less than one segment, and recording would fail again at once.
+DISK_FULL_FREE_BYTES = 64 << 20
 _NS_PER_HOUR = 3_600_000_000_000
 
 
@@ -212,6 +216,8 @@ class Retention:
         if disk_full and DISK_FULL_FREE_PERCENT > floor_pct:
             floor_reason, floor_pct = "disk_full", DISK_FULL_FREE_PERCENT
         floor = total * floor_pct / 100
+        if disk_full and floor < DISK_FULL_FREE_BYTES:
+            floor_reason, floor = "disk_full", min(float(total), DISK_FULL_FREE_BYTES)
 
         def reason(f: _File) -> Reason | None:
             if f.end_ns < cutoff:
@@ -255,8 +261,8 @@ class Retention:
                          f"being written or could not be removed")
         if free < floor:
             unmet.append(f"{100 * free_now / total:.1f}% of the disk is free, under "
-                         f"{floor_pct:g}%: what is left is in named sessions, being written, "
-                         f"could not be removed or is not recordings")
+                         f"{100 * floor / total:.3g}%: what is left is in named sessions, "
+                         f"being written, could not be removed or is not recordings")
         report = PruneReport(tuple(removed), tuple(failed), tuple(unmet), recorded,
                              free_now, total)
         if removed:

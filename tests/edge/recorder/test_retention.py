@@ -194,7 +194,7 @@ def test_recording_onto_a_full_disk_prunes_and_resumes_without_touching_a_sessio
                                             now_ns=unit.received_ns, disk_full=True))
         writer.close()
 
-        assert len(reports) >= 2, "the disk never filled: the test records too little"
+        assert reports, "the disk never filled: the test records too little"
         assert all(r.removed and {f.reason for f in r.removed} == {"disk_full"}
                    and r.free_percent >= DISK_FULL_FREE_PERCENT for r in reports)
         # Recording went on to the end: the last segment ends at the last unit.
