@@ -540,9 +540,13 @@ class Catalog:
                 for r in rows]
 
     def add_mark(self, wall_ns: int, note: str, author: str = "") -> Mark:
-        """Record a mark; it belongs to the session open at the time, if any."""
+        """Record a mark; it belongs to the session whose range holds its time, if any
+        (the time it was made: one made just before a session started, or just before
+        it stopped, may reach the recorder after)."""
         with self._tx() as db:
-            row = db.execute("SELECT id FROM sessions WHERE end_ns IS NULL").fetchone()
+            row = db.execute("SELECT id FROM sessions WHERE start_ns <= ? AND "
+                             "(end_ns IS NULL OR end_ns >= ?) ORDER BY start_ns DESC LIMIT 1",
+                             (wall_ns, wall_ns)).fetchone()
             session_id = None if row is None else int(row[0])
             cur = db.execute("INSERT INTO marks (wall_ns, note, author, session_id) "
                              "VALUES (?, ?, ?, ?)", (wall_ns, note, author, session_id))

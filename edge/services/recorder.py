@@ -31,8 +31,8 @@ and free, the open session and the last error.
 retention keeps until it is released. The catalog is the session's only
 record, so an open session outlives a recorder restart; each change is
 published on ``recorder/status`` at once, which also puts it in the bus log.
-Every ``event/mark`` on the bus is added to the catalog, in the session open
-when it arrives.
+Every ``event/mark`` on the bus is added to the catalog, in the session whose
+range holds the time it was made (its header's).
 
 """
 
