@@ -124,6 +124,7 @@ async def test_replay_mode_shows_the_timeline_and_clock_and_keys_drive_the_repla
         await until(pilot, lambda: app.state.bus.connected, "the bus heartbeat")
         await until(pilot, lambda: timeline(app).display, "the timeline shown")
         # Playing at 1x from T: the clock shown is T's (the wall clock is hours later).
+        await until(pilot, lambda: "REPLAY " in status_text(app), "the replay clock shown")
         shown = status_text(app)
         assert "REPLAY " in shown and "×1" in shown
         assert any(f"REPLAY {clock_text(T / NS + s)} ×1" in shown for s in range(0, 10)), shown
@@ -192,7 +193,8 @@ async def test_ages_run_on_the_replay_clock(make_app: Callable[..., DashboardApp
         await until(pilot, lambda: "25fps" in tile_text(app, "north-gate"), "north-gate")
         assert "LIVE" in tile_text(app, "north-gate")
         await until(pilot, lambda: "SILENT" in tile_text(app, "east-yard"), "east-yard")
-        assert "cams 1/2 live" in status_text(app)
+        # The status line redraws on a timer of its own: wait for it, not for the tiles.
+        await until(pilot, lambda: "cams 1/2 live" in status_text(app), "the count")
         # The bus itself is judged on the wall clock: still connected.
         assert app.state.bus.connected
 
