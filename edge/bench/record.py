@@ -100,11 +100,11 @@ def _proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def _proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> float:
     return sum(_proc_cpu(pid))
 
 
-def _camera_id(i: int) -> str:
+def bench_camera_id(i: int) -> str:
     return f"cam{i + 1:02d}"
 
 
@@ -161,7 +161,7 @@ def _baseline(cameras: int, seconds: float, out: Path) -> dict[str, Any]:
     containers = []
     streams = []
     for i in range(cameras):
-        container = av.open(str(out / f"{_camera_id(i)}.mp4"), "w", format="mp4", options={
+        container = av.open(str(out / f"{bench_camera_id(i)}.mp4"), "w", format="mp4", options={
             "movflags": _MOVFLAGS, "frag_duration": "1000000", "flush_packets": "1"})
         # PyAV's remux idiom: a stream from a template's parameters, never an encoder.
         scratch = av.open(io.BytesIO(), "w", format="mp4")
@@ -197,7 +197,7 @@ def _baseline(cameras: int, seconds: float, out: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- feeder processes
 
-def _endpoints(runtime: Path) -> Any:
+def bench_endpoints(runtime: Path) -> Any:
     from edge.bus.endpoints import Endpoints
     from edge.config import BusConfig
 
@@ -220,9 +220,10 @@ def _feed(runtime: Path, cameras: int) -> dict[str, Any]:
 
     signal.signal(signal.SIGTERM, on_term)
     units, _ = _units()
-    endpoints = _endpoints(runtime)
+    endpoints = bench_endpoints(runtime)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    pubs = [MediaPublisher(ctx, endpoints.media(_camera_id(i), "main")) for i in range(cameras)]
+    pubs = [MediaPublisher(ctx, endpoints.media(bench_camera_id(i), "main"))
+            for i in range(cameras)]
     # Wait for the recorder's subscription on every stream (XPUB hands it to us): from
     # then on every unit published is one it could record.
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -260,7 +261,7 @@ def _bus_feed(runtime: Path, rate: float, seconds: float) -> dict[str, Any]:
     from edge.bus.messages import BenchSample
 
     async def main() -> dict[str, Any]:
-        bus = BusClient(_endpoints(runtime), source="bench-record")
+        bus = BusClient(bench_endpoints(runtime), source="bench-record")
         await asyncio.sleep(BUS_SETTLE_S)
         print(json.dumps({"go": True}), flush=True)
         n = round(rate * seconds)
@@ -314,7 +315,7 @@ class _Child:
             await self.proc.wait()
 
 
-async def _start(runtime: Path, name: str, *argv: str, piped: bool = False,
+async def start_process(runtime: Path, name: str, *argv: str, piped: bool = False,
                  stdin: bool = False) -> _Child:
     env = dict(os.environ, EDGE_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
@@ -353,7 +354,7 @@ def _read_back(recordings: Path, cameras: int, bus_sent: int) -> _Readback:
 
     frames = size = files = 0
     for i in range(cameras):
-        for path in sorted((recordings / VIDEO_DIR / _camera_id(i) / "main").glob("*.mp4")):
+        for path in sorted((recordings / VIDEO_DIR / bench_camera_id(i) / "main").glob("*.mp4")):
             with av.open(str(path)) as container:
                 frames += sum(1 for p in container.demux(video=0) if p.size)
             size += path.stat().st_size
@@ -362,7 +363,7 @@ def _read_back(recordings: Path, cameras: int, bus_sent: int) -> _Readback:
     if (recordings / CATALOG_FILE).exists():
         with Catalog(recordings / CATALOG_FILE) as catalog:
             catalog_frames = sum(s.frames for i in range(cameras)
-                                 for s in catalog.segments(_camera_id(i), "main"))
+                                 for s in catalog.segments(bench_camera_id(i), "main"))
     seen: set[int] = set()
     duplicates = bus_bytes = 0
     for path in sorted((recordings / BUS_DIR).glob("*.mcap")):
@@ -376,10 +377,10 @@ def _read_back(recordings: Path, cameras: int, bus_sent: int) -> _Readback:
     return _Readback(frames, size, files, catalog_frames, len(seen), duplicates, bus_bytes)
 
 
-def _config(runtime: Path, recordings: Path, cameras: int, segment_seconds: float) -> Path:
+def recorder_config(runtime: Path, recordings: Path, cameras: int, segment_seconds: float) -> Path:
     lines = ['vehicle = "bench"', "[bus]", f"runtime_dir = {json.dumps(str(runtime))}"]
     for i in range(cameras):
-        cid = _camera_id(i)
+        cid = bench_camera_id(i)
         # The recorder reads the media plane only; this URL is never opened.
         lines += ["[[cameras]]", f'id = "{cid}"', f'name = "Bench {i + 1}"',
                   f'main = "rtsp://127.0.0.1:9/{cid}/main"']
@@ -401,7 +402,7 @@ async def _drained(status: dict[str, Any], published: list[int], bus_target: int
         if s is not None:
             taken = {x.camera_id: x.units_written + x.units_dropped + x.units_skipped
                      for x in s.streams}
-            if (all(taken.get(_camera_id(i), 0) >= n - 1 for i, n in enumerate(published))
+            if (all(taken.get(bench_camera_id(i), 0) >= n - 1 for i, n in enumerate(published))
                     and s.bus_messages >= bus_target):
                 await asyncio.sleep(0.5)  # the bus thread's next wake-up writes what came
                 return True
@@ -430,7 +431,7 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
     watch: asyncio.Task[None] | None = None
     status: dict[str, Any] = {}
     try:
-        base = await _start(runtime, "baseline", me, "_baseline", "--cameras", str(cameras),
+        base = await start_process(runtime, "baseline", me, "_baseline", "--cameras", str(cameras),
                             "--seconds", str(seconds), "--out", str(runtime / "baseline"),
                             piped=True)
         baseline = await base.line(START_TIMEOUT_S + seconds + 30)
@@ -439,16 +440,16 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
         base_bytes = sum(p.stat().st_size for p in (runtime / "baseline").glob("*.mp4"))
         shutil.rmtree(runtime / "baseline", ignore_errors=True)
 
-        config = _config(runtime, recordings, cameras, segment_seconds)
-        broker = await _start(runtime, "bus", "edge", "run", "bus", "--config", str(config))
+        config = recorder_config(runtime, recordings, cameras, segment_seconds)
+        broker = await start_process(runtime, "bus", "edge", "run", "bus", "--config", str(config))
         children.append(broker)
-        feeder = await _start(runtime, "feeder", me, "_feed", "--cameras", str(cameras),
+        feeder = await start_process(runtime, "feeder", me, "_feed", "--cameras", str(cameras),
                               "--runtime", str(runtime), piped=True, stdin=True)
         children.append(feeder)
-        recorder = await _start(runtime, "recorder", "edge", "run", "recorder", "--config",
+        recorder = await start_process(runtime, "recorder", "edge", "run", "recorder", "--config",
                                 str(config))
         children.append(recorder)
-        watcher = BusClient(_endpoints(runtime), source="bench-record-watch")
+        watcher = BusClient(bench_endpoints(runtime), source="bench-record-watch")
         sub = watcher.subscribe(topics.RECORDER_STATUS)
 
         async def keep_status() -> None:
@@ -466,9 +467,9 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
         pid = recorder.proc.pid
         # Subscribed, nothing flowing yet: what the recorder costs with no video at all.
         await asyncio.sleep(1.0)
-        c0, t0 = _proc_cpu_s(pid), time.monotonic()
+        c0, t0 = proc_cpu_s(pid), time.monotonic()
         await asyncio.sleep(IDLE_S)
-        idle_cpu, idle_s = _proc_cpu_s(pid) - c0, time.monotonic() - t0
+        idle_cpu, idle_s = proc_cpu_s(pid) - c0, time.monotonic() - t0
         assert feeder.proc.stdin is not None
         feeder.proc.stdin.write(b"go\n")
         await feeder.proc.stdin.drain()
@@ -487,14 +488,14 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
         if bus_rate > 0:
             last = status.get("last")
             bus_before = last.bus_messages if last is not None else 0
-            busfeed = await _start(runtime, "bus-feeder", me, "_bus_feed", "--rate",
+            busfeed = await start_process(runtime, "bus-feeder", me, "_bus_feed", "--rate",
                                    str(bus_rate), "--seconds", str(bus_seconds), "--runtime",
                                    str(runtime), piped=True)
             await busfeed.line(START_TIMEOUT_S)
-            c0, b0 = _proc_cpu_s(pid), _proc_cpu_s(broker.proc.pid)
+            c0, b0 = proc_cpu_s(pid), proc_cpu_s(broker.proc.pid)
             bus = await busfeed.line(bus_seconds + 60)
-            bus_cpu = _proc_cpu_s(pid) - c0
-            broker_cpu = _proc_cpu_s(broker.proc.pid) - b0
+            bus_cpu = proc_cpu_s(pid) - c0
+            broker_cpu = proc_cpu_s(broker.proc.pid) - b0
             await busfeed.stop()
             _check_alive(children)
 

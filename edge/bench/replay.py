@@ -42,11 +42,11 @@ from typing import Any
 
 from edge.bench.record import (
     START_TIMEOUT_S,
-    _camera_id,
-    _config,
-    _endpoints,
-    _proc_cpu_s,
-    _start,
+    bench_camera_id,
+    bench_endpoints,
+    proc_cpu_s,
+    recorder_config,
+    start_process,
 )
 
 TARGET_SEEK_P95_MS = 200.0
@@ -117,20 +117,20 @@ async def _record(runtime: Path, cameras: int, seconds: float) -> tuple[Path, in
     from edge.recorder.layout import CATALOG_FILE
 
     recordings = runtime / "recordings"
-    config = _config(runtime, recordings, cameras, 60.0)
+    config = recorder_config(runtime, recordings, cameras, 60.0)
     children = []
     bus: BusClient | None = None
     try:
-        children.append(await _start(runtime, "bus", "edge", "run", "bus", "--config",
+        children.append(await start_process(runtime, "bus", "edge", "run", "bus", "--config",
                                      str(config)))
-        feeder = await _start(runtime, "feeder", "edge.bench.record", "_feed", "--cameras",
+        feeder = await start_process(runtime, "feeder", "edge.bench.record", "_feed", "--cameras",
                               str(cameras), "--runtime", str(runtime), piped=True, stdin=True)
         children.append(feeder)
-        recorder = await _start(runtime, "recorder", "edge", "run", "recorder", "--config",
+        recorder = await start_process(runtime, "recorder", "edge", "run", "recorder", "--config",
                                 str(config))
         children.append(recorder)
         await feeder.line(START_TIMEOUT_S)
-        bus = BusClient(_endpoints(runtime), source="bench-replay")
+        bus = BusClient(bench_endpoints(runtime), source="bench-replay")
 
         async def ask(action: str) -> dict[str, Any]:
             deadline = time.monotonic() + START_TIMEOUT_S
@@ -163,7 +163,7 @@ async def _record(runtime: Path, cameras: int, seconds: float) -> tuple[Path, in
 
         def written() -> bool:
             with Catalog(recordings / CATALOG_FILE) as cat:
-                return all(max((s.end_ns for s in cat.segments(_camera_id(i), "main")),
+                return all(max((s.end_ns for s in cat.segments(bench_camera_id(i), "main")),
                                default=0) >= end_ns - 2_000_000_000 for i in range(cameras))
 
         await recorder.stop()  # closes its segments: everything is indexed
@@ -184,10 +184,10 @@ async def _announce(bus: Any, runtime: Path, cameras: int) -> None:
     from edge.bus import topics
     from edge.bus.messages import CameraStatus, CameraStream
 
-    endpoints = _endpoints(runtime)
+    endpoints = bench_endpoints(runtime)
     while True:
         for i in range(cameras):
-            cid = _camera_id(i)
+            cid = bench_camera_id(i)
             bus.publish(topics.cam_status(cid), CameraStatus(
                 camera_id=cid, name=cid, state="live", codec="h264", width=MAIN[0],
                 height=MAIN[1], fps=float(FPS), gop=FPS, last_frame_age_s=0.0))
@@ -329,14 +329,14 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port:
             await asyncio.sleep(1.0)  # subscriptions reach the publishers
             await command(action="seek", time_ns=start_ns)
             await asyncio.sleep(QUIET_S)
-            cpu0, t0 = _proc_cpu_s(proc.pid), time.monotonic()
+            cpu0, t0 = proc_cpu_s(proc.pid), time.monotonic()
             status = await command(action="play")
             deadline = t0 + (end_ns - start_ns) / 1e9 + DRAIN_TIMEOUT_S
             while status.state != "ended" and time.monotonic() < deadline:
                 # A request a second: little of the replay's CPU is ours.
                 await asyncio.sleep(1.0)
                 status = await command(action="speed", speed=1.0)
-            cpu, played = _proc_cpu_s(proc.pid) - cpu0, time.monotonic() - t0
+            cpu, played = proc_cpu_s(proc.pid) - cpu0, time.monotonic() - t0
             await asyncio.sleep(1.0)  # the last units reach the subscribers
             viewer_frames = viewer.stats.frames
             await viewer.close()
@@ -381,9 +381,9 @@ async def _run(cameras: int, minutes: float, session: int | None, config: Path |
             found = find_session(cat, str(session))
             start_ns = found.start_ns
             end_ns = found.end_ns if found.end_ns is not None else time.time_ns()
-        base = await _start(runtime, "baseline", "edge.bench.replay", "_baseline", "--catalog",
-                            str(root / CATALOG_FILE), "--start", str(start_ns), "--end",
-                            str(end_ns), piped=True)
+        base = await start_process(runtime, "baseline", "edge.bench.replay", "_baseline",
+                                   "--catalog", str(root / CATALOG_FILE), "--start",
+                                   str(start_ns), "--end", str(end_ns), piped=True)
         baseline = await base.line((end_ns - start_ns) / 1e9 + START_TIMEOUT_S)
         await base.proc.wait()
         measured = await _measure(config, session, start_ns, end_ns, _free_port(), seeks, seed)
