@@ -128,8 +128,11 @@ async def test_ingest_of_garbage_over_udp_goes_down_without_hanging(
         camera.url(), transport="udp", open_timeout=1.5, stall_timeout=1.0
     )
     await wait_state(ingest, DOWN, within=6)
-    # FFmpeg silently discards junk RTP, so the session never yields a stream.
-    assert ingest.reason in {"invalid data from source", "timed out connecting"}
+    # FFmpeg silently discards junk RTP, so the session never yields a stream. Which of
+    # the three it says depends on whether FFmpeg's probe gave up before our deadline
+    # (on a loaded machine it may, knowing the picture size from the SDP alone).
+    assert ingest.reason in {"invalid data from source", "timed out connecting",
+                             "stalled: no packet for 1 s"}
     assert ingest.stats.packets == 0
 
 
