@@ -8,8 +8,8 @@ serious alert). Widgets never see bus traffic directly: they redraw from the
 model on their own timer, so a burst of messages costs a burst of cheap model
 updates, not a burst of redraws.
 
-Liveness: the broker's own health (``svc/bus/health``, 1 Hz) is the heartbeat
-(on a replay's bus, which has none, the replay's ``replay/status``).
+Liveness: the broker's own health (``svc/bus/health``, 1 Hz) is the heartbeat,
+on a replay's bus too (:mod:`edge.replay.replay_bus`).
 Without one for ``heartbeat_timeout`` seconds the bus is "gone"; the bridge
 then recreates its client every ``reconnect_every`` seconds (ZeroMQ also
 reconnects by itself; a fresh client additionally resubscribes, which makes
@@ -49,6 +49,7 @@ STALL_S = 1.0  # a check round this late means our loop, not the bus, was stuck
 POPUP_SEVERITY: Severity = "error"
 PREFIXES = (topics.SVC, topics.CAM, topics.DRONE, topics.LINK, topics.UPLINK, topics.ALERT,
             topics.EVENT, topics.RECORDER, topics.REPLAY)
+_BUS_HEALTH = topics.svc_health(topics.BUS_SERVICE)
 
 
 class BusBridge:
@@ -83,6 +84,7 @@ class BusBridge:
         self.endpoints = endpoints
         self.state = state
         self.source = source or f"dashboard[{os.getpid()}]"
+        self.state.own_source = self.source
         self.heartbeat_timeout = heartbeat_timeout
         self.reconnect_every = reconnect_every
         self.client: BusClient | None = None
@@ -202,10 +204,7 @@ class BusBridge:
         update = self.state.take(env)  # a replay of the broker's cache changes nothing
         if update is None:
             return
-        if (update.kind == "heartbeat" and env.topic == topics.svc_health("bus")
-                or update.kind == "replay"):
-            # A replay's bus (`edge replay`) has a broker but no `bus` service to beat for
-            # it: there the replay's status, sent through it 4 times a second, is the sign.
+        if update.kind == "heartbeat" and env.topic == _BUS_HEALTH:
             # Only a new (source, seq) is a new sign of life, and only one produced within
             # the timeout (a new client has no earlier one to compare with, and the
             # broker's cache may hold the last beat of a heartbeat long dead).

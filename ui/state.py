@@ -21,9 +21,11 @@ from typing import Any, Literal
 from edge.bus import topics
 from edge.bus.envelope import Envelope
 from edge.bus.messages import (
+    REPLY_STATUSES,
     Alert,
     CameraStatus,
     CameraThumbnail,
+    CommandEvent,
     DroneStatus,
     DroneTelemetry,
     EventMark,
@@ -58,7 +60,8 @@ from ui.format import age_text, clean, finite
 from ui.severity import EVENT_SEVERITIES, REPLY_SEVERITY, EventSeverity
 
 MAX_EVENTS = 500
-BUS_SERVICE = "bus"
+# alert, mark and command: heard on the bus; local: this dashboard's own.
+EventKind = Literal["alert", "mark", "command", "local"]
 
 # A command's outcome: sent (no answer yet), then the reply's status.
 CommandStatus = Literal["sent"] | ReplyStatus
@@ -197,7 +200,7 @@ class Event:
     severity: EventSeverity
     source: str
     text: str
-    kind: Literal["alert", "mark", "local"]
+    kind: EventKind
 
 
 @dataclass(slots=True)
@@ -244,6 +247,9 @@ class DashboardState:
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.events_rev = 0
         self.bus = BusView()
+        # Our own bus source (the bridge sets it): the commands we sent are logged as we
+        # get their replies, so their `CommandEvent`s are not logged a second time.
+        self.own_source = ""
         # Bumped when a device is added or removed, so grids know to rebuild.
         self.layout_rev = 0
         self._event_seq = itertools.count(1)
@@ -328,7 +334,9 @@ class DashboardState:
         if isinstance(message, ReplayStatus):
             self.take_replay(message)
             return Update("replay", "")
-        if isinstance(message, Alert | EventMark):
+        if isinstance(message, Alert | EventMark | CommandEvent):
+            if isinstance(message, CommandEvent) and message.by == self.own_source:
+                return None
             now = self.clock()
             return self._event(topic, message, now if ts_ns <= 0 else min(now, ts_ns / 1e9))
         odd = self.mirror.odd
@@ -339,7 +347,7 @@ class DashboardState:
     def _view(self, change: Change) -> Update | None:
         msg, key = change.heard.message, change.key
         if change.kind == "service":
-            return Update("heartbeat" if key == BUS_SERVICE else "service", key)
+            return Update("heartbeat" if key == topics.BUS_SERVICE else "service", key)
         if change.kind == "sessions":
             self.sessions_rev += 1
             return Update("uplink", "")
@@ -353,10 +361,16 @@ class DashboardState:
             return self._link(key, msg)
         return None  # what the dashboard does not show (stream announcements, drone video)
 
-    def _event(self, topic: str, msg: Alert | EventMark, ts: float) -> Update:
+    def _event(self, topic: str, msg: Alert | EventMark | CommandEvent, ts: float) -> Update:
         if isinstance(msg, Alert):
             source = clean(msg.source, 60) or clean(topic.partition(topics.SEP)[2], 60)
             ev = self.add_event(msg.severity, source, clean(msg.text), ts=ts, kind="alert")
+        elif isinstance(msg, CommandEvent):
+            status = known(msg.status, REPLY_STATUSES) or "error"
+            detail = f": {clean(msg.detail)}" if msg.detail else ""
+            ev = self.add_event(REPLY_SEVERITY[status], clean(msg.subject, 60) or "command",
+                                f"{clean(msg.action, 40)} {status} (by {clean(msg.by, 40)})"
+                                f"{detail}", ts=ts, kind="command")
         else:
             author = clean(msg.author, 40)
             ev = self.add_event("mark", author or "mark", clean(msg.note), ts=ts, kind="mark")
@@ -427,7 +441,7 @@ class DashboardState:
         return Update("link", link_id, new)
 
     def add_event(self, severity: str, source: str, text: str, ts: float | None = None,
-                  kind: Literal["alert", "mark", "local"] = "local") -> Event:
+                  kind: EventKind = "local") -> Event:
         """Log an event; a severity this dashboard does not know is taken as `info`."""
         ev = Event(next(self._event_seq), self.clock() if ts is None else ts,
                    known(severity, EVENT_SEVERITIES) or "info", clean(source, 60), clean(text),

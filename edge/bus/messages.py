@@ -345,6 +345,23 @@ class Reply(Message):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@message("event.command")
+@dataclass(slots=True, kw_only=True)
+class CommandEvent(Message):
+    """A command a service carried out for someone, and its outcome, told to everyone.
+
+    Requests and replies go through the broker's router, point to point: without this,
+    a second console, the recorder and a replay would never learn of a command."""
+
+    service: str = ""  # who carried it out: `drone@alpha`
+    subject: str = ""  # what it was about: the drone `alpha-1`
+    action: str = ""
+    by: str = ""  # the requester's bus source
+    status: ReplyStatus = "accepted"
+    detail: str = ""
+    elapsed_ms: float = 0.0
+
+
 @message("ping")
 @dataclass(slots=True, kw_only=True)
 class Ping(Message):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 SEP = "/"
 
-# Leaves whose latest message is the state of a thing.
-STATE_LEAVES = frozenset({"status", "health", "info", "sessions", "thumbnail", "stream"})
+# Leaves whose latest message is the state of a thing. A drone's telemetry comes many
+# times a second, but its latest sample is where the drone is: a dashboard that joins
+# late (or re-subscribes after a replay's seek) shows it at once.
+STATE_LEAVES = frozenset({"status", "health", "info", "sessions", "thumbnail", "stream",
+                          "telemetry"})
 _STATE_LEAVES_B = frozenset(leaf.encode() for leaf in STATE_LEAVES)
 
 
@@ -26,6 +29,9 @@ def is_state(topic: bytes) -> bool:
 
 # --- services -------------------------------------------------------------
 SVC = "svc/"
+# The broker's own service name: its health (`svc/bus/health`, 1 Hz) is the bus's
+# heartbeat, on a live vehicle's bus and on a replay's.
+BUS_SERVICE = "bus"
 
 
 def svc_health(service: str) -> str:
@@ -117,6 +123,8 @@ def alert(source: str) -> str:
 
 EVENT = "event/"
 EVENT_MARK = "event/mark"
+# Every command a service carried out and its outcome (`CommandEvent`).
+EVENT_COMMAND = "event/command"
 
 
 # --- request routing: names a service answers to --------------------------

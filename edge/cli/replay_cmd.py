@@ -32,7 +32,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,20 +198,22 @@ def _replay(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Path,
                endpoints: Endpoints, source: ReplaySource) -> int:
-    from edge.bus.broker import Broker
+    from edge.replay.replay_bus import ReplayBus, ReplayBusError
+
+    try:
+        async with ReplayBus(endpoints):
+            return await _play(args, config, config_path, endpoints, source)
+    except ReplayBusError as e:
+        raise ReplayInputError(str(e)) from None
+
+
+async def _play(args: argparse.Namespace, config: VehicleConfig, config_path: Path,
+                endpoints: Endpoints, source: ReplaySource) -> int:
     from edge.cli.dashboard import run_dashboard
     from edge.replay.bus_player import MAX_RATE
     from edge.replay.service import ReplayVehicle
     from edge.replay.uplink import ReplayUplink
 
-    broker = Broker(endpoints)
-    try:
-        broker.bind()
-    except Exception as e:  # zmq.ZMQError: the runtime dir is ours, so this is rare
-        raise ReplayInputError(f"cannot start the replay bus in {endpoints.runtime_dir}: "
-                               f"{e}") from None
-    thread = threading.Thread(target=broker.run, name="replay-broker", daemon=True)
-    thread.start()
     vehicle = ReplayVehicle(source, endpoints, speed=args.speed, paused=args.paused,
                             max_bus_rate=args.max_bus_rate or MAX_RATE)
     loop = asyncio.get_running_loop()
@@ -255,8 +256,6 @@ async def _run(args: argparse.Namespace, config: VehicleConfig, config_path: Pat
         if uplink is not None:
             await uplink.stop()
         await vehicle.stop()
-        broker.stop()
-        await asyncio.to_thread(thread.join, 5)
     for gap in vehicle.gaps.all():
         print(f"edge replay: gap: {gap.line()}", file=sys.stderr)
     summary = vehicle.summary()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import zmq
 
+from edge.bus import topics
 from edge.recorder.bus_log import BusLogError, BusLogWriter, read, recover
 from edge.recorder.layout import BUS_DIR, new_file
 from edge.recorder.recovery import one_line
@@ -43,6 +44,8 @@ class BusRecorder:
         self.period_ns = max(1, round(service.segment_seconds * 1e9))
         self.writer = BusLogWriter()
         self.lost = 0  # received while no file could be open
+        self.repeats = 0  # the broker's cache answering others' subscriptions: not logged
+        self._last_state: dict[bytes, bytes] = {}  # state topic -> header last logged
         self.errors = 0
         self.last_error = ""
         self.connected = threading.Event()  # the socket is subscribed
@@ -105,6 +108,14 @@ class BusRecorder:
             self._finish()
 
     def _write(self, frames: list[bytes], stamp: int) -> None:
+        if len(frames) > 1 and topics.is_state(frames[0]):
+            # The broker answers every new subscription on the bus with its cache, and
+            # our socket (subscribed to everything) sees each answer: a message logged
+            # already, not news. Its header (source, seq, time) says it is the same.
+            if self._last_state.get(frames[0]) == frames[1]:
+                self.repeats += 1
+                return
+            self._last_state[frames[0]] = frames[1]
         if self.writer.path is None:
             self.lost += 1
             return

@@ -21,6 +21,7 @@ held (replacing an older held one of its topic, which then takes the newer
 one's place in line) and sent, in log-time order, as the budget allows; alerts
 and marks are events, never thinned. `thinned` counts what was dropped.
 
+The recording vehicle's broker health is not republished (:data:`NOT_REPLAYED`).
 Frames are sent byte for byte, with one exception the caller makes
 (:func:`rewrite_stream_endpoint`): a camera's stream announcement names the
 media endpoint of the replay, not the recorded vehicle's live one.
@@ -51,6 +52,10 @@ _MARK = topics.EVENT_MARK.encode()
 _CAM = topics.CAM.encode()
 _STREAM_TYPE = "cam.stream"
 _EVENTS = (_ALERT, topics.EVENT.encode())
+#: Recorded, never republished: the recording vehicle's broker health. A replay's bus
+#: has a broker of its own (:mod:`edge.replay.replay_bus`), whose heartbeat is the one
+#: that says whether this bus is alive.
+NOT_REPLAYED = frozenset({topics.svc_health(topics.BUS_SERVICE).encode()})
 # Messages a second the replay bus carries before thinning: a vehicle's own rate at 1×
 # (tens a second) fits many times over; 16× a busy vehicle does not.
 MAX_RATE = 1000.0
@@ -103,6 +108,8 @@ class BusIndex:
                 last = t
                 self.messages += 1
                 topic = m.frames[0] if m.frames else b""
+                if topic in NOT_REPLAYED:
+                    continue
                 if topics.is_state(topic):
                     entry = self.state.get(topic)
                     if entry is None:
@@ -226,6 +233,8 @@ class BusPlayer:
 
     def _offer(self, frames: list[bytes]) -> None:
         topic = frames[0] if frames else b""
+        if topic in NOT_REPLAYED:
+            return
         # An event is its own key (never replaced); a topic's newer value replaces the
         # held one and goes to the back of the line, so the order stays the log's.
         key: object = object() if topic.startswith(_EVENTS) else topic

@@ -22,7 +22,8 @@ Published per drone:
   router endpoint, an endpoint that cannot open).
 
 Commands: requests to ``drone@<link>`` carrying :class:`DroneCommand`,
-answered with :class:`Reply` (see :mod:`edge.services.drone_commands`).
+answered with :class:`Reply` (see :mod:`edge.services.drone_commands`), and
+told to everyone as a :class:`CommandEvent` on ``event/command``.
 Every command is answered within the bus request timeout: the per-attempt
 ACK wait is sized so that all retries fit into it.
 
@@ -61,6 +62,7 @@ from edge.bus import topics
 from edge.bus.envelope import Envelope
 from edge.bus.messages import (
     Alert,
+    CommandEvent,
     DroneCommand,
     DroneStatus,
     DroneTelemetry,
@@ -398,6 +400,19 @@ class DroneService(Service):
     # ------------------------------------------------------------------ commands
 
     async def _handle(self, env: Envelope) -> Message:
+        reply = await self._answer(env)
+        cmd = env.message
+        if isinstance(cmd, DroneCommand) and isinstance(reply, Reply):
+            # Everyone hears what was done (a second console, the recorder, a replay):
+            # the reply itself goes back to the requester alone.
+            subject = drone_id(self.link_id, cmd.sysid) if cmd.sysid in topics.SYSIDS else ""
+            self.ctx.bus.publish(topics.EVENT_COMMAND, CommandEvent(
+                service=self.ctx.name, subject=subject, action=cmd.action.strip().lower(),
+                by=env.header.source, status=reply.status, detail=reply.detail,
+                elapsed_ms=reply.elapsed_ms))
+        return reply
+
+    async def _answer(self, env: Envelope) -> Message:
         started = time.monotonic()
 
         def error(detail: str) -> Reply:

@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import msgpack
 import pytest
@@ -21,14 +22,10 @@ from edge.bus.messages import CameraStatus, EventMark, Message, ReplayCommand, R
 from edge.bus.mirror import SILENT_S
 from edge.config import load_config
 from edge.recorder.catalog import Catalog
+from edge.replay.replay_bus import ReplayBus
 from edge.replay.service import ReplayVehicle, load_source
-from tests.support import running_broker
-from tests.support.replay import (
-    Recorded,
-    endpoints_in,
-    record_session_sync,
-    short_runtime_dir,
-)
+from tests.support.drill import Drill, Shown, endpoints_in, shared_drill, shown
+from tests.support.replay import short_runtime_dir
 from tests.support.ui import until
 from tests.ui.feed import FakeVehicle
 from tests.ui.test_app import SIZE, status_text, tile_text
@@ -267,10 +264,8 @@ async def test_replay_keys_outside_a_replay_do_nothing_harmful(
 
 # -- end to end: a recorded session on the real replay vehicle --------------------------
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
-    tmp = tmp_path_factory.mktemp("replay-ui")
-    yield record_session_sync(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
+    yield shared_drill(tmp_path_factory)
 
 
 # Functional bounds: a loaded 2-core machine is slow, not wrong.
@@ -278,25 +273,28 @@ E2E_S = 20.0
 
 
 @pytest.mark.timeout(120)
-async def test_the_dashboard_drives_a_real_replay(recorded: Recorded) -> None:
+async def test_the_dashboard_drives_a_real_replay(recorded: Drill) -> None:
     runtime_dir = short_runtime_dir()
     endpoints = endpoints_in(runtime_dir)
     try:
-        with running_broker(endpoints), Catalog(recorded.catalog) as cat:
+        # The replay's own bus, as `edge replay` runs it: its heartbeat is what the
+        # dashboard judges the bus by.
+        with Catalog(recorded.catalog) as cat:
             source = load_source(cat, recorded.start_ns, recorded.end_ns,
                                  cat.session(recorded.session_id))
-            replay = ReplayVehicle(source, endpoints, paused=True)
-            await replay.start()
-            try:
-                await _drive(DashboardApp(load_config(recorded.config_path),
-                                          endpoints=endpoints), replay, recorded)
-            finally:
-                await replay.stop()
+            async with ReplayBus(endpoints):
+                replay = ReplayVehicle(source, endpoints, paused=True)
+                await replay.start()
+                try:
+                    await _drive(DashboardApp(load_config(recorded.config),
+                                              endpoints=endpoints), replay, recorded)
+                finally:
+                    await replay.stop()
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
-async def _drive(app: DashboardApp, replay: ReplayVehicle, recorded: Recorded) -> None:
+async def _drive(app: DashboardApp, replay: ReplayVehicle, recorded: Drill) -> None:
     start, end = recorded.start_ns / NS, recorded.end_ns / NS
 
     def status() -> ReplayStatus:
@@ -339,3 +337,87 @@ async def _drive(app: DashboardApp, replay: ReplayVehicle, recorded: Recorded) -
         await until(pilot, lambda: (app.state.cameras["gate"].status_ts or end) <= start,
                     "the camera's status as of the start taken again", E2E_S)
         assert "LIVE" in tile_text(app, "gate")
+
+
+@pytest.mark.timeout(150)
+async def test_the_replayed_drill_shows_what_the_live_dashboard_showed(
+        recorded: Drill) -> None:
+    """The drill's live dashboard noted what it showed at moments of the session (after a
+    mark, after the drone command's outcome, after another mark). A dashboard on the
+    replay, sought to each moment, shows the same cameras and drones in the same places;
+    played through, it logs the same alerts, marks and command outcomes at the same times."""
+    assert len(recorded.live) == 3
+    runtime_dir = short_runtime_dir()
+    endpoints = endpoints_in(runtime_dir)
+    try:
+        with Catalog(recorded.catalog) as cat:
+            source = load_source(cat, recorded.start_ns, recorded.end_ns,
+                                 cat.session(recorded.session_id))
+            async with ReplayBus(endpoints):
+                replay = ReplayVehicle(source, endpoints, paused=True)
+                await replay.start()
+                control = BusClient(endpoints, source="debrief")
+                try:
+                    app = DashboardApp(load_config(recorded.config), endpoints=endpoints)
+                    async with app.run_test(size=SIZE) as pilot:
+                        await _compare(app, pilot, control, recorded)
+                finally:
+                    await control.close()
+                    await replay.stop()
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def _near(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    # A telemetry sample (10 Hz) may reach the recorder a moment before or after the live
+    # dashboard: the same place within about 10 m.
+    return a is b or (a is not None and b is not None
+                      and abs(a[0] - b[0]) < 1e-4 and abs(a[1] - b[1]) < 1e-4)
+
+
+async def _compare(app: DashboardApp, pilot: Any, control: BusClient, drill: Drill) -> None:
+    state = app.state
+
+    async def ask(**fields: Any) -> ReplayStatus:
+        reply = (await control.request(topics.REPLAY_SERVICE, ReplayCommand(**fields))).message
+        assert isinstance(reply, Reply) and reply.status == "accepted", reply
+        return ReplayStatus.from_body(reply.data)
+
+    def replay_at(at_ns: int, seeks: int) -> bool:
+        s = state.replay.status
+        return s is not None and s.seeks >= seeks and s.position_ns == at_ns
+
+    for live in drill.live:
+        seeks = (await ask(action="seek", time_ns=live.at_ns)).seeks
+        await until(pilot, lambda at=live.at_ns, n=seeks: replay_at(at, n),  # type: ignore[misc]
+                    "the dashboard at the sought moment", E2E_S)
+
+        def same(live: Shown = live) -> bool:
+            now = shown(state, live.at_ns)
+            return (now.cameras == live.cameras and now.drones.keys() == live.drones.keys()
+                    and all(_near(now.drones[d], p) for d, p in live.drones.items()))
+
+        try:
+            await until(pilot, same, "the cameras and drones the live dashboard showed", E2E_S)
+        except AssertionError:
+            raise AssertionError(f"live: {live}\nreplay: {shown(state, live.at_ns)}") from None
+
+    # Played through from the start: the same log, at the same times.
+    await ask(action="seek", time_ns=drill.start_ns)
+    await ask(action="speed", speed=4.0)
+    await ask(action="play")
+    await until(pilot, lambda: state.replay.status is not None
+                and state.replay.status.state == "ended", "the replay at its end", E2E_S)
+    last = drill.live[-1]
+
+    def in_session(events: list[tuple[float, str, str, str]]) -> list[tuple[float, str, str, str]]:
+        return [e for e in events if drill.start_ns / NS <= e[0] <= last.at_ns / NS]
+
+    expected = in_session(last.events)
+    assert {kind for _, kind, _, _ in expected} >= {"alert", "mark", "command"}, expected
+    got = in_session(shown(state, last.at_ns).events)
+    assert [e[1:] for e in got] == [e[1:] for e in expected]
+    # An event is placed at its sender's time, or at the dashboard's clock if that is
+    # earlier (a sender's clock ahead): in a replay that clock is the replay's, as the
+    # dashboard reckons it between statuses, a bus hop (times the speed) behind.
+    assert [e[0] for e in got] == pytest.approx([e[0] for e in expected], abs=0.25)

@@ -1,4 +1,4 @@
-"""`edge export clip|tlog|report` on a drill recorded for real (tests/support/export.py),
+"""`edge export clip|tlog|report` on a drill recorded for real (tests/support/drill.py),
 each output read by tools nobody here wrote: ffprobe and PyAV, pymavlink, Chromium."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from pymavlink import mavutil
 
 from tests.support import require, run_edge
-from tests.support.export import ALERT_TEXT, MARKS, Drill, record_drill
+from tests.support.drill import ALERT_TEXT, MARKS, Drill, shared_drill
 from tests.support.media import decode_all, ffprobe, has_ffprobe
 from tests.support.recorder import last_json
 
@@ -26,7 +26,7 @@ GOP_S = 1.0  # the simulated camera's: a keyframe every 30 frames at 30 fps
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    yield record_drill(tmp_path_factory.mktemp("drill"))
+    yield shared_drill(tmp_path_factory)
 
 
 def iso(ns: int) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,13 +32,8 @@ from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.messages import ReplayCommand, ReplayStatus, Reply
 from tests.support import REPO, eventually, free_port, require, run_edge, standing_still
-from tests.support.replay import (
-    Recorded,
-    ReplayAnnounced,
-    endpoints_in,
-    read_announcement,
-    record_session_sync,
-)
+from tests.support.drill import Drill, endpoints_in, shared_drill
+from tests.support.replay import ReplayAnnounced, read_announcement
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -52,10 +46,8 @@ SLACK_MS = 500
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
-    tmp = tmp_path_factory.mktemp("replay-uplink")
-    yield record_session_sync(tmp, live=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
+    yield shared_drill(tmp_path_factory)
 
 
 class Stamps:
@@ -107,14 +99,14 @@ def assert_at(stamps: list[int], target_ns: int) -> None:
 
 
 @asynccontextmanager
-async def replay_with_uplink(recorded: Recorded
+async def replay_with_uplink(recorded: Drill
                              ) -> AsyncIterator[tuple[ReplayAnnounced, BusClient]]:
     """`edge replay SESSION --uplink` (paused at the start), and a client on its bus; the
     command must exit 0 when stopped."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge", "replay", str(recorded.session_id), "--config",
-        str(recorded.config_path), "--headless", "--paused",
+        str(recorded.config), "--headless", "--paused",
         "--uplink", f"127.0.0.1:{free_port()}", cwd=REPO, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
@@ -140,7 +132,7 @@ async def replay_with_uplink(recorded: Recorded
     assert proc.returncode == 0
 
 
-async def test_seek_moves_the_whep_viewers_picture(recorded: Recorded) -> None:
+async def test_seek_moves_the_whep_viewers_picture(recorded: Drill) -> None:
     viewer: WhepViewer | None = None
     async with replay_with_uplink(recorded) as (said, bus):
         try:
@@ -227,7 +219,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-async def test_chromium_follows_a_seek(recorded: Recorded, tmp_path: Path,
+async def test_chromium_follows_a_seek(recorded: Drill, tmp_path: Path,
                                        chromium: Path) -> None:
     async with replay_with_uplink(recorded) as (said, bus), async_playwright() as pw:
         assert said.uplink_url is not None and said.token_file is not None
@@ -282,9 +274,9 @@ async def test_chromium_follows_a_seek(recorded: Recorded, tmp_path: Path,
             await browser.close()
 
 
-async def test_a_bad_uplink_address_is_one_line(recorded: Recorded, tmp_path: Path) -> None:
+async def test_a_bad_uplink_address_is_one_line(recorded: Drill, tmp_path: Path) -> None:
     code, out, err = await run_edge("replay", str(recorded.session_id), "--config",
-                                    str(recorded.config_path), "--headless", "--seconds", "1",
+                                    str(recorded.config), "--headless", "--seconds", "1",
                                     "--uplink", "nowhere:port")
     assert code == 2, (out, err)
     assert err.startswith("edge: --uplink 'nowhere:port'") and err.count("\n") == 1, err
