@@ -34,6 +34,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "edge/recorder": ("edge.bus", "edge.media", "edge.config"),
     "edge/export": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/replay": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
+    "edge/links": ("edge.bus", "edge.config"),
+    "edge/centre": ("edge.bus", "edge.config", "edge.links"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),
     "edge/bench": ("edge", "drivers", "ui"),
