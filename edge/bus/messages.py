@@ -380,14 +380,42 @@ LINK_STATES: tuple[LinkStateName, ...] = get_args(LinkStateName)
 @message("link.status")
 @dataclass(slots=True, kw_only=True)
 class LinkStatus(Message):
+    """One WAN as its probes and counters see it (`edge run links`), 1 Hz and on change."""
+
     link_id: str = ""
     name: str = ""
     kind: str = ""
     state: LinkStateName = "unknown"
-    rtt_ms: float | None = None
+    # Why it is down or cannot be measured ("unmeasurable: no interface wwan0").
+    detail: str = ""
+    rtt_ms: float | None = None  # median over the probe window
+    rtt_p95_ms: float | None = None
+    jitter_ms: float | None = None
     loss_pct: float | None = None
-    tx_kbps: float | None = None
+    tx_kbps: float | None = None  # up, from the interface's counters
     rx_kbps: float | None = None
+    # This WAN carries the tunnel to the centre now, and whether the commander forced it.
+    active: bool = False
+    forced: bool = False
+    # A metered link's data used (both ways) against its budgets, MB; None: not metered.
+    used_today_mb: float | None = None
+    budget_today_mb: float | None = None
+    used_incident_mb: float | None = None
+    budget_incident_mb: float | None = None
+
+
+LinkActionName = Literal["force", "release"]
+LINK_ACTIONS: tuple[LinkActionName, ...] = get_args(LinkActionName)
+
+
+@message("link.command")
+@dataclass(slots=True, kw_only=True)
+class LinkCommand(Message):
+    """A request to `links`: `force` the tunnel onto `link_id` whatever the policy says,
+    or `release` the force. Answered with a `Reply` (rejected with the reason)."""
+
+    action: str = ""  # one of LINK_ACTIONS
+    link_id: str = ""
 
 
 # ---------------------------------------------------------------------------

@@ -105,6 +105,10 @@ def link_status(link_id: str) -> str:
     return f"link/{link_id}/status"
 
 
+# The links service (probes, the tunnel's WAN): `LinkCommand` is asked of it by this name.
+LINKS_SERVICE = "links"
+
+
 # --- uplink to the city centre --------------------------------------------
 UPLINK = "uplink/"
 UPLINK_SESSIONS = "uplink/sessions"

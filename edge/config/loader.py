@@ -12,14 +12,16 @@ import re
 import reprlib
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from edge.config.errors import ConfigError
-from edge.config.model import ID_PATTERN, is_variant_tag
+from edge.config.model import ID_PATTERN, Model, is_variant_tag
 from edge.config.toml_lines import KeyPath, key_lines
 from edge.config.vehicle import VehicleConfig
+
+M = TypeVar("M", bound=Model)
 
 # Deeper than any vehicle config; tomllib itself has no limit and recurses.
 MAX_NESTING = 100
@@ -102,10 +104,16 @@ def _depth(value: Any) -> int:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "") -> VehicleConfig:
+    return parse_as(VehicleConfig, data, source, text)
+
+
+def parse_as(model: type[M], data: dict[str, Any], source: str = "<config>",
+             text: str = "") -> M:
+    """`data` checked as `model` (the vehicle's config, or the centre's)."""
     if _depth(data) > MAX_NESTING:
         raise ConfigError(source, [_TOO_DEEP])
     try:
-        return VehicleConfig.model_validate(data)
+        return model.model_validate(data)
     except RecursionError:
         raise ConfigError(source, [_TOO_DEEP]) from None
     except ValidationError as e:
@@ -127,6 +135,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>", text: str = "")
 
 
 def load_config(path: str | Path) -> VehicleConfig:
+    return load_as(VehicleConfig, path)
+
+
+def load_as(model: type[M], path: str | Path) -> M:
+    """The TOML file at `path` checked as `model`, or one line per problem."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -145,5 +158,5 @@ def load_config(path: str | Path) -> VehicleConfig:
         raise ConfigError(str(p), [_one_line(f"not valid TOML: {e}")]) from None
     except RecursionError:  # tomllib recurses once per level of nesting, without a limit
         raise ConfigError(str(p), [_TOO_DEEP]) from None
-    return parse_config(data, str(p), text)
+    return parse_as(model, data, str(p), text)
 

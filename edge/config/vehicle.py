@@ -8,7 +8,7 @@ from edge.config.bus import BusConfig
 from edge.config.cameras import CameraConfig
 from edge.config.demo import DemoConfig
 from edge.config.drones import DroneLinkConfig
-from edge.config.links import WanLinkConfig
+from edge.config.links import CentreConfig, LinkPolicyConfig, WanLinkConfig
 from edge.config.model import ID_PATTERN, Model, Position
 from edge.config.recorder import RecorderConfig
 from edge.config.uplink import UplinkConfig
@@ -21,6 +21,8 @@ class VehicleConfig(Model):
     cameras: list[CameraConfig] = []
     drones: list[DroneLinkConfig] = []
     links: list[WanLinkConfig] = []
+    link_policy: LinkPolicyConfig = LinkPolicyConfig()
+    centre: CentreConfig | None = None
     uplink: UplinkConfig = UplinkConfig()
     recorder: RecorderConfig = RecorderConfig()
     demo: DemoConfig = DemoConfig()
@@ -34,6 +36,11 @@ class VehicleConfig(Model):
                     raise ValueError(f'{section}[{i}].id: "{item.id}" is already the id of '
                                      f"{section}[{seen[item.id]}]")
                 seen[item.id] = i
+        links = {link.id for link in self.links}
+        for i, link_id in enumerate(self.link_policy.prefer):
+            if link_id not in links:
+                raise ValueError(f'link_policy.prefer[{i}]: no link "{link_id}" '
+                                 f"(links: {', '.join(sorted(links)) or 'none'})")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
