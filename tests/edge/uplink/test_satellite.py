@@ -9,7 +9,7 @@ namespace, where a viewer process (:mod:`tests.edge.uplink.viewer_process`) POST
 emulated path, decodes every frame and reports every 2 s: an aiortc viewer, and
 Debian's Chromium playing the vehicle's own page.
 
-The session must stay connected for 90 s (three times the old failure point), stay
+The session must stay connected for 45 s (half as long again as the old failure point), stay
 listed by the uplink, and keep decoding: more frames at every report than 10 s
 before. Those are durations the session must survive, not speeds: nothing here is a
 timing or rate figure. Without :func:`~edge.uplink.consent.sustain_consent` in the
@@ -40,7 +40,9 @@ from tests.support import REPO, demo_config_copy, require, running_demo, toml_te
 CHROMIUM = Path("/usr/bin/chromium")
 CAMERA = "north-gate"
 UPLINK_PORT = 8800  # the vehicle namespace is new: nothing else listens there
-LIVES_FOR_S = 90.0  # the old sessions died ~30 s after connecting
+# The old sessions died ~30 s after connecting (six unanswered consent checks 5 s
+# apart); half as long again is past any of them with a check or two to spare.
+LIVES_FOR_S = 45.0
 STILL_DECODING_S = 10.0
 REPORT_EVERY_S = 2.0
 # Generous bounds that only keep a broken run from hanging (a shared 2-core machine
@@ -108,8 +110,8 @@ class ViewerRun:
                          for r in self.reports)
 
 
-# 90 s of session, plus starting the demo and connecting across the link. Both viewers
-# watch at once, over the same link and vehicle: the suite pays for 90 s once.
+# LIVES_FOR_S of session, plus starting the demo and connecting across the link. Both
+# viewers watch at once, over the same link and vehicle: the suite pays for it once.
 @pytest.mark.timeout(300)
 async def test_aiortc_and_chromium_viewers_across_geo_live_past_the_consent_timeout(
         tmp_path: Path) -> None:
