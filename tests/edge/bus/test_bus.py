@@ -355,6 +355,10 @@ async def test_subscriptions_come_only_from_subscribers(
     await joined(bus, sub)
     bus.publish(topics.cam_status("a"), CameraStatus(camera_id="a"))
     await next_of(sub, "cam/a/status")
+    # The broker counts subscriptions in its cache thread, which may not have come to
+    # ours yet although messages already flow to it (it failed so in CI once).
+    await eventually(lambda: broker.stats.subscriptions >= 1, within=10,
+                     what="the broker to count our subscription")
     replayed, subscriptions = broker.stats.replayed, broker.stats.subscriptions
     raw: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
     raw.setsockopt(zmq.LINGER, 0)
