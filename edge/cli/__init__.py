@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "edge.cli.export_cmd",
     "edge.cli.replay_cmd",
     "edge.cli.sim",
+    "edge.cli.centre_cmd",
 )
 
 
