@@ -404,7 +404,7 @@ class LinkStatus(Message):
     budget_incident_mb: float | None = None
 
 
-LinkActionName = Literal["force", "release"]
+LinkActionName = Literal["force", "release", "new_incident"]
 LINK_ACTIONS: tuple[LinkActionName, ...] = get_args(LinkActionName)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge.cli.common import load
 from edge.cli.dashboard import run_demo_dashboard
+from edge.cli.demo_links import DemoLinks
 from edge.recorder.layout import RECORDINGS_DIR_ENV
 from edge.runtime.logs import setup_logging
 from edge.runtime.supervisor import Supervisor
@@ -38,28 +39,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runtime_dir = Path(tempfile.mkdtemp(prefix="edge-demo-"))
     # Children inherit it: the demo's recordings live and go with its runtime dir.
     os.environ[RECORDINGS_DIR_ENV] = str(runtime_dir / "recordings")
-    sup = Supervisor(config, path.resolve(), runtime_dir)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"edge demo: {len(sup.children)} processes; bus, recordings and logs in "
-              f"{runtime_dir}\n"
-              f"  watch it: edge bus tail --bus {runtime_dir} --config {path}", file=sys.stderr)
-        await sup.start()
+        # Built before the services start (about 0.1 s): their config names its links.
+        links = await DemoLinks.start(config, path.resolve(), runtime_dir)
         try:
-            if args.seconds:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.seconds)
-            elif args.headless:
-                await stop.wait()
-            else:
-                await run_demo_dashboard(sup, stop)
+            sup = Supervisor(links.config, links.config_path, runtime_dir,
+                             prefixes=links.prefixes)
+            links.add_children(sup)
+            print(f"edge demo: {len(sup.children)} processes; bus, recordings and logs in "
+                  f"{runtime_dir}\n"
+                  f"  watch it: edge bus tail --bus {runtime_dir} --config {path}",
+                  file=sys.stderr)
+            for note in links.notes(sup):
+                print(f"edge demo: {note}", file=sys.stderr)
+            await sup.start()
+            try:
+                if args.seconds:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), args.seconds)
+                elif args.headless:
+                    await stop.wait()
+                else:
+                    await run_demo_dashboard(sup, stop)
+            finally:
+                await sup.stop()
         finally:
-            await sup.stop()
-        print(json.dumps(sup.summary()), flush=True)
+            links.close()  # after the supervisor: its children in the namespaces are gone
+        summary = sup.summary()
+        summary["links"] = links.summary()
+        print(json.dumps(summary), flush=True)
         return 0
 
     try:

@@ -1,4 +1,5 @@
-"""`[demo]`: the simulated devices `edge demo` starts beside the services."""
+"""`[demo]`: the simulated devices `edge demo` starts beside the services, and the links it
+emulates."""
 
 from __future__ import annotations
 
@@ -29,8 +30,22 @@ class SimDroneConfig(Model):
         return check_link(v, ("tcp", "udpin", "udpout"))
 
 
+#: the link emulator's profiles (drivers/sim/link/profile.py `PROFILES`; a test keeps the two
+#: in step: the config imports nothing, so it cannot read them there)
+SimLinkProfile = Literal["geo", "geo-bad", "leo", "lte"]
+
+
+class SimLinkConfig(Model):
+    """One of the vehicle's `[[links]]` emulated by `edge demo` (as root: it needs network
+    namespaces), with the link emulator's profile it gets."""
+
+    link: DeviceId
+    profile: SimLinkProfile
+
+
 class DemoConfig(Model):
     """Simulated devices that `edge demo` starts beside the services."""
 
     sim_cameras: list[SimCameraConfig] = []
     sim_drones: list[SimDroneConfig] = []
+    sim_links: list[SimLinkConfig] = []

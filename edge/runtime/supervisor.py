@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,18 @@ def plan(config: VehicleConfig, config_path: Path) -> list[Child]:
 
 
 class Supervisor:
-    def __init__(self, config: VehicleConfig, config_path: Path, runtime_dir: Path) -> None:
+    def __init__(self, config: VehicleConfig, config_path: Path, runtime_dir: Path, *,
+                 prefixes: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`prefixes`: by child name, a command to put before that child's argv, e.g.
+        nsenter's to run it in a network namespace (it must exec the child, so that the
+        pid we signal and wait for is the child's)."""
         self.config = config
         self.config_path = config_path
         self.runtime_dir = runtime_dir
         self.endpoints = Endpoints.from_config(config.bus, runtime_dir)
         self.children = plan(config, config_path)
+        for child in self.children:
+            child.argv[:0] = (prefixes or {}).get(child.name, ())
         self.log_dir = runtime_dir / "logs"
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []

@@ -55,6 +55,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("recorder", "every camera stream and every bus message on disk, indexed",
                     "edge.services.recorder:RecorderService",
                     enabled=lambda cfg: cfg.recorder.enabled),
+        ServiceSpec("links", "the WAN links: probes, the tunnel to the centre and which WAN "
+                    "carries it", "edge.services.links:LinksService",
+                    enabled=lambda cfg: bool(cfg.links)),
     )
 }
 

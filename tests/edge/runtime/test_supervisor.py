@@ -137,3 +137,26 @@ async def test_crashed_child_is_restarted(bus_only: Path, runtime_dir: Path) -> 
     finally:
         await sup.stop()
     assert processes_in(str(runtime_dir)) == []
+
+
+def _proc_file(pid: int, name: str) -> list[bytes]:
+    return Path(f"/proc/{pid}/{name}").read_bytes().split(b"\0")
+
+
+async def test_a_child_can_be_started_behind_a_command_prefix(bus_only: Path,
+                                                              runtime_dir: Path) -> None:
+    # `env` stands for nsenter: a prefix that execs the child, so its pid is the child's
+    prefix = ["env", "EDGE_TEST_PREFIXED=1"]
+    sup = Supervisor(load_config(bus_only), bus_only, runtime_dir, prefixes={"bus": prefix})
+    await sup.start()
+    try:
+        bus = sup.children[0]
+        assert bus.argv[:2] == prefix and bus.argv[2:5] == [sys.executable, "-m", "edge"]
+        await eventually(lambda: bus.health is not None, within=30, what="the broker's health")
+        assert bus.proc is not None
+        assert b"EDGE_TEST_PREFIXED=1" in _proc_file(bus.proc.pid, "environ")
+        # the service itself, not `env`
+        assert _proc_file(bus.proc.pid, "cmdline")[1:4] == [b"-m", b"edge", b"run"]
+    finally:
+        await sup.stop()
+    assert processes_in(str(runtime_dir)) == []
