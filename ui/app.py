@@ -20,12 +20,27 @@ from edge.bus.messages import ReplayCommand, ReplayStatus, SchemaError
 from edge.bus.mirror import Clock
 from edge.config import VehicleConfig
 from ui.bridge import BusBridge
-from ui.commands import CommandFlow, Refusal, commandable, drone_command, record_command
+from ui.commands import (
+    CommandFlow,
+    Refusal,
+    commandable,
+    drone_command,
+    link_command,
+    record_command,
+)
 from ui.dialogs import GotoDialog, MarkDialog, TextDialog
 from ui.format import clock_text, finite
 from ui.palette import DashboardCommands
 from ui.replay import control
-from ui.requests import CommandDrone, FocusPane, OpenCamera, OpenDrone, OpenEvent
+from ui.requests import (
+    CommandDrone,
+    CommandLink,
+    FocusPane,
+    OpenCamera,
+    OpenDrone,
+    OpenEvent,
+    OpenLink,
+)
 from ui.screens.camera import CameraScreen
 from ui.screens.drone import DroneScreen
 from ui.screens.help import HelpScreen
@@ -33,6 +48,7 @@ from ui.screens.main import MainScreen
 from ui.severity import SEVERITY_SHORT
 from ui.state import DashboardState
 from ui.widgets import parts
+from ui.widgets.links import link_text
 
 STYLES = Path(__file__).parent / "styles"
 
@@ -163,6 +179,24 @@ class DashboardApp(App[None]):
     @on(CommandDrone)
     def command_drone(self, message: CommandDrone) -> None:
         self.drone_command(message.drone_id, message.action)
+
+    @on(OpenLink)
+    def open_link(self, message: OpenLink) -> None:
+        view = self.state.links.get(message.link_id)
+        if view is not None:
+            self.push_screen(TextDialog(f"Link {view.name}", link_text(view)))
+
+    @on(CommandLink)
+    def command_link(self, message: CommandLink) -> None:
+        self.run_worker(self._link_flow(message.link_id, message.action), group="dialogs",
+                        name=f"link-{message.action}")
+
+    async def _link_flow(self, link_id: str, action: str) -> None:
+        command = link_command(self.state, link_id, action)
+        if isinstance(command, Refusal):
+            self.notify(command.text, severity=command.severity)
+            return
+        await self.command_flow.run(command)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

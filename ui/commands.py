@@ -20,7 +20,14 @@ from textual.app import App
 from textual.notifications import SeverityLevel
 
 from edge.bus import topics
-from edge.bus.messages import REPLY_STATUSES, DroneCommand, Message, RecordCommand, Reply
+from edge.bus.messages import (
+    REPLY_STATUSES,
+    DroneCommand,
+    LinkCommand,
+    Message,
+    RecordCommand,
+    Reply,
+)
 from edge.bus.mirror import known
 from ui import geo
 from ui.bridge import BusBridge
@@ -152,3 +159,35 @@ def record_command(state: DashboardState) -> Command | Refusal:
         body=(f"Session {name!r} begins now: what is recorded from now on is kept until it "
               "is released, and marks (m) land in it."),
         kind="recording")
+
+
+# -- WAN links ---------------------------------------------------------------------------
+def link_command(state: DashboardState, link_id: str, action: str) -> Command | Refusal:
+    """`force` the tunnel onto link `link_id`, or `release` a force (whichever link has it)."""
+    view = state.links.get(link_id)
+    if view is None:
+        return Refusal("No link there: nothing to force.", "warning")
+    if action == "release":
+        forced = next((v for v in state.links.values()
+                       if v.status is not None and v.status.forced), None)
+        if forced is None:
+            return Refusal("No link is forced: the policy chooses already.", "information")
+        return Command(
+            service=topics.LINKS_SERVICE, request=LinkCommand(action="release"),
+            subject=forced.link_id, label="Release", name="release the forced link",
+            title=f"Release the force on {forced.name}?",
+            body=("The links service chooses again which link carries the tunnel to the "
+                  "centre (its preference order and failback rules)."),
+            kind="link command")
+    s = view.status
+    if s is not None and s.state == "down":
+        why = f"\n{view.name} is DOWN now: the centre's video and data stop while it is."
+    else:
+        why = ""
+    return Command(
+        service=topics.LINKS_SERVICE, request=LinkCommand(action="force", link_id=link_id),
+        subject=link_id, label="Force", name=f"force the tunnel onto {view.name}",
+        title=f"Carry the tunnel over {view.name}?",
+        body=(f"Everything sent to the city centre goes over {view.name} ({link_id}) until "
+              f"the force is released (a on the links pane), whatever the policy says.{why}"),
+        kind="link command")

@@ -24,6 +24,11 @@ HELP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("l", "land"),
         ("g", "go to a position (latitude, longitude, altitude)"),
     )),
+    ("On a WAN link (links pane)", (
+        ("f", "carry the tunnel to the centre over this link (forced, confirmed)"),
+        ("a", "release a forced link: the policy chooses again (confirmed)"),
+        ("enter", "every figure of the link, and why it cannot be measured"),
+    )),
     ("In a replay (edge replay; elsewhere these do nothing)", (
         ("space", "play / pause"),
         ("left / right", "back / forward 10 s (on the dashboard; panes keep up / down)"),

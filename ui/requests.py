@@ -47,3 +47,19 @@ class CommandDrone(Message):
 
     drone_id: str
     action: str
+
+
+@dataclass
+class OpenLink(Message):
+    """A WAN link's every figure and what its service says about it."""
+
+    link_id: str
+
+
+@dataclass
+class CommandLink(Message):
+    """Force the tunnel to the centre onto a WAN link (`force`), or give the choice back to
+    the links service's policy (`release`); the app confirms, sends and shows the answer."""
+
+    link_id: str
+    action: str

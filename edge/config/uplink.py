@@ -68,6 +68,10 @@ class UplinkConfig(Model):
     # Every packet sent twice to a viewer across a satellite hop ("auto"), to
     # every viewer ("always") or to none ("off"): see edge/uplink/redundancy.py.
     redundancy: Literal["auto", "always", "off"] = "auto"
+    # An open session moves back to the main stream only once the link carrying the
+    # tunnel has allowed main this long (down to sub is at once): with the links
+    # service's own failback delay, a 4G link that flaps does not flip the picture.
+    upgrade_after_s: float = Field(default=10.0, ge=0, le=3600)
 
     @field_validator("listen")
     @classmethod

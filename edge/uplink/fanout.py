@@ -118,6 +118,12 @@ class Sink:
             self._live_queued -= 1
         return frame, catchup
 
+    async def wait_ready(self) -> None:
+        """Until a unit is queued or the sink is closed (taking nothing)."""
+        while not self._queue and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+
     def __len__(self) -> int:
         return len(self._queue)
 

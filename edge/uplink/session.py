@@ -10,6 +10,22 @@ closes, when it has not connected within :data:`CONNECT_TIMEOUT_S`, when its
 camera's stream changes codec or profile (the answer no longer describes it),
 and when the uplink stops. While its camera is down it stays, says so
 (state ``waiting``), and resumes by itself when the camera is back.
+
+Open sessions follow the link that carries the tunnel to the centre, as the
+links service reports it (:meth:`~edge.uplink.state.UplinkState.active_link`):
+when that link changes so that a session would now be given the camera's
+other stream (a session that asked for ``auto`` or ``main`` is on main, and
+the new link is constrained or does not let main cross; or the link allows
+main again), the session moves to that stream in-band
+(:meth:`~edge.uplink.track.PassthroughTrack.switch_to`: same track, SSRC and
+payload type, from the new stream's next keyframe). aiortc cannot renegotiate
+an open session cheaply (and has no ICE restart), and the centre's player
+should not notice anything but the picture's size. Down to sub is at once;
+back to main only once it has been due for ``[uplink] upgrade_after_s``
+(the links service already waits before it fails back; this keeps a link
+that flaps from flipping the picture). Only cameras with a main and a sub
+stream in H.264 switch; with no active link reported, open sessions stay on
+their stream, as before.
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -32,7 +49,7 @@ from edge.uplink.fanout import Fanout, Sink
 from edge.uplink.keyframes import Ask, KeyframeAsker
 from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.peer import Peer
-from edge.uplink.sdp import BadOffer, VideoOffer, inspect_offer
+from edge.uplink.sdp import DEFAULT_PLID, BadOffer, VideoOffer, inspect_offer
 from edge.uplink.state import UplinkState
 from edge.uplink.streams import (
     MEDIA_DECIDES,
@@ -42,6 +59,7 @@ from edge.uplink.streams import (
     Refusal,
     StreamKey,
     Streams,
+    covers,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +79,18 @@ def _short_agent(user_agent: str) -> str:
     return user_agent.split(" ")[0][:32]
 
 
+@dataclass
+class Switch:
+    """A move to another stream under way: its reader and sink, and why."""
+
+    key: StreamKey
+    fanout: Fanout
+    sink: Sink
+    plid: str  # the stream's own profile-level-id
+    why: str  # why the session is to be on that stream ("sat allows sub only")
+    reason: str  # why it moves, with the link change ("lte → sat: sat allows sub only")
+
+
 class Session:
     def __init__(self, manager: SessionManager, key: StreamKey, requested: str,
                  remote: str, user_agent: str) -> None:
@@ -78,6 +108,16 @@ class Session:
         self.fanout: Fanout | None = None
         self.closed = False
         self.close_reason = ""
+        # Why it is on the stream it is on, when that is not the one asked for.
+        self.stream_reason = ""
+        # The profile-level-id of that stream when the session went onto it: a new one
+        # announced means the camera changed it under us.
+        self.stream_plid = ""
+        self.switches = 0
+        self.last_switch = ""  # why it made its last switch ("lte → sat: sat allows sub only")
+        self.switch: Switch | None = None
+        # Since when (monotonic) it has been due to move up to main: see upgrade_after_s.
+        self.upgrade_due_since: float | None = None
 
     @property
     def camera_id(self) -> str:
@@ -130,6 +170,17 @@ class Session:
         body = self.to_message().to_body()
         body["requested"] = self.requested
         body["profile_level_id"] = self.profile_level_id
+        body["stream_reason"] = self.stream_reason
+        body["switches"] = self.switches
+        body["last_switch"] = self.last_switch
+        # Under way (until the new stream's keyframe), or due up to main and waiting out
+        # upgrade_after_s (`upgrade_in_s` more seconds).
+        due = self.upgrade_due_since
+        wait = None if due is None else max(
+            0.0, self.manager.config.upgrade_after_s - (time.monotonic() - due))
+        body["switching_to"] = (self.switch.key.profile if self.switch is not None
+                                else "main" if due is not None else None)
+        body["upgrade_in_s"] = None if wait is None else round(wait, 1)
         peer, sink = self.peer, self.sink
         track = peer.track if peer is not None else None
         hist = peer.history if peer is not None else None
@@ -178,6 +229,10 @@ class SessionManager:
         # One budget for all sessions: they share the link and its modem's queue.
         self.budgets = LinkBudgets(state.capacity_bps())
         state.on_stream = self._stream_announced
+        state.on_link = lambda _link: self.follow_links()
+        # The active link as last seen, and the last change of it in words ("lte → sat").
+        self._active: str | None = None
+        self._link_change = ""
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, camera_id: str, requested: str, offer_sdp: str, remote: str,
@@ -193,6 +248,8 @@ class SessionManager:
         choice = self.streams.choose(cam, requested, self.viewer_rtt_ms.get(remote))
         self.streams.admit(choice, len(self.sessions) + self._creating)
         session = Session(self, choice.key, requested, remote, user_agent)
+        session.stream_reason = choice.reason
+        session.stream_plid = choice.stream.profile_level_id.lower() or DEFAULT_PLID
         fanout = self.streams.fanout(choice)
         session.fanout = fanout
         self._creating += 1
@@ -206,8 +263,8 @@ class SessionManager:
         finally:
             self._creating -= 1
         self.sessions[session.id] = session
-        log.info("session %s: %s watches %s (asked %s)", session.id, session.viewer,
-                 choice.key.name, requested)
+        log.info("session %s: %s watches %s (asked %s%s)", session.id, session.viewer,
+                 choice.key.name, requested, f": {choice.reason}" if choice.reason else "")
         self.on_change()
         return session, answer
 
@@ -245,13 +302,130 @@ class SessionManager:
 
     def _stream_announced(self, camera_id: str, profile: str, stream: CameraStream) -> None:
         for s in list(self.sessions.values()):
-            if s.camera_id != camera_id or s.key.profile != profile or s.key.transcoded:
+            if s.camera_id != camera_id or s.key.transcoded:
+                continue
+            switch = s.switch
+            if switch is not None and switch.key.profile == profile and (
+                    stream.codec != "h264" or
+                    (stream.profile_level_id.lower() or DEFAULT_PLID) != switch.plid):
+                # Moving onto a stream that just changed: decide again from the new one.
+                self._cancel_switch(s)
+            if s.key.profile != profile:
                 continue
             plid = stream.profile_level_id.lower()
-            if stream.codec != "h264" or (plid and s.profile_level_id and
-                                          plid != s.profile_level_id):
+            if stream.codec != "h264" or (plid and s.stream_plid and plid != s.stream_plid):
                 self._spawn(self.close(s.id, f"camera {camera_id} now sends {stream.codec} "
                                              f"{plid}; reconnect"))
+
+    # -- following the active link ------------------------------------------------------
+    def follow_links(self) -> None:
+        """Move open sessions to the stream the active link now gives them (see the module
+        docstring). Called whenever a link's status is heard and once a second."""
+        self.budgets.capacity_bps = self.state.capacity_bps()
+        active = self.state.active_link()
+        now = time.monotonic()
+        if active is None:
+            # No links service to follow (or not lately): sessions stay where they are.
+            for s in self.sessions.values():
+                s.upgrade_due_since = None
+            return
+        if active.id != self._active:
+            was = self._active
+            self._link_change = f"{was} → {active.id}" if was else f"{active.id} active"
+            self._active = active.id
+            log.info("the tunnel to the centre is on %s (%s)", active.id,
+                     active.limits() or "main allowed")
+        for s in list(self.sessions.values()):
+            if not s.closed and s.peer is not None:
+                self._follow(s, now)
+
+    def _follow(self, s: Session, now: float) -> None:
+        if s.switch is not None and s.switch.sink.closed:
+            self._cancel_switch(s)  # its stream's reader stopped under it
+        cam = self.state.camera(s.camera_id)
+        if cam is None or s.key.transcoded or not self.streams.switchable(cam):
+            return
+        # The viewer's round trip may keep a session on sub, never move it there: a 4G
+        # link's queue can spike past a satellite's round trip for a moment, and the
+        # link itself says whether main may cross.
+        rtt = self.viewer_rtt_ms.get(s.remote) if s.key.profile == "sub" else None
+        try:
+            key, why = self.streams.decide(cam, s.requested, rtt)
+        except Refusal:
+            return
+        if key.transcoded or key == s.key:
+            s.upgrade_due_since = None
+            if s.switch is not None:
+                self._cancel_switch(s)  # due back where it is before it got away
+            s.stream_reason = why
+            return
+        if s.switch is not None and s.switch.key == key:
+            return  # under way
+        if key.profile == "main":
+            # Up: only once it has been due for a while (a link that flaps must not flip
+            # the picture); down: at once, the link cannot take main now.
+            if s.upgrade_due_since is None:
+                s.upgrade_due_since = now
+            if now - s.upgrade_due_since < self.config.upgrade_after_s:
+                return
+        s.upgrade_due_since = None
+        stream = cam.streams.get(key.profile)
+        if stream is None:
+            return
+        plid = stream.profile_level_id.lower() or DEFAULT_PLID
+        if not covers(s.profile_level_id, plid):
+            s.stream_reason = (f"stays on {s.key.profile}: {key.profile}'s profile-level-id "
+                               f"{plid} is beyond the {s.profile_level_id} negotiated")
+            return
+        reason = f"{self._link_change}: {why or self._allows(key.profile)}"
+        self._start_switch(s, Choice(cam, key, stream, why), plid, reason)
+
+    def _allows(self, profile: str) -> str:
+        active = self.state.active_link()
+        return f"{active.id if active else 'the link'} allows {profile}"
+
+    def _start_switch(self, s: Session, choice: Choice, plid: str, reason: str) -> None:
+        assert s.peer is not None
+        if s.switch is not None:
+            self._cancel_switch(s)
+        fanout = self.streams.fanout(choice)
+        try:
+            sink = fanout.add_sink()
+        except Exception as e:  # its source would not open: stay, and try again next time
+            log.warning("session %s: cannot move to %s: %s", s.id, choice.key.name, e)
+            if not fanout.sinks:
+                self.streams.forget(fanout)
+            return
+        s.switch = Switch(choice.key, fanout, sink, plid, choice.reason, reason)
+        log.debug("session %s: moving to %s at its next keyframe (%s)", s.id,
+                  choice.key.name, reason)
+        s.peer.track.switch_to(sink, lambda old, new: self._switched(s, old, new))
+        self.on_change()
+
+    def _switched(self, s: Session, old: Sink, new: Sink) -> None:
+        """The track took its first unit from the new stream: the session is on it now."""
+        switch = s.switch
+        if switch is None or switch.sink is not new:
+            return
+        was, old_fanout = s.key, s.fanout
+        s.key, s.fanout, s.sink = switch.key, switch.fanout, new
+        s.stream_plid, s.stream_reason = switch.plid, switch.why
+        s.last_switch = switch.reason
+        s.switch = None
+        s.switches += 1
+        log.info("session %s: %s → %s (%s)", s.id, was.name, s.key.name, switch.reason)
+        if old_fanout is not None:
+            self._spawn(old_fanout.remove_sink(old))
+        self.on_change()
+
+    def _cancel_switch(self, s: Session) -> None:
+        switch, s.switch = s.switch, None
+        if switch is None:
+            return
+        if s.peer is not None and s.peer.track.switching is switch.sink:
+            s.peer.track.cancel_switch()
+        self._spawn(switch.fanout.remove_sink(switch.sink))
+        self.on_change()
 
     async def close(self, session_id: str, reason: str = "closed by the viewer") -> bool:
         session = self.sessions.pop(session_id, None)
@@ -265,6 +439,9 @@ class SessionManager:
 
     async def _discard(self, session: Session) -> None:
         session.closed = True
+        switch, session.switch = session.switch, None
+        if switch is not None:
+            await switch.fanout.remove_sink(switch.sink)
         fanout = session.fanout
         if fanout is not None and session.sink is not None:
             await fanout.remove_sink(session.sink)
@@ -305,7 +482,9 @@ class SessionManager:
         while True:
             await asyncio.sleep(STATS_EVERY_S)
             now = time.monotonic()
-            self.budgets.capacity_bps = self.state.capacity_bps()
+            # Also when nothing is heard: a silent links service's word lapses, and a move
+            # up to main comes due.
+            self.follow_links()
             for s in list(self.sessions.values()):
                 if s.connection_state != "connected" and \
                         now - s.started_mono > CONNECT_TIMEOUT_S:

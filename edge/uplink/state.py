@@ -7,7 +7,9 @@ device with when it was produced and owns the staleness rule the dashboard
 uses too. It answers two kinds of reader:
 
 - the WHEP handlers, which ask whether a camera exists, is live and where
-  its streams are;
+  its streams are, and which WAN link carries the tunnel to the centre now
+  (:meth:`UplinkState.active_link`, as the links service reports it) and so
+  which streams may cross it;
 - `/api/state` (a JSON snapshot) and `/api/events` (server-sent events of the
   same objects). An SSE reader gets a :class:`Watcher`: changes are coalesced
   by object and read at most every :data:`COALESCE_S`, so a slow reader gets
@@ -43,6 +45,7 @@ from edge.bus.mirror import (
     Latest,
     LinkRecord,
     Mirror,
+    Stamp,
 )
 from edge.bus.replay_clock import ReplayTime
 from edge.config import CameraConfig, VehicleConfig, WanLinkConfig
@@ -179,6 +182,7 @@ class LinkState(_View[LinkRecord]):
     """One WAN link: its record (its own, if made by hand), and its config."""
 
     status = Latest[LinkStatus]("status")
+    status_ts = Stamp("status")
 
     def __init__(self, id: str, config: WanLinkConfig | None = None,
                  status: LinkStatus | None = None, record: LinkRecord | None = None,
@@ -197,18 +201,61 @@ class LinkState(_View[LinkRecord]):
         # A link nobody reports on yet may well be up; only a reported "down" is down.
         return self.status is None or self.status.state in ("up", "degraded", "unknown")
 
+    @property
+    def active(self) -> bool:
+        """The links service says, lately, that this WAN carries the tunnel to the centre.
+        Lately is the rule every device's status is judged by (:data:`SILENT_S`): an
+        older word is not believed, as a camera's ``live`` is not."""
+        heard = self.record.status
+        return (heard is not None and heard.message.active
+                and heard.age(self.clock()) <= SILENT_S)
+
+    @property
+    def kind(self) -> str:
+        c, s = self.config, self.status
+        return (c.kind if c else "") or (s.kind if s else "")
+
+    def allowed_profiles(self) -> tuple[str, ...]:
+        """The stream profiles that may cross this link: its config's, else by its kind as
+        the links service names it (sub only over a satellite, as the config's default)."""
+        if self.config is not None:
+            return self.config.allowed_profiles()
+        return ("sub",) if self.kind == "satellite" else ("main", "sub")
+
+    def allows_main(self) -> bool:
+        return "main" in self.allowed_profiles()
+
+    def capacity_bps(self) -> float | None:
+        """What may cross it: its capacity, capped by its video ceiling (`max_kbps`);
+        either alone when only one is configured; None when neither is."""
+        c = self.config
+        limits = [kbps * 1000 for kbps in ((c.capacity_kbps, c.max_kbps) if c else ()) if kbps]
+        return float(min(limits)) if limits else None
+
+    def limits(self) -> str:
+        """Why `auto` sends sub over this link, in words ("" if it does not)."""
+        if not self.allows_main():
+            allowed = self.allowed_profiles()
+            return (f"{self.id} allows {' and '.join(allowed)} only" if allowed
+                    else f"{self.id} allows no stream")
+        return f"{self.id} is constrained" if self.constrained else ""
+
     def to_json(self) -> Json:
         c, s = self.config, self.status
         return {"id": self.id,
                 "name": (c.name if c else "") or (s.name if s else ""),
-                "kind": (c.kind if c else "") or (s.kind if s else ""),
+                "kind": self.kind,
                 "constrained": self.constrained,
                 "state": s.state if s else "unknown",
                 "rtt_ms": s.rtt_ms if s else None,
                 "loss_pct": s.loss_pct if s else None,
                 "tx_kbps": s.tx_kbps if s else None,
                 "rx_kbps": s.rx_kbps if s else None,
-                "capacity_kbps": c.capacity_kbps if c else None}
+                "capacity_kbps": c.capacity_kbps if c else None,
+                "max_kbps": c.max_kbps if c else None,
+                "profiles": list(self.allowed_profiles()),
+                "active": self.active,
+                "forced": bool(s and s.forced)}
 
 
 class Watcher:
@@ -256,20 +303,59 @@ class UplinkState:
         self._watchers: set[Watcher] = set()
         # Called with (camera_id, profile, stream) when a camera (re)announces a stream.
         self.on_stream: Callable[[str, str, CameraStream], None] = lambda *_: None
+        # Called with the link's id whenever a link's status is heard (the active link
+        # may have changed: open sessions follow it).
+        self.on_link: Callable[[str], None] = lambda _: None
 
     # -- reading ---------------------------------------------------------------------
     def camera(self, camera_id: str) -> CameraState | None:
         return self.cameras.get(camera_id)
 
+    def active_link(self) -> LinkState | None:
+        """The WAN that carries the tunnel to the centre now, as the links service said
+        lately (:attr:`LinkState.active`); None when no links service reports one (none
+        runs, it has not yet, or it fell silent). Should two say so (a change is
+        published link by link), the one heard last."""
+        active = [link for link in self.links.values() if link.active]
+        return max(active, key=lambda link: link.status_ts or 0.0, default=None)
+
+    def active_profiles(self) -> tuple[str, ...] | None:
+        """The stream profiles the active link lets cross; None without an active link
+        (then nothing is held back by link: see :meth:`constrained`)."""
+        active = self.active_link()
+        return None if active is None else active.allowed_profiles()
+
     def constrained(self) -> bool:
-        """True when every link that is up is constrained (the centre is behind a thin pipe)."""
+        """Whether the centre is behind a thin pipe (`auto` then sends the sub stream).
+
+        With an active link reported: that link is constrained or does not let the main
+        stream cross. Without one (no links service, or not yet), as before the links
+        service existed: every link that is up is constrained."""
+        active = self.active_link()
+        if active is not None:
+            return active.constrained or not active.allows_main()
         up = [link for link in self.links.values() if link.up]
         return bool(up) and all(link.constrained for link in up)
 
+    def constrained_why(self) -> str:
+        """Why :meth:`constrained` is true, in words ("" when it is not)."""
+        if not self.constrained():
+            return ""
+        active = self.active_link()
+        if active is not None:
+            return active.limits()
+        return "every link that is up is constrained"
+
     def capacity_bps(self) -> float | None:
-        """What the centre's viewers can get through: the best link that is up, if its
-        capacity is known. (The links service will say which link carries the tunnel;
-        until it reports, every configured link counts as up, as in :meth:`constrained`.)"""
+        """What the centre's viewers can get through, if known.
+
+        With an active link reported: that link's capacity, capped by its `max_kbps`.
+        Without one (no links service, or not yet), as before: the best link that is up
+        (every configured link counts as up until reported down), if its capacity is
+        known."""
+        active = self.active_link()
+        if active is not None:
+            return active.capacity_bps()
         caps = [link.config.capacity_kbps * 1000 for link in self.links.values()
                 if link.up and link.config is not None and link.config.capacity_kbps]
         return float(max(caps)) if caps else None
@@ -289,10 +375,12 @@ class UplinkState:
         return None
 
     def snapshot(self) -> Json:
+        active = self.active_link()
         return {
             "vehicle": self.vehicle,
             "time_ns": time.time_ns(),
             "constrained": self.constrained(),
+            "active_link": active.id if active else None,
             "cameras": [c.to_json() for c in self.cameras.values()],
             "drones": [d.to_json() for d in sorted(self.drones.values(), key=lambda d: d.id)],
             "links": [link.to_json() for link in self.links.values()],
@@ -363,3 +451,4 @@ class UplinkState:
             if key not in self.links:
                 self.links[key] = LinkState(key, record=self.mirror.links[key], clock=self.clock)
             self.changed("link", key)
+            self.on_link(key)

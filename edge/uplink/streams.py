@@ -3,10 +3,15 @@
 :class:`Streams` decides, for a request naming a camera and a profile:
 
 - which stream: ``main`` or ``sub`` as asked, or for ``auto`` the camera's
-  ``uplink_profile`` when the link to the centre is constrained (every link
-  that is up is constrained) and ``main`` otherwise; a camera without a sub
-  stream sends main; an H.265 camera always sends its smaller stream
-  transcoded (:mod:`edge.uplink.transcode`);
+  ``uplink_profile`` when the link to the centre is constrained
+  (:meth:`~edge.uplink.state.UplinkState.constrained`: the link carrying the
+  tunnel, when the links service says which) and ``main`` otherwise. Main
+  never crosses an active link that does not allow it: a request that asks
+  for it by name gets sub and is told why (the centre asked for video; a
+  refusal would leave its screen black over the satellite, which is when it
+  needs the picture most). A camera without a sub stream sends main; an
+  H.265 camera always sends its smaller stream transcoded
+  (:mod:`edge.uplink.transcode`);
 - whether it can (admission): camera known (404), live with its stream
   announced (409 with ``Retry-After``), sessions and transcoders free (503).
   When the bus cannot vouch for the camera (no fresh status: the camera
@@ -14,7 +19,10 @@
   decides: the request waits briefly for a live unit;
 - the stream's profile-level-id: the one the camera service announced
   (read from the camera's SPS by the ingest), or for a transcoded stream the
-  one our encoder wrote.
+  one our encoder wrote. A session on a camera with both streams in H.264
+  is answered with a bound that covers both (the profile that decodes the
+  other's, at the higher level), so that it may move from one to the other
+  in-band when the link changes (:mod:`edge.uplink.session`).
 
 It owns the registry of stream readers: one :class:`~edge.uplink.fanout.Fanout`
 per stream (with its :class:`~edge.uplink.transcode.Transcoder` for H.265),
@@ -38,7 +46,7 @@ from edge.bus.messages import CameraStream
 from edge.config import UplinkConfig
 from edge.media.subscriber import MediaSubscriber
 from edge.uplink.fanout import Fanout, FrameSource
-from edge.uplink.sdp import DEFAULT_PLID
+from edge.uplink.sdp import _DECODES, DEFAULT_PLID, profile_of
 from edge.uplink.state import CameraState, UplinkState
 from edge.uplink.transcode import Transcoder
 
@@ -83,11 +91,44 @@ class StreamKey:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """What a request gets: the camera, which of its streams, and that stream's announcement."""
+    """What a request gets: the camera, which of its streams, that stream's announcement,
+    and why it is that stream when it is not the one asked for ("" when it is)."""
 
     camera: CameraState
     key: StreamKey
     stream: CameraStream
+    reason: str = ""
+
+
+def covers(bound: str, plid: str) -> bool:
+    """Whether a decoder for profile-level-id `bound` takes a stream of `plid`: its profile
+    decodes the other's, at a level no lower."""
+    return _decodes(bound, plid) and _level(bound) >= _level(plid)
+
+
+def covering(a: str, b: str) -> str | None:
+    """A profile-level-id that :func:`covers` both: the profile that decodes the other's,
+    at the higher of their levels; None when neither profile decodes the other."""
+    for bound, other in ((a, b), (b, a)):
+        if _decodes(bound, other):
+            return (bound[:4] + f"{max(_level(a), _level(b)):02x}").lower()
+    return None
+
+
+def _decodes(bound: str, plid: str) -> bool:
+    """Whether `bound`'s profile decodes `plid`'s (levels aside)."""
+    have, want = profile_of(bound), profile_of(plid)
+    if have is None or want is None:
+        return bound[:4].lower() == plid[:4].lower()
+    return want in _DECODES.get(have, frozenset())
+
+
+def _level(plid: str) -> int:
+    # level_idc as written (1b's odd encodings aside: no camera stream sits that low)
+    try:
+        return int(plid[4:6], 16)
+    except ValueError:
+        return 0
 
 
 class Streams:
@@ -115,35 +156,55 @@ class Streams:
         makes `auto` take the sub stream on a hop as long as a satellite's, whatever the
         configured links say.
         """
+        return self.decide(cam, requested, viewer_rtt_ms)[0]
+
+    def decide(self, cam: CameraState, requested: str,
+               viewer_rtt_ms: float | None = None) -> tuple[StreamKey, str]:
+        """:meth:`resolve`, and why the stream is not the one asked for ("" when it is,
+        or `auto` found nothing to hold it back from main)."""
         if requested not in PROFILES:
             raise Refusal(400, f'profile must be one of {", ".join(PROFILES)}, '
                           f'not "{requested}"')
-        profile = requested
+        profile, why = requested, ""
         if profile == "auto":
-            constrained = self.state.constrained() or (
-                viewer_rtt_ms is not None and viewer_rtt_ms >= SATELLITE_RTT_MS)
-            profile = (cam.config.uplink_profile if cam.config else "sub") if constrained \
-                else "main"
+            why = self.state.constrained_why()
+            if not why and viewer_rtt_ms is not None and viewer_rtt_ms >= SATELLITE_RTT_MS:
+                why = f"the viewer's round trip is {viewer_rtt_ms:.0f} ms"
+            profile = (cam.config.uplink_profile if cam.config else "sub") if why else "main"
+            if profile == "main":
+                why = ""
+        active = self.state.active_link()
+        if profile == "main" and active is not None and not active.allows_main():
+            why, profile = active.limits(), "sub"
         has_sub = "sub" in cam.streams or bool(cam.config and cam.config.sub)
         if profile == "sub" and not has_sub:
             profile = "main"  # a camera without a sub stream sends what it has
+            why = f"camera {cam.id} has no sub stream" if requested != "auto" or why else ""
         codec = (cam.streams.get(profile) or cam.streams.get("main") or
                  CameraStream()).codec or (cam.status.codec if cam.status else "")
         if codec == "h265":
             # Only H.264 leaves the vehicle: the smaller stream is transcoded.
-            return StreamKey(cam.id, "sub" if has_sub else "main", True)
-        return StreamKey(cam.id, profile, False)
+            return (StreamKey(cam.id, "sub" if has_sub else "main", True),
+                    f"camera {cam.id} sends H.265: its smaller stream is transcoded")
+        return StreamKey(cam.id, profile, False), why
 
     def choose(self, cam: CameraState, requested: str,
                viewer_rtt_ms: float | None = None) -> Choice:
         """The stream for this request, if it is announced and (as far as we know) live."""
-        key = self.resolve(cam, requested, viewer_rtt_ms)
+        key, why = self.decide(cam, requested, viewer_rtt_ms)
         stream = cam.streams.get(key.profile)
         if stream is None or not (cam.live or cam.state in MEDIA_DECIDES):
             why = cam.reason if stream is not None else \
                 f"its {key.profile} stream is not announced yet"
             raise Refusal(409, f"camera {cam.id} is not live ({cam.state}): {why}", _retry())
-        return Choice(cam, key, stream)
+        return Choice(cam, key, stream, why)
+
+    def switchable(self, cam: CameraState) -> bool:
+        """Whether sessions on this camera may move between its streams in-band: it has a
+        main and a sub stream, both announced in H.264 (an H.265 camera's transcoded
+        stream and a single stream stay as they are)."""
+        main, sub = cam.streams.get("main"), cam.streams.get("sub")
+        return main is not None and sub is not None and main.codec == sub.codec == "h264"
 
     # -- admitting --------------------------------------------------------------------
     def transcodes_running(self) -> int:
@@ -172,10 +233,17 @@ class Streams:
                       f"video from it within {MEDIA_PROBE_S:g} s", _retry())
 
     async def profile_level_id(self, choice: Choice) -> str:
-        """The stream's H.264 profile-level-id, as carried (or as our encoder wrote it)."""
+        """The stream's H.264 profile-level-id, as carried (or as our encoder wrote it);
+        for a camera whose sessions may move between its streams, one that covers both
+        (when there is one: else the stream's own, and the session stays on it)."""
         key = choice.key
         if not key.transcoded:
-            return choice.stream.profile_level_id.lower() or DEFAULT_PLID
+            own = choice.stream.profile_level_id.lower() or DEFAULT_PLID
+            cam = choice.camera
+            other = cam.streams.get("sub" if key.profile == "main" else "main")
+            if other is None or not self.switchable(cam):
+                return own
+            return covering(own, other.profile_level_id.lower() or DEFAULT_PLID) or own
         # Known only once our encoder has produced its first keyframe.
         transcoder = self.transcoders.get(key)
         if transcoder is not None:

@@ -25,6 +25,16 @@ overflow a satellite modem's queue (a quarter of a second at 4 Mbit/s).
 Paced, the first frame still leaves at once and the rest follow as fast as
 the link takes them.
 
+Switching streams in-band (:meth:`PassthroughTrack.switch_to`): the session
+moves to the camera's other stream (main ↔ sub, when the link to the centre
+changes) without renegotiating: the same track, so the same SSRC, payload
+type and sequence numbers. The track keeps sending the old stream until the
+new sink has its first unit, which is a keyframe with its parameter sets (a
+sink starts at one: the fanout's GOP cache, or the publisher's replay), then
+takes the new sink's units only. H.264 decoders take the new SPS at that
+IDR. The timestamps stay continuous by the rules above: the new stream's
+cached GOP is catch-up, and its first live unit follows by its own pts.
+
 PLI and REMB do nothing here: we cannot make the camera send a keyframe or
 change bitrate for one viewer. Recovery from a loss that NACK did not repair
 waits for the camera's next keyframe (one GOP at most); bitrate is chosen by
@@ -34,8 +44,10 @@ the stream (main or sub).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -47,6 +59,9 @@ from edge.uplink.link_budget import LinkBudget
 
 CLOCK = 90_000
 MAX_PTS_STEP = 10 * CLOCK  # a bigger jump in the camera's pts is a discontinuity
+
+# Called (old sink, new sink) once the track has moved to the new sink.
+Switched = Callable[[Sink, Sink], None]
 
 
 class PassthroughTrack(MediaStreamTrack):
@@ -69,11 +84,43 @@ class PassthroughTrack(MediaStreamTrack):
         # Camera receipt to hand-over to aiortc, live units only: the uplink's own share
         # of the latency (media plane, fanout, queue), for the sessions' stats.
         self.delays_ms: deque[float] = deque(maxlen=300)
+        self._next: tuple[Sink, Switched] | None = None
+
+    @property
+    def switching(self) -> Sink | None:
+        """The sink the track moves to at its first unit, if a switch is under way."""
+        return self._next[0] if self._next is not None else None
+
+    def switch_to(self, sink: Sink, switched: Switched) -> None:
+        """Move to `sink` once it has a unit (a keyframe: a sink starts at one); until then
+        the current sink's units go on. `switched(old, new)` is called when it happens.
+        A switch under way is replaced (its sink is the caller's to close)."""
+        self._next = (sink, switched)
+
+    def cancel_switch(self) -> None:
+        self._next = None
+
+    async def _take(self) -> tuple[MediaFrame, bool]:
+        while True:
+            pending = self._next
+            if pending is None:
+                return await self.sink.get()
+            new, switched = pending
+            if len(new):
+                old, self.sink, self._next = self.sink, new, None
+                switched(old, new)
+                continue
+            if new.closed:
+                self._next = None
+                continue
+            if len(self.sink) or self.sink.closed:
+                return await self.sink.get()
+            await _either(self.sink, new)
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
-        frame, catchup = await self.sink.get()
+        frame, catchup = await self._take()
         if self.budget is not None:
             hold = self.budget.wait(len(frame.data) * 8)
             if hold > 0:
@@ -116,4 +163,19 @@ class PassthroughTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.sink.close()
+        if self._next is not None:
+            self._next[0].close()
+
+
+async def _either(a: Sink, b: Sink) -> None:
+    """Until either sink has a unit (or is closed)."""
+    waits = [asyncio.ensure_future(a.wait_ready()), asyncio.ensure_future(b.wait_ready())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        for w in waits:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
 

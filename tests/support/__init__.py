@@ -171,19 +171,31 @@ def toml_text(data: dict[str, object]) -> str:
 
 
 def demo_config_copy(dest: Path, *, cameras: list[str] | None = None,
-                     drones: list[str] | None = None, uplink: bool = True) -> Path:
+                     drones: list[str] | None = None, links: list[str] | None = None,
+                     uplink: bool = True, emulate_links: bool = False) -> Path:
     """config/demo.toml written into `dest` with every local port replaced by a free one, so
-    that it runs beside anyone else's demo; optionally only the named cameras and drone
-    links (with their simulators). The token file is copied beside it. Returns its path."""
+    that it runs beside anyone else's demo; optionally only the named cameras, drone links
+    and WAN links (with their simulators). The WAN links are emulated (namespaces, a local
+    `edge centre`, as `make demo` does as root) only when asked: most tests are about
+    something else, or build their own emulated world. The token file is copied beside
+    it. Returns its path."""
     data: dict[str, Any] = tomllib.loads(DEMO_CONFIG.read_text())
     demo = data.setdefault("demo", {})
+    if not emulate_links:
+        demo.pop("sim_links", None)
+    if links is not None:
+        data["links"] = [link for link in data.get("links", []) if link["id"] in links]
+        policy = data.setdefault("link_policy", {})
+        policy["prefer"] = [i for i in policy.get("prefer", []) if i in links]
+        demo["sim_links"] = [s for s in demo.get("sim_links", []) if s["link"] in links]
     if cameras is not None:
         data["cameras"] = [c for c in data.get("cameras", []) if c["id"] in cameras]
         demo["sim_cameras"] = [c for c in demo.get("sim_cameras", []) if c["name"] in cameras]
     if drones is not None:
         data["drones"] = [d for d in data.get("drones", []) if d["id"] in drones]
-        links = {d["connection"] for d in data["drones"]}
-        demo["sim_drones"] = [d for d in demo.get("sim_drones", []) if d["connection"] in links]
+        connections = {d["connection"] for d in data["drones"]}
+        demo["sim_drones"] = [d for d in demo.get("sim_drones", [])
+                              if d["connection"] in connections]
     served = {f"127.0.0.1:{c['port']}" for c in demo.get("sim_cameras", [])}
     for sim in demo.get("sim_drones", []):
         if "camera" in sim and _LOCAL_PORT.search(sim["camera"]) and not any(

@@ -10,6 +10,7 @@ The fixtures are in tests/edge/uplink/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from typing import Any
 import aiohttp
 
 from drivers.sim.camera import SimCamera
+from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
+from edge.bus.messages import LinkStatus
 from edge.config import VehicleConfig, parse_config
 from edge.runtime.service import Service
 from edge.services.camera import CameraService
@@ -126,3 +129,48 @@ async def vehicle(tmp: Path, endpoints: Endpoints, bus: BusClient,
 
 # Small, quick cameras: 640x360 main only, a short pre-encoded loop.
 SMALL: dict[str, Any] = {"main": (640, 360), "sub": None, "loop_seconds": 2.0}
+
+
+class LinkFeed:
+    """`link/<id>/status` on the bus as the links service publishes it: every link once a
+    second and at once on a change, the one carrying the tunnel marked `active`.
+
+    ``async with LinkFeed(bus, {"lte": "lte-private", "sat": "satellite"}, active="lte")``;
+    :meth:`activate` moves the tunnel (``None``: no link active, as when every WAN is down
+    or before the links service has chosen)."""
+
+    def __init__(self, bus: BusClient, links: dict[str, str], active: str | None = None,
+                 every: float = 1.0) -> None:
+        self.bus = bus
+        self.links = dict(links)  # id -> kind
+        self.active = active
+        self.every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def activate(self, link_id: str | None) -> None:
+        self.active = link_id
+        self.publish()
+
+    def publish(self) -> None:
+        # The newly active link first: a reader never sees two active links for long,
+        # and never none between them.
+        for link_id in sorted(self.links, key=lambda i: i != self.active):
+            self.bus.publish(topics.link_status(link_id), LinkStatus(
+                link_id=link_id, name=link_id, kind=self.links[link_id], state="up",
+                rtt_ms=600.0 if self.links[link_id] == "satellite" else 50.0, loss_pct=0.0,
+                active=link_id == self.active))
+
+    async def _run(self) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(self.every)
+
+    async def __aenter__(self) -> LinkFeed:
+        self._task = asyncio.create_task(self._run(), name="link-feed")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -22,6 +22,7 @@ from edge.bus.messages import (
     DroneStatus,
     DroneTelemetry,
     EventMark,
+    LinkCommand,
     LinkStatus,
     RecordCommand,
     RecorderStatus,
@@ -33,13 +34,14 @@ from tests.support import BrokerHandle
 from tests.support.ui import until
 from tests.ui.feed import FakeVehicle
 from ui.app import DashboardApp
-from ui.dialogs import ConfirmDialog, GotoDialog, MarkDialog
+from ui.dialogs import ConfirmDialog, GotoDialog, MarkDialog, TextDialog
 from ui.screens.camera import CameraScreen
 from ui.screens.drone import DroneScreen
 from ui.screens.help import HelpScreen
 from ui.widgets.cameras import CameraGrid, CameraTile
 from ui.widgets.drones import DroneTable
 from ui.widgets.events import EventTable
+from ui.widgets.links import LinkTable, link_row
 from ui.widgets.status_bar import StatusBar
 
 pytestmark = pytest.mark.timeout(30)
@@ -405,3 +407,65 @@ async def test_a_recording_session_is_started_and_stopped_with_confirmation(
         await until(pilot, lambda: len(recorder.commands) == 2, "the stop at the recorder")
         assert recorder.commands[1].action == "stop"
         await until(pilot, lambda: "● REC 2.0 MB" in status_text(app), "no session shown")
+
+
+class FakeLinksService:
+    """Answers `links` as the links service does, and says so on `link/<id>/status`."""
+
+    def __init__(self, bus: BusClient) -> None:
+        self.bus = bus
+        self.commands: list[LinkCommand] = []
+        self.forced: str | None = None
+        bus.serve(topics.LINKS_SERVICE, self.handle)
+
+    def publish(self, detail: str = "") -> None:
+        self.bus.publish(topics.link_status("sat"), LinkStatus(
+            link_id="sat", name="Satellite", kind="satellite", state="up", rtt_ms=610.0,
+            active=True, forced=self.forced == "sat", used_today_mb=1700.0,
+            budget_today_mb=2000.0))
+        self.bus.publish(topics.link_status("lte"), LinkStatus(
+            link_id="lte", name="4G", kind="lte-private", state="unknown",
+            detail=detail or "unmeasurable: no interface wwan0 on this vehicle"))
+
+    async def handle(self, env: Envelope) -> Reply:
+        assert isinstance(env.message, LinkCommand)
+        self.commands.append(env.message)
+        self.forced = env.message.link_id if env.message.action == "force" else None
+        self.publish()
+        return Reply(status="accepted")
+
+
+async def test_links_pane_marks_the_tunnel_and_forces_a_link_with_confirmation(
+        make_app: Callable[..., DashboardApp], vehicle: FakeVehicle, publisher: BusClient) -> None:
+    links = FakeLinksService(publisher)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.bus.connected, "the bus heartbeat")
+        links.publish()
+        table = app.screen.query_one(LinkTable)
+
+        def row(link_id: str) -> str:
+            view = app.state.links.get(link_id)
+            return "" if view is None else " ".join(
+                str(cell) for cell in link_row(table, view, app.state.now())[1])
+
+        await until(pilot, lambda: row("sat").startswith("● Satellite up"),
+                    "the satellite marked as carrying the tunnel")
+        await until(pilot, lambda: "n/m" in row("lte"), "the 4G link unmeasurable, not down")
+        await pilot.press("3")  # the links pane; its first row is the satellite
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog), "the link's detail")
+        await pilot.press("escape")
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        assert not links.commands, "nothing may be sent before the confirmation"
+        await pilot.press("y")
+        await until(pilot, lambda: links.commands, "the request at the links service")
+        assert (links.commands[0].action, links.commands[0].link_id) == ("force", "sat")
+        await until(pilot, lambda: row("sat").startswith("F● Satellite"), "the force shown")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: len(links.commands) == 2, "the release at the service")
+        assert links.commands[1].action == "release"
+        await until(pilot, lambda: row("sat").startswith("● Satellite"), "the force gone")

@@ -131,7 +131,7 @@ def has_telemetry(screen: str, drone_id: str) -> bool:
 def test_demo_shows_live_data_commands_a_drone_and_q_ends_everything(
         tmux: Tmux, tmp_path: Path, runtime_dir: Path) -> None:
     # config/demo.toml with private ports, so that it runs beside anyone else's demo.
-    config_path = demo_config_copy(tmp_path / "config")
+    config_path = demo_config_copy(tmp_path / "config", emulate_links=True)  # as `make demo`
     config = load_config(config_path)
     assert config.cameras and expected_drone_ids(config), \
         "config/demo.toml names no cameras or no simulated drones"

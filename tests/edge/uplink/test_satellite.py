@@ -244,6 +244,9 @@ async def test_fast_start_of_the_main_stream_across_geo_drops_nothing_at_the_mod
             # paces to the best configured link, and the demo's 20 Mbit/s LTE is not here.
             data: dict[str, Any] = tomllib.loads(config.read_text())
             data["links"] = [link for link in data["links"] if link["kind"] == "satellite"]
+            kept = {link["id"] for link in data["links"]}
+            data["link_policy"]["prefer"] = [i for i in data["link_policy"]["prefer"]
+                                             if i in kept]
             config.write_text(toml_text(data))
             async with running_demo(config, tmp_path / "demo",
                                     prefix=netns.exec_prefix(world.vehicle)):
