@@ -412,7 +412,8 @@ LINK_ACTIONS: tuple[LinkActionName, ...] = get_args(LinkActionName)
 @dataclass(slots=True, kw_only=True)
 class LinkCommand(Message):
     """A request to `links`: `force` the tunnel onto `link_id` whatever the policy says,
-    or `release` the force. Answered with a `Reply` (rejected with the reason)."""
+    `release` the force, or start counting a `new_incident`'s data on metered links.
+    Answered with a `Reply` (rejected with the reason)."""
 
     action: str = ""  # one of LINK_ACTIONS
     link_id: str = ""
