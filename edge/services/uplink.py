@@ -21,7 +21,7 @@ import logging
 
 from edge.bus import topics
 from edge.bus.client import RequestError, RequestTimeout
-from edge.bus.messages import KeyframeRequest, Reply, UplinkSessions
+from edge.bus.messages import KeyframeRequest, ReplayCommand, Reply, UplinkSessions
 from edge.runtime.service import Service
 from edge.uplink.auth import load_token
 from edge.uplink.peer import ice_servers
@@ -55,7 +55,7 @@ class UplinkService(Service):
             "transcodes": self.manager.streams.transcodes_running(), "profile": cfg.profile,
             "worst_rtt_ms": cfg.worst_rtt_ms, "redundancy": cfg.redundancy,
             "keyframe_requests": dict(self.manager.keyframes.outcomes)}}
-        self.http = UplinkHttp(self.manager, self.state, token, ice)
+        self.http = UplinkHttp(self.manager, self.state, token, ice, replay=self._replay)
         self._publish_due = asyncio.Event()
         tasks = [asyncio.create_task(self.state.follow(self.ctx.bus), name="uplink-state"),
                  asyncio.create_task(self.manager.run(), name="uplink-sessions"),
@@ -93,6 +93,17 @@ class UplinkService(Service):
         if reply.status != "accepted":
             self.ctx.log.debug("keyframe for %s: %s %s", key.name, reply.status, reply.detail)
         return reply.status
+
+    async def _replay(self, command: ReplayCommand) -> Reply:
+        """A control from the viewer page, asked of the replay vehicle (on a replay's bus)."""
+        try:
+            env = await self.ctx.bus.request(topics.REPLAY_SERVICE, command)
+        except (RequestTimeout, RequestError) as e:
+            return Reply(status="error", detail=f"the replay did not answer: {e}")
+        reply = env.message
+        if not isinstance(reply, Reply):
+            return Reply(status="error", detail=f"the replay answered {env.header.type}")
+        return reply
 
     def _sessions_changed(self) -> None:
         self._publish_due.set()

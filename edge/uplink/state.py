@@ -372,7 +372,14 @@ class UplinkState:
             return link.to_json() if link else {"id": key}
         if kind == "sessions":
             return self.sessions()
+        if kind == "replay":
+            return self.replay_json()
         return None
+
+    def replay_json(self) -> Json | None:
+        """Where the replay is (`replay/status`), on a replay's bus; None on a vehicle's."""
+        status = self.clock.status
+        return None if status is None else status.to_body()
 
     def snapshot(self) -> Json:
         active = self.active_link()
@@ -385,6 +392,7 @@ class UplinkState:
             "drones": [d.to_json() for d in sorted(self.drones.values(), key=lambda d: d.id)],
             "links": [link.to_json() for link in self.links.values()],
             "sessions": self.sessions(),
+            "replay": self.replay_json(),
             **self.extra(),
         }
 
@@ -412,6 +420,7 @@ class UplinkState:
                 async for env in sub:
                     if isinstance(env.message, ReplayStatus):
                         self.clock.take(env.message)
+                        self.changed("replay")  # the viewer page's replay bar follows it
                         if self.clock.forget:
                             # A replay seek: recorded messages come again with their old
                             # sequence numbers; a fresh subscription takes them, and the

@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from edge.bus.messages import REPLAY_ACTIONS, ReplayCommand, Reply, SchemaError
 from edge.config import ConfigError, SecretRef
 from edge.uplink.auth import bearer_ok
 from edge.uplink.session import SessionManager
@@ -79,13 +80,19 @@ def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> we
     return web.Response(status=status, text=reason.rstrip() + "\n", headers=headers)
 
 
+ReplayControl = Callable[[ReplayCommand], Awaitable[Reply]]
+
+
 class UplinkHttp:
     def __init__(self, manager: SessionManager, state: UplinkState, token: bytes,
-                 ice_servers: list[RTCIceServer]) -> None:
+                 ice_servers: list[RTCIceServer], replay: ReplayControl | None = None) -> None:
         self.manager = manager
         self.state = state
         self._token = token
         self.ice_servers = ice_servers
+        # Asks the replay vehicle (`replay.command` on the bus), so the page drives the
+        # same replay the dashboard and a script do.
+        self.replay = replay
         self.stopping = asyncio.Event()
         self.app = web.Application(middlewares=[self._cors_and_errors],
                                    client_max_size=256 * 1024)
@@ -100,6 +107,7 @@ class UplinkHttp:
         r.add_get("/api/state", self.api_state)
         r.add_get("/api/events", self.api_events)
         r.add_get("/api/cameras/{camera}/thumbnail", self.api_thumbnail)
+        r.add_post("/api/replay", self.api_replay)
 
     # -- plumbing -----------------------------------------------------------------------
     @web.middleware
@@ -201,6 +209,32 @@ class UplinkHttp:
         self._require_auth(request)
         return web.json_response(self.state.snapshot(), dumps=_dumps,
                                  headers={"Cache-Control": "no-store"})
+
+    async def api_replay(self, request: web.Request) -> web.StreamResponse:
+        """A replay control from the page: JSON with `action` (play, pause, seek, next_mark,
+        prev_mark, speed, step) and its `time_ns`, `speed` or `seconds`; the replay's
+        answer and its status after it."""
+        self._require_auth(request)
+        if self.replay is None or self.state.replay_json() is None:
+            raise Refusal(404, "this is a vehicle, not a replay: there is nothing to control")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Refusal(400, "the control must be JSON, like {\"action\": \"pause\"}"
+                          ) from None
+        if not isinstance(body, dict) or body.get("action") not in REPLAY_ACTIONS:
+            raise Refusal(400, f"action must be one of {', '.join(REPLAY_ACTIONS)}")
+        try:
+            command = ReplayCommand.from_body({k: v for k, v in body.items()
+                                               if k in ("action", "time_ns", "speed",
+                                                        "seconds")})
+        except SchemaError as e:
+            raise Refusal(400, f"bad control: {e}") from None
+        reply = await self.replay(command)
+        return web.json_response({"status": reply.status, "detail": reply.detail,
+                                  "replay": reply.data or None},
+                                 status=200 if reply.status == "accepted" else 409,
+                                 dumps=_dumps)
 
     async def api_thumbnail(self, request: web.Request) -> web.StreamResponse:
         self._require_auth(request)

@@ -17,6 +17,8 @@ const app = {
   stats: null,            // the latest stats shown, for tests and the curious
   lastBytes: null,
   events: null,           // AbortController of the SSE reader
+  replay: null,           // on a replay's uplink: its last status
+  replaySeen: 0,          // when it came (ns on this computer's clock)
 };
 
 // -- token --------------------------------------------------------------------------
@@ -97,6 +99,7 @@ function onEvent(kind, value) {
     renderLinks(value.links, value.constrained);
     renderCameras();
     renderSessions(value.sessions);
+    renderReplay(value.replay);
   } else if (kind === "camera") {
     app.cameras.set(value.id, value);
     renderCamera(value);
@@ -108,6 +111,8 @@ function onEvent(kind, value) {
     renderLinks(links, app.state.constrained);
   } else if (kind === "sessions") {
     renderSessions(value);
+  } else if (kind === "replay") {
+    renderReplay(value);
   }
   if (app.playing) renderPlaying();
 }
@@ -404,3 +409,65 @@ window.edgeViewer = {
 };
 
 if (app.token) startEvents(); else askToken("");
+
+// -- a replay (`edge replay --uplink`): its clock and controls, as the dashboard has ------
+// The controls go to the replay vehicle through the uplink (POST /api/replay), so this
+// page, the dashboard and a script drive the same replay.
+function replayPosition(r) {
+  if (r.state !== "playing") return r.position_ns;
+  const since = Date.now() * 1e6 - app.replaySeen;
+  return Math.min(r.end_ns, r.position_ns + since * r.speed);
+}
+
+function clockText(ns) {
+  return new Date(ns / 1e6).toLocaleTimeString([], { hour12: false });
+}
+
+function renderReplay(r) {
+  app.replay = r || null;
+  app.replaySeen = Date.now() * 1e6;
+  $("replay").hidden = !r;
+  if (!r) return;
+  const pos = replayPosition(r);
+  $("replay-clock").textContent = `REPLAY ${clockText(pos)} ×${r.speed}` +
+    (r.state === "playing" ? "" : ` ${r.state}`) + (r.keyframes_only ? " keyframes only" : "");
+  $("replay-play").textContent = r.state === "playing" ? "Pause" : "Play";
+  if (document.activeElement !== $("replay-speed")) $("replay-speed").value = String(r.speed);
+  if (document.activeElement !== $("replay-seek")) {
+    const span = Math.max(1, r.end_ns - r.start_ns);
+    $("replay-seek").value = String(Math.round((pos - r.start_ns) / span * 1000));
+  }
+}
+
+async function replayControl(body) {
+  $("replay-error").hidden = true;
+  try {
+    const resp = await fetch("/api/replay", {
+      method: "POST", headers: authHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify(body) });
+    const answer = await resp.json().catch(() => ({ detail: resp.statusText }));
+    if (!resp.ok) throw new Error(answer.detail || resp.status);
+    if (answer.replay) renderReplay(answer.replay);
+  } catch (e) {
+    $("replay-error").textContent = `${body.action}: ${e.message}`;
+    $("replay-error").hidden = false;
+  }
+}
+
+$("replay-play").addEventListener("click", () =>
+  replayControl({ action: app.replay && app.replay.state === "playing" ? "pause" : "play" }));
+$("replay-prev").addEventListener("click", () => replayControl({ action: "prev_mark" }));
+$("replay-next").addEventListener("click", () => replayControl({ action: "next_mark" }));
+$("replay-back").addEventListener("click", () => app.replay && replayControl(
+  { action: "seek", time_ns: Math.max(app.replay.start_ns, replayPosition(app.replay) - 10e9) }));
+$("replay-forward").addEventListener("click", () => app.replay && replayControl(
+  { action: "seek", time_ns: Math.min(app.replay.end_ns, replayPosition(app.replay) + 10e9) }));
+$("replay-speed").addEventListener("change", () =>
+  replayControl({ action: "speed", speed: Number($("replay-speed").value) }));
+$("replay-seek").addEventListener("change", () => {
+  const r = app.replay;
+  if (!r) return;
+  const at = r.start_ns + (r.end_ns - r.start_ns) * Number($("replay-seek").value) / 1000;
+  replayControl({ action: "seek", time_ns: Math.round(at) });
+});
+setInterval(() => { if (app.replay) renderReplay(app.replay); }, 500);

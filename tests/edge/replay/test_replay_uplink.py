@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 import numpy as np
 import pytest
@@ -140,6 +141,18 @@ async def test_seek_moves_the_whep_viewers_picture(recorded: Drill) -> None:
             await command(bus, action="play")
             stamps = Stamps()
             token = said.token_file.read_text().strip()
+            async with aiohttp.ClientSession() as http:
+                auth = {"Authorization": f"Bearer {token}"}
+                async with http.post(f"{said.uplink_url}/api/replay", headers=auth,
+                                     json={"action": "rewind"}) as r:
+                    assert r.status == 400 and "action must be one of" in await r.text()
+                async with http.post(f"{said.uplink_url}/api/replay", headers=auth,
+                                     json={"action": "speed", "speed": 99}) as r:
+                    assert r.status == 409, await r.text()  # the replay's own refusal
+                async with http.post(f"{said.uplink_url}/api/replay", headers=auth,
+                                     json={"action": "speed", "speed": 1}) as r:
+                    answer = await r.json()
+                    assert r.status == 200 and answer["replay"]["speed"] == 1, answer
 
             refused: list[str] = []
 
@@ -245,15 +258,26 @@ async def test_chromium_follows_a_seek(recorded: Drill, tmp_path: Path,
                 "window.edgeViewer.stats && window.edgeViewer.stats.framesDecoded > 10",
                 timeout=30_000)
             assert await picture_ms(page) is not None, "no readable time on the page"
-            await command(bus, action="pause")
-            for target in (recorded.start_ns + (recorded.end_ns - recorded.start_ns) * 3 // 4,
-                           recorded.start_ns + (recorded.end_ns - recorded.start_ns) // 4):
+            # From here the page drives the replay, with its own replay bar (through the
+            # uplink to the replay vehicle, as the dashboard's keys do).
+            await page.wait_for_selector("#replay:not([hidden])", timeout=10_000)
+            assert "REPLAY" in await page.inner_text("#replay-clock")
+            await page.click("#replay-play")  # playing: the button pauses
+            # The replay paused, as the page hears it back (its status, over the uplink).
+            await page.wait_for_function(
+                "document.getElementById('replay-clock').textContent.endsWith('paused')",
+                timeout=WITHIN_S * 1000)
+            span = recorded.end_ns - recorded.start_ns
+            for per_mille in (750, 250):
+                target = recorded.start_ns + span * per_mille // 1000
                 before = await decoded(page)
                 await asyncio.sleep(1.0)
                 while (now := await decoded(page)) != before:  # paused: decoding stops
                     before = now
                     await asyncio.sleep(1.0)
-                await command(bus, action="seek", time_ns=target)
+                await page.eval_on_selector(
+                    "#replay-seek", "(el, v) => { el.value = v; "
+                    "el.dispatchEvent(new Event('change')); }", str(per_mille))
                 deadline = time.monotonic() + WITHIN_S
                 while await decoded(page) == before and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)

@@ -139,6 +139,9 @@ async def test_refusals_say_why(app: tuple[Client, UplinkHttp]) -> None:
     assert r.headers["Retry-After"]
     assert (await client.delete("/whep/gate/nosuch", headers=AUTH)).status == 404
     assert (await client.patch("/whep/gate/nosuch", headers=AUTH)).status == 404
+    # The replay bar's controls, on a vehicle's uplink: there is no replay to drive.
+    r = await client.post("/api/replay", json={"action": "pause"}, headers=AUTH)
+    assert r.status == 404 and "not a replay" in await r.text()
 
 
 async def test_an_internal_error_is_one_line_not_a_traceback(
