@@ -108,7 +108,7 @@ def bench_camera_id(i: int) -> str:
     return f"cam{i + 1:02d}"
 
 
-def _units() -> tuple[list[tuple[bytes, bool]], bytes]:
+def encoded_units() -> tuple[list[tuple[bytes, bool]], bytes]:
     """The encoded loop as (Annex-B unit, keyframe), starting at a keyframe, and its
     parameter sets as Annex-B extradata."""
     from drivers.rtsp.annexb import join_annexb
@@ -155,7 +155,7 @@ def _baseline(cameras: int, seconds: float, out: Path) -> dict[str, Any]:
 
     from edge.recorder.mp4_segment import _MOVFLAGS  # the recorder's, so both stay the same
 
-    units, extradata = _units()
+    units, extradata = encoded_units()
     time_base = Fraction(1, 90_000)
     out.mkdir(parents=True, exist_ok=True)
     containers = []
@@ -219,7 +219,7 @@ def _feed(runtime: Path, cameras: int) -> dict[str, Any]:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    units, _ = _units()
+    units, _ = encoded_units()
     endpoints = bench_endpoints(runtime)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pubs = [MediaPublisher(ctx, endpoints.media(bench_camera_id(i), "main"))

@@ -4,7 +4,11 @@ WHEP uplink, and the replay's CPU at 1x against bare PyAV demuxing of the same f
 - **session**: N cameras of pre-encoded units (720p30 H.264, 1 s GOP) fed to the real
   recorder for M minutes inside a named session, with the pieces of
   :mod:`edge.bench.record` (its config, feeder and children); or `--session ID`
-  with `--config` for one already recorded.
+  with `--config` for one already recorded; or, with `--synthetic`, the same units
+  written in seconds by the recorder's own writers and catalog on a synthetic clock
+  (:mod:`edge.bench.synthetic_session`), so that 16 x 60 min does not take an hour.
+  Seeks depend on the GOP and segment layout, which are the recorder's, not on how
+  long the recording took.
 - **baseline** (a child, first): every segment file of the session's streams demuxed
   by PyAV, one thread per stream, each packet at its recorded time at 1x (the replay's
   pacing), nothing else: the least any Python replay can do. Its CPU (user+sys of the
@@ -14,10 +18,12 @@ WHEP uplink, and the replay's CPU at 1x against bare PyAV demuxing of the same f
   viewer (:mod:`edge.bench.whep_viewer`) plays the first camera.
   *Seeks*: paused, at random positions (seeded); each is the time from sending the
   `replay.command` seek to the viewer's first decoded frame after it.
-  *1x*: from the start to the end at 1x; the replay process's CPU over it, and a
-  media-plane subscriber per stream in this process counting the units of the
-  session's range. Frames lost = packets the baseline found in range minus units
-  received (never negative per stream).
+  *1x*: from the start to the end at 1x (or over the first `--play-seconds` only:
+  a synthetic hour would take an hour; the table and JSON say which); the replay
+  process's CPU over it, and a media-plane subscriber per stream in this process
+  counting the units of the range played. Frames lost = packets the baseline found in
+  that range minus units received (never negative per stream). The baseline plays the
+  same range.
 
 Machines here are shared: the ratio is the figure to compare, not the absolute times.
 """
@@ -55,11 +61,21 @@ SEEK_TIMEOUT_S = 5.0
 QUIET_S = 0.3
 DRAIN_TIMEOUT_S = 60.0
 TICK_NS = 100_000 / 9
+# A synthetic session's 1x phase, unless --play-seconds says otherwise.
+SYNTHETIC_PLAY_S = 60.0
+SYNTHETIC_SEGMENT_S = 60.0  # [recorder] segment_seconds as shipped
+# Room left free beside a synthetic session, beyond its own size.
+DISK_MARGIN = 1 << 30
 
 
 def _pct(values: list[float], p: float) -> float | None:
     xs = sorted(values)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else None
+
+
+def _ms(values: list[float], p: float) -> float | None:
+    found = _pct(values, p)
+    return None if found is None else round(found, 1)
 
 
 # --------------------------------------------------------------------------- baseline process
@@ -222,8 +238,8 @@ async def _announced(proc: asyncio.subprocess.Process) -> tuple[Path, str, str]:
             return runtime, m.group(1), token
 
 
-async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port: int,
-                   seeks: int, seed: int) -> dict[str, Any]:
+async def _measure(config: Path, session: int, start_ns: int, end_ns: int, play_end_ns: int,
+                   port: int, seeks: int, seed: int) -> dict[str, Any]:
     import aiohttp
     import zmq
 
@@ -287,26 +303,47 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port:
             await viewer.wait_frames(5, START_TIMEOUT_S)
             await command(action="pause")
 
+            # Where a seek's time goes: the reply to the request, and the viewed camera's
+            # first unit on the replay's media plane (the replay's part; the rest to the
+            # decoded frame is the uplink's and the viewer's).
+            viewed, viewed_stream = cameras[0].split("/")
+            probe = MediaSubscriber(bus.sync_ctx, endpoints.media(viewed, viewed_stream))
+            subs.append(probe)
+            unit_times: list[float] = []
+
+            async def watch(sub: MediaSubscriber) -> None:
+                while True:
+                    await sub.recv()
+                    unit_times.append(time.monotonic())
+
+            tasks.append(asyncio.create_task(watch(probe)))
+            await asyncio.sleep(1.0)  # the subscription reaches the publisher
+
             # ---- seeks, paused: the first frame after each request
             rng = random.Random(seed)
             seek_ms: list[float] = []
+            unit_ms: list[float] = []
+            reply_ms: list[float] = []
             failed = 0
             for _ in range(seeks):
                 target = rng.randrange(start_ns, max(start_ns + 1, end_ns - 1_000_000_000))
                 while True:  # quiet: nothing in flight from the last seek
-                    n = len(frame_times)
+                    n, u = len(frame_times), len(unit_times)
                     await asyncio.sleep(QUIET_S)
-                    if len(frame_times) == n:
+                    if len(frame_times) == n and len(unit_times) == u:
                         break
                 framed.clear()
                 t0 = time.monotonic()
                 await command(action="seek", time_ns=target)
+                reply_ms.append((time.monotonic() - t0) * 1000)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(framed.wait(), SEEK_TIMEOUT_S)
                 if len(frame_times) > n:
                     seek_ms.append((frame_times[n] - t0) * 1000)
                 else:
                     failed += 1
+                if len(unit_times) > u:
+                    unit_ms.append((unit_times[u] - t0) * 1000)
 
             # ---- 1x from the start to the end: the replay's CPU and its units
             ctx: zmq.Context[zmq.Socket[bytes]] = bus.sync_ctx
@@ -318,7 +355,9 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port:
                     if unit.pts is None:
                         continue
                     at = unit.pts * TICK_NS
-                    if start_ns <= at <= end_ns:
+                    # The replay's pts is the recorded time floored to a 90 kHz tick: a
+                    # unit received at the very start may read up to a tick before it.
+                    if start_ns - TICK_NS < at <= play_end_ns:
                         received[name] += 1
 
             for name in cameras:
@@ -331,19 +370,23 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port:
             await asyncio.sleep(QUIET_S)
             cpu0, t0 = proc_cpu_s(proc.pid), time.monotonic()
             status = await command(action="play")
-            deadline = t0 + (end_ns - start_ns) / 1e9 + DRAIN_TIMEOUT_S
-            while status.state != "ended" and time.monotonic() < deadline:
+            deadline = t0 + (play_end_ns - start_ns) / 1e9 + DRAIN_TIMEOUT_S
+            while (status.state != "ended" and status.position_ns < play_end_ns
+                   and time.monotonic() < deadline):
                 # A request a second: little of the replay's CPU is ours.
                 await asyncio.sleep(1.0)
                 status = await command(action="speed", speed=1.0)
+            reached = status.state == "ended" or status.position_ns >= play_end_ns
+            if status.state != "ended":
+                status = await command(action="pause")  # the part to play is played
             cpu, played = proc_cpu_s(proc.pid) - cpu0, time.monotonic() - t0
             await asyncio.sleep(1.0)  # the last units reach the subscribers
             viewer_frames = viewer.stats.frames
             await viewer.close()
             viewer = None
-        return {"seek_ms": seek_ms, "seek_failed": failed, "cpu_s": cpu, "seconds": played,
-                "received": received, "viewer_frames": viewer_frames,
-                "ended": status.state == "ended"}
+        return {"seek_ms": seek_ms, "unit_ms": unit_ms, "reply_ms": reply_ms,
+                "seek_failed": failed, "cpu_s": cpu, "seconds": played,
+                "received": received, "viewer_frames": viewer_frames, "ended": reached}
     finally:
         for task in tasks:
             task.cancel()
@@ -365,28 +408,37 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, port:
 
 
 async def _run(cameras: int, minutes: float, session: int | None, config: Path | None,
-               seeks: int, seed: int, keep: bool) -> dict[str, Any]:
+               seeks: int, seed: int, keep: bool, synthetic: bool = False,
+               play_seconds: float | None = None) -> dict[str, Any]:
     from edge.cli.record_cmd import find_session, open_catalog
     from edge.config.loader import load_config
     from edge.recorder.layout import CATALOG_FILE, recordings_dir
 
     runtime = Path(tempfile.mkdtemp(prefix="edge-brep-"))
+    written: dict[str, Any] | None = None
+    source = "synthetic" if synthetic else "given" if session is not None else "recorded"
     try:
-        if session is None:
+        if synthetic:
+            config, session, written = await _synthetic(runtime, cameras, minutes)
+        elif session is None:
             config, session = await _record(runtime, cameras, minutes * 60)
-        assert config is not None
+        assert config is not None and session is not None
         vehicle = load_config(config)
         root = recordings_dir(vehicle.recorder, config.resolve().parent)
         with open_catalog(root) as cat:
             found = find_session(cat, str(session))
             start_ns = found.start_ns
             end_ns = found.end_ns if found.end_ns is not None else time.time_ns()
+        play_end_ns = end_ns
+        if play_seconds is not None:
+            play_end_ns = min(end_ns, start_ns + round(play_seconds * 1e9))
         base = await start_process(runtime, "baseline", "edge.bench.replay", "_baseline",
                                    "--catalog", str(root / CATALOG_FILE), "--start",
-                                   str(start_ns), "--end", str(end_ns), piped=True)
-        baseline = await base.line((end_ns - start_ns) / 1e9 + START_TIMEOUT_S)
+                                   str(start_ns), "--end", str(play_end_ns), piped=True)
+        baseline = await base.line((play_end_ns - start_ns) / 1e9 + START_TIMEOUT_S)
         await base.proc.wait()
-        measured = await _measure(config, session, start_ns, end_ns, _free_port(), seeks, seed)
+        measured = await _measure(config, session, start_ns, end_ns, play_end_ns,
+                                  _free_port(), seeks, seed)
     finally:
         if keep:
             print(f"(files kept in {runtime})")
@@ -402,11 +454,18 @@ async def _run(cameras: int, minutes: float, session: int | None, config: Path |
     p50, p95 = _pct(measured["seek_ms"], 50), _pct(measured["seek_ms"], 95)
     return {
         "bench": "replay", "cameras": streams, "minutes": round((end_ns - start_ns) / 6e10, 2),
-        "session": session,
+        "session": session, "source": source, "synthetic": written is not None,
+        # 1x (CPU, frames lost) is measured over the first `played_s` of the session only.
+        "played_s": round((play_end_ns - start_ns) / 1e9, 1),
+        "played_whole_session": play_end_ns == end_ns,
         "seek_p50_ms": round(p50, 1) if p50 is not None else None,
         "seek_p95_ms": round(p95, 1) if p95 is not None else None,
         "seek_max_ms": round(max(measured["seek_ms"]), 1) if measured["seek_ms"] else None,
         "seeks": len(measured["seek_ms"]), "seeks_without_frame": measured["seek_failed"],
+        "seek_unit_p50_ms": _ms(measured["unit_ms"], 50),
+        "seek_unit_p95_ms": _ms(measured["unit_ms"], 95),
+        "seek_reply_p50_ms": _ms(measured["reply_ms"], 50),
+        "seek_reply_p95_ms": _ms(measured["reply_ms"], 95),
         "ratio": round(ratio, 3), "frames_lost": lost,
         "frames_in_files": sum(baseline["found"].values()),
         "frames_replayed": sum(measured["received"].values()),
@@ -416,8 +475,50 @@ async def _run(cameras: int, minutes: float, session: int | None, config: Path |
         "baseline_cpu_pct": round(100 * baseline["cpu_s"] / baseline["seconds"], 1),
         "replay_cpu_pct": round(100 * measured["cpu_s"] / measured["seconds"], 1),
         "target_seek_p95_ms": TARGET_SEEK_P95_MS, "target_ratio": TARGET_RATIO,
+        **(written or {}),
         "ok": (p95 is not None and p95 <= TARGET_SEEK_P95_MS and ratio <= TARGET_RATIO
                and lost == 0 and measured["seek_failed"] == 0),
+    }
+
+
+async def _synthetic(runtime: Path, cameras: int, minutes: float
+                     ) -> tuple[Path, int, dict[str, Any]]:
+    """A synthetic session of `cameras` x `minutes` in `runtime`: (config, session id, what
+    was written, for the JSON)."""
+    from edge.bench.record import BITRATE, FPS, MAIN
+    from edge.bench.synthetic_session import LEAD_S, write_synthetic_session
+    from edge.recorder.bus_log import BusLogError
+    from edge.recorder.catalog import CatalogError
+    from edge.recorder.mp4_segment import RecordingWriteError
+
+    recordings = runtime / "recordings"
+    config = recorder_config(runtime, recordings, cameras, SYNTHETIC_SEGMENT_S)
+    need = round(cameras * (minutes * 60 + LEAD_S) * BITRATE / 8)
+    free = shutil.disk_usage(runtime).free
+    if free < need + DISK_MARGIN:
+        raise RuntimeError(f"a synthetic session of {cameras} x {minutes:g} min needs about "
+                           f"{need / 1e9:.1f} GB in {runtime.parent}, and "
+                           f"{free / 1e9:.1f} GB is free")
+    print(f"bench replay: writing a synthetic session, {cameras} cameras x {minutes:g} min "
+          f"(about {need / 1e9:.1f} GB), into {recordings}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+        # In the loop's own thread (nothing else runs yet): Ctrl-C stops the writing at
+        # once, and the files go with the runtime dir.
+        made = write_synthetic_session(recordings, cameras, minutes,
+                                       segment_seconds=SYNTHETIC_SEGMENT_S)
+    except (OSError, RecordingWriteError, BusLogError, CatalogError) as e:
+        raise RuntimeError(f"cannot write the synthetic session: {e}") from None
+    took = time.monotonic() - t0
+    print(f"bench replay: written in {took:.1f} s: {made.segments} segments, "
+          f"{made.bus_messages} bus messages, {made.bytes / 1e9:.2f} GB",
+          file=sys.stderr, flush=True)
+    return config, made.session_id, {
+        "synthetic_write_s": round(took, 1), "synthetic_bytes": made.bytes,
+        "synthetic_segments": made.segments, "synthetic_units": made.units,
+        "synthetic_bus_logs": made.bus_logs, "synthetic_bus_messages": made.bus_messages,
+        "synthetic_video": f"{MAIN[0]}x{MAIN[1]} {FPS} fps H.264 ~{BITRATE // 1000} kbit/s, "
+                           f"GOP 1 s, {SYNTHETIC_SEGMENT_S:g} s segments",
     }
 
 
@@ -432,11 +533,18 @@ def _free_port() -> int:
 
 def print_table(r: dict[str, Any]) -> None:
     rows = [
-        ("cameras x minutes", f"{r['cameras']} x {r['minutes']:g}"),
+        ("cameras x minutes", f"{r['cameras']} x {r['minutes']:g} ({r['source']} session)"),
         ("seek -> first frame p50 (ms)", r["seek_p50_ms"]),
         (f"seek -> first frame p95 (ms, goal <= {TARGET_SEEK_P95_MS:g})", r["seek_p95_ms"]),
         ("seek -> first frame max (ms)", r["seek_max_ms"]),
+        ("  seek -> its reply p50 / p95 (ms)",
+         f"{r['seek_reply_p50_ms']} / {r['seek_reply_p95_ms']}"),
+        ("  seek -> first unit on the replay's media plane p50 / p95 (ms)",
+         f"{r['seek_unit_p50_ms']} / {r['seek_unit_p95_ms']}"),
         ("seeks measured / without a frame", f"{r['seeks']} / {r['seeks_without_frame']}"),
+        ("1x part (CPU, frames) played over",
+         f"the whole session, {r['played_s']:g} s" if r["played_whole_session"]
+         else f"the first {r['played_s']:g} s only (--play-seconds)"),
         ("baseline CPU (bare PyAV demux, % of a core)", r["baseline_cpu_pct"]),
         ("replay CPU at 1x (% of a core)", r["replay_cpu_pct"]),
         ("baseline CPU s per stream-minute", r["baseline_cpu_s_per_stream_min"]),
@@ -446,6 +554,12 @@ def print_table(r: dict[str, Any]) -> None:
          f"{r['frames_in_files']} / {r['frames_replayed']} / {r['frames_lost']}"),
         ("frames the WHEP viewer decoded", r["viewer_frames"]),
     ]
+    if r["synthetic"]:
+        rows.append(("synthetic session written in (s)", r["synthetic_write_s"]))
+        rows.append(("synthetic session size (GB) / segments / bus messages",
+                     f"{r['synthetic_bytes'] / 1e9:.2f} / {r['synthetic_segments']} / "
+                     f"{r['synthetic_bus_messages']}"))
+        rows.append(("synthetic video", r["synthetic_video"]))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -456,7 +570,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cameras", type=int, default=2, help="fed 720p30 cameras (default 2)")
     p.add_argument("--minutes", type=float, default=1.0,
-                   help="minutes recorded (default 1; recording takes that long)")
+                   help="minutes recorded (default 1; recording takes that long, unless "
+                        "--synthetic)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="write the session synthetically (seconds, not --minutes of "
+                        "recording) with the recorder's own writers, instead of recording it")
+    p.add_argument("--play-seconds", type=float, default=None, metavar="S",
+                   help="measure 1x CPU and frames lost over the session's first S seconds "
+                        f"only (default: all of it; {SYNTHETIC_PLAY_S:g} with --synthetic)")
     p.add_argument("--session", help="a session already recorded (with --config) instead")
     p.add_argument("--config", type=Path, help="the vehicle config of --session")
     p.add_argument("--seeks", type=int, default=20, help="seeks measured (default 20)")
@@ -476,6 +597,13 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         raise OperatorError(f"--seeks must be at least 1, got {args.seeks}")
     if (args.session is None) != (args.config is None):
         raise OperatorError("--session and --config go together")
+    if args.synthetic and args.session is not None:
+        raise OperatorError("--synthetic writes a session of its own: not with --session")
+    play_seconds = args.play_seconds
+    if play_seconds is not None and not play_seconds > 0:
+        raise OperatorError(f"--play-seconds must be more than 0, got {play_seconds:g}")
+    if play_seconds is None and args.synthetic:
+        play_seconds = SYNTHETIC_PLAY_S
     session = None
     if args.session is not None:
         if not args.session.isdigit():
@@ -483,7 +611,8 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         session = int(args.session)
     try:
         result = asyncio.run(_run(args.cameras, args.minutes, session, args.config,
-                                  args.seeks, args.seed, args.keep))
+                                  args.seeks, args.seed, args.keep, args.synthetic,
+                                  play_seconds))
     except (RuntimeError, TimeoutError) as e:
         raise OperatorError(f"bench replay: {e or 'timed out'}") from None
     print_table(result)

@@ -14,11 +14,18 @@ and ``received_ns`` is when the replay sent it: consumers that judge
 freshness by it (the uplink) see a live camera, as the issue asks.
 
 **Seek.** The keyframe at or before the target, from the catalog's keyframe
-index (receipt time, pts, fragment offset), is where the demuxer seeks; the
-units from there up to the target are sent at once, unpaced (fast-forward),
-so a decoder holds the target's picture as soon as it can; the rest follow
-at the clock. The publisher's cached GOP is dropped at each seek, so a late
-joiner never starts before the new position.
+index (receipt time, pts, fragment offset), is where reading starts: FFmpeg is
+given the file's header (``ftyp``, ``moov``) and then its fragments from that
+keyframe's ``moof`` on, read forward (:class:`_Fragments`), so opening a
+segment reads two places of it instead of every ``moof`` in the file, and the
+first packet is the keyframe. The units from there up to the target are sent
+at once, unpaced (fast-forward), so a decoder holds the target's picture as
+soon as it can; the rest follow at the clock. The publisher's cached GOP is
+dropped at each seek, so a late joiner never starts before the new position.
+Every stream does this at every seek, so its cost is what a seek costs: 3-4 ms
+a stream here (most of it FFmpeg's probe decoding the keyframe), against 15-25 ms
+when FFmpeg opened the whole file (probing ~5 MB of it, reading every ``moof``)
+and sought in it.
 
 **Speed.** Above 2x only keyframes are sent; when the speed comes back down,
 sending resumes at the next keyframe (a :class:`~edge.media.gop.KeyframeGate`),
@@ -31,6 +38,7 @@ the next segment starts at a keyframe, as every segment does.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -50,6 +58,11 @@ TIME_BASE = Fraction(1, 90_000)
 # Above this speed only keyframes are sent (as the issue says; the screen says so too).
 KEYFRAMES_ONLY_ABOVE = 2.0
 _FILTERS = {"h264": "h264_mp4toannexb", "h265": "hevc_mp4toannexb"}
+# Opening a segment, FFmpeg's stream probe reads packets (up to 5 MB, ~20 s of a 2 Mbit/s
+# camera) to estimate the frame rate: 10-20 ms a file, paid by every stream at every seek.
+# Nothing here needs it (the moov gives the codec, parameter sets and time base; packets
+# are never decoded), so the probe stops as soon as the codec is known: the same packets.
+_OPEN_OPTIONS = {"fpsprobesize": "0"}
 
 
 def ns_to_ticks(ns: int) -> int:
@@ -68,6 +81,39 @@ class Segment:
     @property
     def path(self) -> Path:
         return self.row.path
+
+
+class _Fragments:
+    """A segment file as FFmpeg reads it from a keyframe: its header (up to the first
+    fragment, `header_end`), then its fragments from the one at `offset`, forward only.
+
+    Not seekable, so FFmpeg's MP4 demuxer reads fragments as they come (their ``tfdt``
+    gives each its decode time) instead of walking every ``moof`` of the file when it
+    opens it (a read per fragment: from the disk when the file is not cached, which an
+    hour of 16 cameras is not), and no seek is needed."""
+
+    def __init__(self, path: Path, header_end: int, offset: int) -> None:
+        self._file = open(path, "rb", buffering=0)
+        size = os.fstat(self._file.fileno()).st_size
+        if not 0 < header_end <= offset < size:
+            self._file.close()
+            raise ValueError(f"it has {size} bytes, and its catalog entry puts a keyframe at "
+                             f"byte {offset}")
+        self._header_left = header_end
+        self._offset = offset
+
+    def read(self, size: int) -> bytes:
+        if self._header_left <= 0:
+            return self._file.read(size)
+        data = self._file.read(min(size, self._header_left))
+        self._header_left -= len(data)
+        if self._header_left <= 0 or not data:
+            self._header_left = 0
+            self._file.seek(self._offset)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class VideoPlayer:
@@ -131,21 +177,32 @@ class VideoPlayer:
     def _play_segment(self, seg: Segment, target: int, generation: int,
                       gate: KeyframeGate) -> bool | None:
         """None when the segment is done; True at the replay's end; False on a seek."""
-        clock = self.clock
         start = seg.row.start_ns
-        base = ns_to_ticks(start)
         # The keyframe at or before the target, when the target is inside this segment.
         key = None
         if target > start:
             before = [k for k in seg.keyframes if k.wall_ns <= target]
             key = before[-1] if before else None
-        with av.open(str(seg.path)) as container:
+        # From the keyframe's fragment (the first one's when the segment plays whole); a
+        # segment without a keyframe index (none is written so) is read as FFmpeg finds it.
+        fragments = (_Fragments(seg.path, seg.keyframes[0].offset,
+                                (key or seg.keyframes[0]).offset) if seg.keyframes else None)
+        try:
+            return self._demux(seg, key, target, generation, gate, fragments)
+        finally:
+            if fragments is not None:
+                fragments.close()
+
+    def _demux(self, seg: Segment, key: KeyframeRow | None, target: int, generation: int,
+               gate: KeyframeGate, fragments: _Fragments | None) -> bool | None:
+        clock = self.clock
+        start = seg.row.start_ns
+        base = ns_to_ticks(start)
+        source = fragments if fragments is not None else str(seg.path)
+        with av.open(source, "r", options=_OPEN_OPTIONS) as container:
             stream = container.streams.video[0]
             tb = stream.time_base or TIME_BASE
             bsf = av.bitstream.BitStreamFilterContext(_FILTERS[seg.row.codec], stream)
-            if key is not None and key.pts > 0:
-                container.seek(key.pts * tb.denominator // (90_000 * tb.numerator), stream=stream,
-                               backward=True, any_frame=False)
             for packet in container.demux(stream):
                 if packet.dts is None:
                     continue  # the demuxer's flush packet
@@ -156,7 +213,7 @@ class VideoPlayer:
                     pts = (dts if unit.pts is None
                            else unit.pts * tb.numerator * 90_000 // tb.denominator)
                     if key is not None and pts < key.pts:
-                        continue  # the demuxer's seek landed early: not from our keyframe
+                        continue  # an index at odds with the file: never before our keyframe
                     at = start + ticks_to_ns(dts)
                     if at > clock.end_ns:
                         return True
