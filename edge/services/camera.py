@@ -48,6 +48,10 @@ from edge.services.camera_sources import SourceSetup, build_source
 
 STATUS_EVERY_S = 1.0
 THUMBNAIL_EVERY_S = 2.0
+# A live stream is announced again this often, unchanged. Late subscribers have the
+# broker's cache, but a replay from deep inside a long recording reads only the last
+# minutes of the bus log for state (edge.replay.service.STATE_LOOKBACK_NS, 10 min).
+ANNOUNCE_EVERY_S = 60.0
 # At most one keyframe request per stream per interval reaches the camera.
 KEYFRAME_EVERY_S = 1.0
 # A stopped source is "down" to the camera's viewers.
@@ -89,7 +93,7 @@ class _Stream:
             log=ctx.log, sink=self.on_access_unit, on_state=self.on_state))
         self.publisher = MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(cam.id, profile))
         self.latest_keyframe: AccessUnit | None = None
-        self._announced = False
+        self.announced = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def on_access_unit(self, au: AccessUnit) -> None:
@@ -107,14 +111,14 @@ class _Stream:
 
     def on_keyframe(self, au: AccessUnit) -> None:
         self.latest_keyframe = au
-        if not self._announced:
+        if not self.announced:
             self.announce()
 
     def on_state(self, state: SourceState, reason: str) -> None:
         if state is not SourceState.LIVE:
             # After a reconnect the old GOP belongs to another session of the camera.
             self.publisher.reset()
-            self._announced = False
+            self.announced = False
         if self.profile == "main":
             self.service.main_state_changed(state, reason)
 
@@ -122,7 +126,7 @@ class _Stream:
         info = self.source.stream_info
         if info is None:
             return
-        self._announced = True
+        self.announced = True
         cam = self.service.camera
         self.service.ctx.bus.publish(topics.cam_stream(cam.id, self.profile), CameraStream(
             camera_id=cam.id, profile=self.profile, endpoint=self.publisher.endpoint,
@@ -241,8 +245,14 @@ class CameraService(Service):
         self.ctx.bus.publish(topics.cam_status(self.camera.id), self.status())
 
     async def _status_loop(self) -> None:
+        announced = time.monotonic()
         while True:
             self.publish_status()
+            if time.monotonic() - announced >= ANNOUNCE_EVERY_S:
+                announced = time.monotonic()
+                for stream in self.streams.values():
+                    if stream.announced:
+                        stream.announce()
             await asyncio.sleep(STATUS_EVERY_S)
 
     async def _thumbnail_loop(self) -> None:

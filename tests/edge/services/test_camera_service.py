@@ -40,6 +40,7 @@ from edge.bus.messages import (
 from edge.config import SOURCE_SPECS, VehicleConfig, parse_config
 from edge.media.subscriber import MediaSubscriber
 from edge.runtime.service import ServiceContext
+from edge.services import camera as camera_service
 from edge.services.camera import CameraService
 from edge.services.camera_sources import source_kinds
 from tests import support
@@ -161,6 +162,21 @@ async def test_camera_over_udp(
         assert (st.codec, st.width, st.height) == ("h264", 1280, 720)
         await eventually(lambda: [s.transport for s in camera.sessions()] == ["udp"],
                          what="one UDP session at the camera")
+
+
+async def test_a_live_stream_is_announced_again_unchanged(
+        bus: BusClient, endpoints: Endpoints, tmp_path: Path, sim: SimFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every minute in service; a second here. A replay from deep in a long recording
+    # reads only its last minutes of bus log for the streams' announcements.
+    monkeypatch.setattr(camera_service, "ANNOUNCE_EVERY_S", 1.0)
+    camera = await sim(sub=None)
+    box = Inbox(bus.subscribe(topics.cam_stream("gate", "main")))
+    async with hosted(endpoints, config_for(main=camera.url()), tmp_path):
+        first = await box.expect(CameraStream, within=20)
+        for _ in range(2):
+            again = await box.expect(CameraStream, since=box.mark(), within=10)
+            assert again == first, "announced again, and unchanged"
 
 
 # --------------------------------------------------------------------------- failures
