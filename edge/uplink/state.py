@@ -255,7 +255,13 @@ class LinkState(_View[LinkRecord]):
                 "max_kbps": c.max_kbps if c else None,
                 "profiles": list(self.allowed_profiles()),
                 "active": self.active,
-                "forced": bool(s and s.forced)}
+                "forced": bool(s and s.forced),
+                "detail": s.detail if s else "",
+                "jitter_ms": s.jitter_ms if s else None,
+                "used_today_mb": s.used_today_mb if s else None,
+                "budget_today_mb": s.budget_today_mb if s else None,
+                "used_incident_mb": s.used_incident_mb if s else None,
+                "budget_incident_mb": s.budget_incident_mb if s else None}
 
 
 class Watcher:

@@ -180,14 +180,33 @@ async function loadThumbnail(id, ns, el) {
   } catch (e) { /* the next thumbnail will try again */ }
 }
 
+function kbit(v) {
+  if (v == null) return "–";
+  return v >= 1000 ? `${(v / 1000).toFixed(1)} Mbit/s` : `${Math.round(v)} kbit/s`;
+}
+
+function linkText(l) {
+  // ● marks the link that carries the tunnel to the centre (F● when forced).
+  const mark = l.active ? (l.forced ? "F● " : "● ") : "";
+  const parts = [`${mark}${l.name || l.id}: ${l.state}`];
+  if (l.rtt_ms != null) parts.push(`${Math.round(l.rtt_ms)} ms`);
+  if (l.loss_pct != null) parts.push(`loss ${l.loss_pct.toFixed(1)}%`);
+  if (l.tx_kbps != null || l.rx_kbps != null) parts.push(`↑${kbit(l.tx_kbps)} ↓${kbit(l.rx_kbps)}`);
+  for (const [used, budget] of [[l.used_today_mb, l.budget_today_mb],
+                                [l.used_incident_mb, l.budget_incident_mb]]) {
+    if (used != null && budget) parts.push(`data ${Math.round(used / budget * 100)}%`);
+  }
+  return parts.join(" ");
+}
+
 function renderLinks(links, constrained) {
   const box = $("links");
   box.textContent = "";
   for (const l of links) {
     const b = document.createElement("span");
-    b.className = "badge " + l.state;
-    b.textContent = `${l.name || l.id}: ${l.state}` +
-      (l.rtt_ms != null ? ` ${Math.round(l.rtt_ms)} ms` : "");
+    b.className = "badge " + l.state + (l.active ? " active" : "");
+    b.textContent = linkText(l);
+    if (l.detail) b.title = l.detail;
     box.appendChild(b);
   }
   if (constrained) {

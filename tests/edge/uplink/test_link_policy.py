@@ -348,6 +348,11 @@ async def test_chromium_keeps_playing_across_a_switch_to_sub(
             location = await page.evaluate("window.edgeViewer.playing.location")
 
             feed.activate("sat")
+            # The page's link badges say which link carries the tunnel now, with its figures.
+            await page.wait_for_function(
+                "[...document.querySelectorAll('#links .badge')].some("
+                "b => b.textContent.startsWith('● Satellite: up 600 ms loss 0.0%'))",
+                timeout=WITHIN_S * 1000)
             await page.wait_for_function(f"window.edgeViewer.stats.width === {SUB[0]}",
                                          timeout=WITHIN_S * 1000)
             # Frames decoded keep rising on the new stream: 45 more (a count; the timeout
