@@ -23,7 +23,7 @@ from drivers.sim.link import netns
 from edge.bus.endpoints import Endpoints
 from edge.config import VehicleConfig
 from edge.runtime.service import Service
-from tests.support import Hosted, hosted
+from tests.support import Hosted, eventually, hosted, standing_still
 from tests.support.namespace_loop import NamespaceLoop
 
 T = TypeVar("T")
@@ -129,6 +129,17 @@ class Pinger(asyncio.DatagramProtocol):
 
     def replies_since(self, seq: int) -> int:
         return sum(1 for s in self.replies if s >= seq)
+
+    def lost_since(self, seq: int) -> int:
+        return sum(1 for s in range(seq, self.next_seq) if s not in self.replies)
+
+    async def stop(self) -> int:
+        """Stop sending, wait for what is in flight; the number of echoes never answered."""
+        if self.task is not None:
+            self.task.cancel()
+        await eventually(standing_still(lambda: len(self.replies)), within=10,
+                         what="the last echoes in flight", every=0.1)
+        return self.next_seq - len(self.replies)
 
 
 async def udp_in(ns: str, protocol: asyncio.DatagramProtocol, bind: tuple[str, int] | None,

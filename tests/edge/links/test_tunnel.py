@@ -20,9 +20,7 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,8 @@ from edge.links.wireguard import (
     tunnel_preflight,
 )
 from tests.support import REPO, eventually, require, standing_still
+from tests.support.links import Echo, Pinger, udp_in, until
+from tests.support.namespace_loop import NamespaceLoop
 
 T = TypeVar("T")
 
@@ -90,113 +90,6 @@ def _leftovers(ifnames: list[str]) -> list[str]:
     return found
 
 
-class NamespaceLoop:
-    """An event loop on a thread that has joined network namespace `ns`."""
-
-    def __init__(self, ns: str) -> None:
-        self.name = ns
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=netns.call_in, args=(ns, self._serve),
-                                        name=f"loop-{ns}", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        finally:
-            self.loop.close()
-
-    async def run(self, coro: Coroutine[Any, Any, T], within: float = 30) -> T:
-        """`coro` run on this loop, awaited from the caller's."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), within)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-
-async def until(check: Callable[[], Awaitable[T | None]], within: float, what: str) -> T:
-    """:func:`tests.support.eventually` for a check that must be awaited."""
-    deadline = time.monotonic() + within
-    while not (value := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
-# -- traffic through the tunnel -----------------------------------------------------------
-
-
-class _Echo(asyncio.DatagramProtocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(data, addr)
-
-
-@dataclass(eq=False)
-class Pinger(asyncio.DatagramProtocol):
-    """Numbered UDP datagrams at 100 Hz to the centre's echo; what came back."""
-
-    next_seq: int = 0
-    replies: set[int] = field(default_factory=set)
-    transport: asyncio.DatagramTransport | None = None
-    task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.replies.add(_SEQ.unpack(data[:_SEQ.size])[0])
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # an ICMP error while the route moves; the echo counts it as lost
-
-    async def _send(self) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while True:
-            assert self.transport is not None
-            self.transport.sendto(_SEQ.pack(self.next_seq))
-            self.next_seq += 1
-            await asyncio.sleep(max(0.0, t0 + self.next_seq / 100 - loop.time()))
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._send())
-
-    def replies_since(self, seq: int) -> int:
-        return sum(1 for s in self.replies if s >= seq)
-
-    async def stop(self) -> int:
-        """Stop sending, wait for what is in flight; the number of echoes never answered."""
-        if self.task is not None:
-            self.task.cancel()
-        await eventually(standing_still(lambda: len(self.replies)), within=10,
-                         what="the last echoes in flight", every=0.1)
-        return self.next_seq - len(self.replies)
-
-    def lost_since(self, seq: int) -> int:
-        return sum(1 for s in range(seq, self.next_seq) if s not in self.replies)
-
-
-async def _udp(ns: str, protocol: asyncio.DatagramProtocol, bind: tuple[str, int] | None,
-               connect: tuple[str, int] | None = None) -> asyncio.DatagramTransport:
-    sock = netns.socket_in(ns)
-    if bind:
-        sock.bind(bind)
-    if connect:
-        sock.connect(connect)
-    sock.setblocking(False)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: protocol, sock=sock)
-    return transport
-
-
 # -- the rig -------------------------------------------------------------------------------
 
 
@@ -219,10 +112,10 @@ class Rig:
 
     async def pinger(self) -> Pinger:
         """A 100 Hz echo through the tunnel, answered once."""
-        self.transports.append(await _udp(self.world.centre, _Echo(), (CENTRE_INNER,
+        self.transports.append(await udp_in(self.world.centre, Echo(), (CENTRE_INNER,
                                                                         ECHO_PORT)))
-        pinger = Pinger()
-        self.transports.append(await _udp(self.world.vehicle, pinger, None,
+        pinger = Pinger(rate_hz=100)
+        self.transports.append(await udp_in(self.world.vehicle, pinger, None,
                                           (CENTRE_INNER, ECHO_PORT)))
         pinger.start()
         self.pingers.append(pinger)
