@@ -28,12 +28,14 @@ root the demo runs as it always did, with :attr:`DemoLinks.why` saying why not.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import secrets
 import threading
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge.cli.demo_config import (
     EmulatedLink,
@@ -66,6 +68,7 @@ LINKS_DIR = "links"
 VEHICLE_CONFIG = "vehicle.toml"
 CENTRE_CONFIG = "centre.toml"
 _START_TIMEOUT_S = 5.0
+T = TypeVar("T")
 
 
 def _new_private_key() -> str:
@@ -152,6 +155,20 @@ class _RelayThread:
             self._loop.stop()
         finally:
             self._started.set()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """`fn()` run on the relay's thread: the emulator is not thread-safe (an outage
+        added from another thread would race its timers)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to the caller's thread
+                future.set_exception(e)
+
+        self._loop.call_soon_threadsafe(run)
+        return future
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -243,6 +260,24 @@ class DemoLinks:
             original, self.config_path.resolve().parent, emulated, world.service_address,
             PROBE_PORT, self.tunnel)))
         self.config, self.config_path = load_config(vehicle_path), vehicle_path
+
+    # -- what a bench or a test needs ----------------------------------------------------
+    @property
+    def emulator(self) -> Emulator | None:
+        """The relay's emulator (None while the links are not emulated): read its counters
+        from anywhere, change it only through :meth:`in_relay`."""
+        return None if self._relay is None else self._relay.emulator
+
+    def in_relay(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """`fn()` run on the emulator's thread (an outage scheduled by a bench or a test)."""
+        if self._relay is None:
+            raise RuntimeError(f"the links are not emulated: {self.why}")
+        return self._relay.call(fn)
+
+    @property
+    def centre_config(self) -> Path | None:
+        """`edge centre`'s generated config (None while the links are not emulated)."""
+        return self._centre_config
 
     # -- what the supervisor needs -------------------------------------------------------
     @property
