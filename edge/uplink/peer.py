@@ -50,6 +50,7 @@ from edge.config import IceServerConfig
 from edge.uplink.consent import sustain_consent
 from edge.uplink.fanout import Sink
 from edge.uplink.history import NackHistory, deepen_history
+from edge.uplink.host_candidates import offer_only
 from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.redundancy import Redundancy
 from edge.uplink.sdp import (
@@ -85,7 +86,7 @@ class Peer:
 
     def __init__(self, sink: Sink, profile_level_id: str, *, ice: list[RTCIceServer],
                  worst_rtt_ms: int, budgets: LinkBudgets | None = None,
-                 name: str = "") -> None:
+                 name: str = "", ice_address: str | None = None) -> None:
         self.name = name
         self.profile_level_id = profile_level_id
         self.worst_rtt_ms = worst_rtt_ms
@@ -97,8 +98,14 @@ class Peer:
         self.sender: RTCRtpSender = self.transceiver.sender
         _prefer_h264(self.transceiver)
         # aiortc made the transport with the transceiver; ICE connects later.
-        self.consent_sustained = sustain_consent(
-            getattr(getattr(self.sender.transport, "transport", None), "_connection", None))
+        connection = getattr(getattr(self.sender.transport, "transport", None),
+                             "_connection", None)
+        self.consent_sustained = sustain_consent(connection)
+        # Host candidates on the address the viewer reached us at, alone
+        # (:mod:`edge.uplink.host_candidates`): a centre that came through the tunnel
+        # must not pair with a WAN's address.
+        self.ice_address = ice_address if ice_address and offer_only(
+            connection, ice_address) else None
         self.history: NackHistory | None = None
         self.redundancy: Redundancy | None = None
         self.keyframes_wanted = 0  # PLI/FIR from the viewer

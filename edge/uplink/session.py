@@ -46,6 +46,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import CameraStream, ViewerSession
 from edge.config import UplinkConfig
 from edge.uplink.fanout import Fanout, Sink
+from edge.uplink.host_candidates import chosen_address
 from edge.uplink.keyframes import Ask, KeyframeAsker
 from edge.uplink.link_budget import LinkBudgets
 from edge.uplink.peer import Peer
@@ -182,6 +183,8 @@ class Session:
                                 else "main" if due is not None else None)
         body["upgrade_in_s"] = None if wait is None else round(wait, 1)
         peer, sink = self.peer, self.sink
+        # The one host address its ICE candidates offer (None: every address).
+        body["ice_address"] = peer.ice_address if peer is not None else None
         track = peer.track if peer is not None else None
         hist = peer.history if peer is not None else None
         body["frames_sent"] = track.sent if track else 0
@@ -236,8 +239,9 @@ class SessionManager:
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, camera_id: str, requested: str, offer_sdp: str, remote: str,
-                     user_agent: str = "") -> tuple[Session, str]:
-        """A new session and its SDP answer, or Refusal."""
+                     user_agent: str = "", local: str | None = None) -> tuple[Session, str]:
+        """A new session and its SDP answer, or Refusal. `local`: the address the viewer
+        reached us at (its session offers only that one, when it is a host address)."""
         if self._closing:
             raise Refusal(503, "the uplink is shutting down", {"Retry-After": "5"})
         cam = self.streams.camera(camera_id)
@@ -256,7 +260,8 @@ class SessionManager:
         try:
             session.sink = fanout.add_sink()
             await self.streams.confirm_live(choice, fanout)
-            answer = await self._answer(session, choice, offer_sdp, offer)
+            answer = await self._answer(session, choice, offer_sdp, offer,
+                                        chosen_address(local))
         except BaseException:
             await self._discard(session)
             raise
@@ -269,12 +274,13 @@ class SessionManager:
         return session, answer
 
     async def _answer(self, session: Session, choice: Choice, offer_sdp: str,
-                      offer: VideoOffer) -> str:
+                      offer: VideoOffer, ice_address: str | None = None) -> str:
         assert session.sink is not None
         plid = await self.streams.profile_level_id(choice)
         self.budgets.capacity_bps = self.state.capacity_bps()
         peer = Peer(session.sink, plid, ice=self.ice, budgets=self.budgets,
-                    worst_rtt_ms=self.config.worst_rtt_ms, name=session.id)
+                    worst_rtt_ms=self.config.worst_rtt_ms, name=session.id,
+                    ice_address=ice_address)
         session.peer = peer
         try:
             answer = await peer.answer(offer_sdp, checked=offer)

@@ -178,8 +178,11 @@ class UplinkHttp:
             raise Refusal(400, f"the offer is not UTF-8 text (byte 0x{body[e.start]:02x} at "
                             f"offset {e.start})") from None
         remote = request.remote or "?"
+        # The address the viewer reached us at: its session offers that one alone.
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        local = sockname[0] if isinstance(sockname, tuple) and sockname else None
         session, answer = await self.manager.create(
-            camera, profile, offer, remote, request.headers.get("User-Agent", ""))
+            camera, profile, offer, remote, request.headers.get("User-Agent", ""), local)
         location = f"/whep/{camera}/{session.id}"
         response = web.Response(status=201, text=answer, content_type="application/sdp",
                                 headers={"Location": location, "ETag": f'"{session.id}"',
