@@ -136,6 +136,17 @@ class LinksService(Service):
         cfg = ctx.config
         self.links = {link.id: _Link(link, i) for i, link in enumerate(cfg.links)}
         self.centre = cfg.centre
+        # Why a link has no interface: a link the demo would emulate but could not (no
+        # root) says so in its status, not only on the demo's terminal.
+        self.no_interface = {link_id: "no interface on this vehicle" for link_id in self.links}
+        emulated = {s.link for s in cfg.demo.sim_links} & {
+            link.id for link in self.links.values() if not link.cfg.interface}
+        if emulated:
+            from drivers.sim.link.world import preflight
+
+            why = preflight()
+            for link_id in emulated if why else ():
+                self.no_interface[link_id] = f"not emulated: the demo {why}"
         measured = [link for link in self.links.values() if link.cfg.interface]
         if measured and self.centre is None:
             names = ", ".join(link.id for link in measured)
@@ -360,7 +371,7 @@ class LinksService(Service):
     def _state(self, link: _Link) -> tuple[LinkStateName, str]:
         """(state, detail) of a link as its status says it."""
         if not link.cfg.interface:
-            return "unknown", "unmeasurable: no interface on this vehicle"
+            return "unknown", f"unmeasurable: {self.no_interface[link.id]}"
         if link.unmeasurable is not None:
             return "unknown", f"unmeasurable: {link.unmeasurable}"
         assert link.prober is not None

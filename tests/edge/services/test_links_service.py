@@ -458,9 +458,11 @@ async def test_without_privileges_it_reports_what_it_cannot_do_and_keeps_running
     (tmp_path / "vehicle.key").write_text(_key() + "\n")
     (tmp_path / "centre.pub").write_text(public_key_of(_key()) + "\n")
     config = tmp_path / "vehicle.toml"
+    # `spare` is one the demo would emulate, as root: its status says why it did not.
     config.write_text(_links_toml({"loop": "lo", "spare": ""}, {}, centre="127.0.0.1",
                                   tunnel=_tunnel_table(f"wgv{secrets.token_hex(3)}"))
-                      .replace(f"probe_port = {PROBE_PORT}", f"probe_port = {port}"))
+                      .replace(f"probe_port = {PROBE_PORT}", f"probe_port = {port}")
+                      + '\n[demo]\nsim_links = [{ link = "spare", profile = "lte" }]\n')
     box = Inbox(bus.subscribe(topics.LINK, topics.svc_health("links")))
     log = tmp_path / "links.log"
     # a file, not a pipe: nobody reads a pipe while the test runs
@@ -480,7 +482,9 @@ async def test_without_privileges_it_reports_what_it_cannot_do_and_keeps_running
         spare = await box.expect(LinkStatus, lambda m: m.link_id == "spare"
                                  and said in m.detail, within=WITHIN)
         assert spare.state == "unknown" and not spare.active
-        assert spare.detail == f"unmeasurable: no interface on this vehicle; {said}"
+        assert spare.detail == (f"unmeasurable: not emulated: the demo needs root "
+                                f"(CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network "
+                                f"namespaces and TUN devices; run it with sudo; {said}")
         # The probes run if the kernel lets an unprivileged socket bind to an interface
         # (Linux 5.7 on); else the link is unmeasurable and says why.
         loop = await box.expect(LinkStatus, lambda m: m.link_id == "loop" and said in m.detail
