@@ -421,6 +421,13 @@ async def test_config_errors_are_one_line_and_exit_2(runtime_dir: Path,
     assert await run() == (f'{config}: links[0].interface: no interface "nosuch0" on this '
                            "machine")
 
+    # The probes' target is an address: a name would need a working WAN to resolve.
+    config.write_text(_links_toml({"lte": "lo"}, {}, centre="centre.example.org",
+                                  tunnel=None))
+    line = await run()
+    assert line.startswith(f"{config}:") and line.endswith(
+        'centre.address: "centre.example.org" is not an IP address'), line
+
     config.write_text(_links_toml({"lte": "lo"}, {}, centre="127.0.0.1",
                                   tunnel=_tunnel_table("wgvtest")))
     assert await run() == (f"{config}: centre.tunnel.private_key: {tmp_path}/vehicle.key: "
