@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from rich.segment import Segment
@@ -68,6 +69,9 @@ class CameraTile(Widget):
         self._picture: list[Strip] = []
         self._thumbs = ThumbCache()
         self._last: tuple[CameraView, float, bool] | None = None
+        # The dashboard's clock (the replay's, in a replay), set by the grid: a redraw
+        # after a resize reads it afresh rather than the time of the last sync.
+        self.clock: Callable[[], float] | None = None
 
     def sync(self, view: CameraView, now: float, selected: bool) -> None:
         """Redraw what changed: the text rows (once a second at most, as values change)
@@ -146,7 +150,12 @@ class CameraTile(Widget):
 
     def on_resize(self) -> None:
         if self._last is not None:
-            self.sync(*self._last)  # the size is part of both keys: everything is redrawn
+            # The size is part of both keys: everything is redrawn, at the time now. The
+            # view has changed since the last sync (it is the live model), and a resize
+            # (the replay's timeline bar appearing) showed its new status aged by the
+            # old time: "SILENT no status for 3h" in a replay.
+            view, now, selected = self._last
+            self.sync(view, self.clock() if self.clock is not None else now, selected)
 
 
 def tile_look(state: str, selected: bool) -> str:
@@ -216,6 +225,7 @@ class CameraGrid(ScrollableContainer, can_focus=True):
         if ids != list(self._tiles):
             self._rebuild(ids)
         for i, (cam_id, tile) in enumerate(self._tiles.items()):
+            tile.clock = state.now
             tile.sync(state.cameras[cam_id], now, selected=i == self.selected and self.has_focus)
 
     def _rebuild(self, ids: list[str]) -> None:
