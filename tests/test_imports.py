@@ -36,6 +36,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "edge/replay": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/links": ("edge.bus", "edge.config"),
     "edge/centre": ("edge.bus", "edge.config", "edge.links"),
+    "edge/sync": ("edge.bus", "edge.config"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),
     "edge/bench": ("edge", "drivers", "ui"),

@@ -11,6 +11,7 @@ from edge.config.drones import DroneLinkConfig
 from edge.config.links import CentreConfig, LinkPolicyConfig, WanLinkConfig
 from edge.config.model import ID_PATTERN, Model, Position
 from edge.config.recorder import RecorderConfig
+from edge.config.sync import SyncConfig
 from edge.config.uplink import UplinkConfig
 
 
@@ -25,6 +26,7 @@ class VehicleConfig(Model):
     centre: CentreConfig | None = None
     uplink: UplinkConfig = UplinkConfig()
     recorder: RecorderConfig = RecorderConfig()
+    sync: SyncConfig = SyncConfig()
     demo: DemoConfig = DemoConfig()
 
     @model_validator(mode="after")

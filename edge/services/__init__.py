@@ -58,6 +58,8 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("links", "the WAN links: probes, the tunnel to the centre and which WAN "
                     "carries it", "edge.services.links:LinksService",
                     enabled=lambda cfg: bool(cfg.links)),
+        ServiceSpec("sync", "the bus to the vehicle's NATS JetStream, which the centre sources",
+                    "edge.services.sync:SyncService", enabled=lambda cfg: cfg.sync.enabled),
     )
 }
 

@@ -1,0 +1,150 @@
+"""The sync tests' bench: a centre and a vehicle NATS server joined through a link we can
+cut (a TCP relay on the leaf connection), the sync service hosted with a `[sync]` of the
+test's, and a stream read back with nats-py as any centre client would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+from nats.js.api import RawStreamMsg
+
+from edge.config.sync import SyncConfig
+from edge.sync.nats_server import NatsServer, centre_spec, vehicle_spec
+from tests.support import free_port
+
+VEHICLE = "veh1"
+
+
+class LeafLink:
+    """A TCP relay between the vehicle's leaf node and the centre's leafnode port: `cut()`
+    closes every connection and refuses new ones, as a dead satellite would; `restore()`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"nats-leaf://127.0.0.1:{self.port}"
+
+    async def restore(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_w}
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            w.transport.abort()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+        self._writers -= {writer, up_w}
+
+
+@dataclass
+class Pair:
+    centre: NatsServer
+    vehicle: NatsServer
+    link: LeafLink
+
+
+@contextlib.asynccontextmanager
+async def nats_pair(tmp: Path) -> AsyncIterator[Pair]:
+    """A centre and a vehicle (`VEHICLE`) NATS server, the vehicle's leaf link through a
+    :class:`LeafLink`; both stopped when the block ends."""
+    leaf = free_port()
+    centre = NatsServer(centre_spec(tmp / "centre-store", free_port(), free_port(), leaf),
+                        tmp / "centre.conf")
+    link = LeafLink(leaf)
+    await link.restore()
+    vehicle = NatsServer(vehicle_spec(VEHICLE, tmp / "vehicle-store", free_port(), free_port(),
+                                      link.url), tmp / "vehicle.conf")
+    try:
+        await centre.start()
+        await vehicle.start()
+        yield Pair(centre, vehicle, link)
+    finally:
+        await link.cut()
+        await vehicle.stop()
+        await centre.stop()
+
+
+def sync_settings(nats_url: str, **overrides: object) -> SyncConfig:
+    return SyncConfig.model_validate({"enabled": True, "nats_url": nats_url, **overrides})
+
+
+async def stream_messages(url: str, stream: str) -> list[RawStreamMsg]:
+    """Every message `stream` holds, in stream order, read with nats-py's direct API."""
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+    try:
+        jsm = nc.jsm()
+        info = await jsm.stream_info(stream)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                found.append(await jsm.get_msg(stream, seq))
+        return found
+    finally:
+        await nc.close()
+
+
+async def stream_count(url: str, stream: str) -> int:
+    """How many messages `stream` holds now (0 while it or its server is not there)."""
+    try:
+        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+    except Exception:
+        return 0
+    try:
+        return (await nc.jsm().stream_info(stream)).state.messages
+    except Exception:
+        return 0
+    finally:
+        await nc.close()
+
+
+def body(msg: RawStreamMsg) -> dict[str, object]:
+    assert msg.data is not None
+    decoded: dict[str, object] = json.loads(msg.data)
+    return decoded
+
+
+async def subject_counts(url: str, stream: str, subjects: str) -> dict[str, int]:
+    """Messages per subject matching `subjects` in `stream` ({} while it is not there)."""
+    try:
+        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+    except Exception:
+        return {}
+    try:
+        info = await nc.jsm().stream_info(stream, subjects_filter=subjects)
+        return dict(info.state.subjects or {})
+    except Exception:
+        return {}
+    finally:
+        await nc.close()
