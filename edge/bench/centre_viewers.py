@@ -198,8 +198,9 @@ async def run(url: str, token: str, viewers: int, marker_frames: bool,
     return 0
 
 
-def _die_with_parent() -> None:
-    # Stopped by the bench; should the bench be killed outright, stop with it.
+def die_with_parent() -> None:
+    """A viewer process stopped by its bench or test: should that be killed outright,
+    stop with it."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() == 1:
         sys.exit(1)
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=3600.0,
                    help="stop after this long even if nobody says so")
     args = p.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     token = Path(args.token_file).read_text().strip()
     return asyncio.run(run(args.url, token, args.viewers, not args.stock_receiver,
                            args.max_seconds))

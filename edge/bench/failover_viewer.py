@@ -47,9 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import os
 import signal
 import sys
 import time
@@ -61,7 +59,7 @@ import aiohttp
 import av
 from aiortc import RTCSessionDescription
 
-from edge.bench.centre_viewers import RepeatedNacks
+from edge.bench.centre_viewers import RepeatedNacks, die_with_parent
 from edge.bench.whep_viewer import MarkerJitterBuffer, WhepRefused, WhepViewer
 from edge.uplink.consent import sustain_consent
 
@@ -69,7 +67,6 @@ from edge.uplink.consent import sustain_consent
 POST_TIMEOUT_S = 30.0
 _RETRY_STATUSES = (409, 503)
 _ICE_WAIT_S = 0.5  # between looks at the nominated pair
-_PR_SET_PDEATHSIG = 1
 
 
 def candidate_address(line: str) -> str | None:
@@ -255,13 +252,6 @@ async def run(url: str, token: str, local: str, remote: str, start_within: float
     return 0
 
 
-def _die_with_parent() -> None:
-    # Stopped by the bench or the test; should that be killed outright, stop with it.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:
-        sys.exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge.bench.failover_viewer",
                                 description=__doc__.partition("\n")[0] if __doc__ else None)
@@ -276,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=3600.0,
                    help="stop after this long even if nobody says so")
     args = p.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     token = Path(args.token_file).read_text().strip()
     return asyncio.run(run(args.url, token, args.local, args.remote, args.start_within,
                            args.max_seconds))

@@ -53,6 +53,7 @@ from drivers.sim.link.profile import PROFILES, LinkProfile, Outage
 from drivers.sim.link.world import World
 from edge.bench.latency import CAMERA, STARTUP_TIMEOUT_S, TOKEN, BenchBus, Processes
 from edge.bench.latency_link import VehicleApi, cannot_run
+from edge.bench.record import stop_process
 from edge.bus import topics
 from edge.bus.client import BusClient, Subscription
 from edge.bus.messages import LinkStatus
@@ -453,13 +454,7 @@ class ViewerRun:
 
     async def stop(self) -> None:
         """SIGTERM: it reports its end and DELETEs its session (through the tunnel)."""
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_WITHIN_S)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, STOP_WITHIN_S)
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 

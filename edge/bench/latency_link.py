@@ -73,6 +73,7 @@ from edge.bench.latency import (
     _cpu_seconds,
     _pct,
 )
+from edge.bench.record import stop_process
 
 #: a gap between two decoded frames longer than this is a freeze
 FREEZE_MS = 500
@@ -269,13 +270,7 @@ class CentreViewers:
 
     async def stop(self) -> None:
         """SIGTERM: each viewer reports its end and DELETEs its session (across the link)."""
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), VIEWERS_STOP_WITHIN_S)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, VIEWERS_STOP_WITHIN_S)
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 

@@ -117,6 +117,7 @@ async def _cpu_window(seconds: float, count: Any, poll: Any = None) -> CpuRun:
 async def measure_cpu(seconds: float, drones: int = CPU_DRONES, hz: float = CPU_HZ) -> CpuResult:
     """This process's CPU receiving the simulated drones: bare pymavlink, then a DroneLink."""
     from drivers.mavlink import DroneLink
+    from edge.bench.record import stop_process
 
     loop = asyncio.get_running_loop()
     bare = _BareReceiver()
@@ -152,13 +153,8 @@ async def measure_cpu(seconds: float, drones: int = CPU_DRONES, hz: float = CPU_
         edge = await _cpu_window(seconds, lambda: stats.frames, link.snapshot)
     finally:
         udp.close()
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        if proc is not None:
+            await stop_process(proc, 5)
         if link is not None:
             await link.stop()
     return CpuResult(drones=drones, hz=hz, seconds=seconds,

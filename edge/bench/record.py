@@ -305,14 +305,20 @@ class _Child:
         return data
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc, timeout)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, within: float) -> None:
+    """SIGTERM, and SIGKILL if it has not ended `within` seconds later; reaped either way."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), within)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 async def start_process(runtime: Path, name: str, *argv: str, piped: bool = False,

@@ -23,6 +23,7 @@ from edge.links.probe_socket import (
     SocketFactory,
     address_family,
     check_port,
+    close_watched,
     default_factory,
     open_udp,
 )
@@ -72,11 +73,8 @@ class ProbeResponder:
     def close(self) -> None:
         """Stop answering and close the socket. Idempotent."""
         sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-        sock.close()
+        if sock is not None:
+            close_watched(self._loop, sock)
 
     def _on_readable(self, sock: socket.socket) -> None:
         for _ in range(_READ_BATCH):

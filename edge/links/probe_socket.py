@@ -6,6 +6,7 @@ leave by that WAN and outside the tunnel) and the centre's responder.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
@@ -116,3 +117,10 @@ def send_error(e: OSError) -> str:
 def _reason(e: OSError) -> str:
     text = e.strerror or str(e) or type(e).__name__
     return text[:1].lower() + text[1:]
+
+
+def close_watched(loop: asyncio.AbstractEventLoop | None, sock: socket.socket) -> None:
+    """Stop `loop` watching `sock` for reading (unless it is closed already), then close it."""
+    if loop is not None and not loop.is_closed():
+        loop.remove_reader(sock.fileno())
+    sock.close()

@@ -33,6 +33,7 @@ from edge.links.probe_socket import (
     address_family,
     check_interface,
     check_port,
+    close_watched,
     default_factory,
     open_udp,
     send_error,
@@ -182,11 +183,8 @@ class LinkProber:
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-        sock.close()
+        if sock is not None:
+            close_watched(self._loop, sock)
 
     # -- receiving -----------------------------------------------------------------------
     def _on_readable(self, sock: socket.socket) -> None:
