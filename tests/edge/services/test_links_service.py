@@ -358,10 +358,12 @@ async def test_a_cut_wan_moves_the_tunnel_and_it_fails_back_after_the_outage(
         failback = await rig.box.expect(Alert, lambda m: m.text.startswith(
             "tunnel moved from sat to lte"), since=mark)
         assert failback.text.startswith("tunnel moved from sat to lte: failback: lte up for ")
-        # one outage: lte went down once, came back once, and the tunnel moved twice
+        # one outage: lte went down and came back as often (on a loaded machine the
+        # emulator may stall it once more as it returns: CI saw a second 0.3 s gap), and
+        # the tunnel moved exactly twice, the failback hysteresis riding out any flap
         alerts = [m.text for m in rig.box.all(Alert)]
-        assert sum(t.startswith("link lte is down") for t in alerts) == 1, alerts
-        assert sum(t == "link lte is back up" for t in alerts) == 1, alerts
+        downs = sum(t.startswith("link lte is down") for t in alerts)
+        assert downs >= 1 and sum(t == "link lte is back up" for t in alerts) == downs, alerts
         assert sum(t.startswith("tunnel moved") for t in alerts) == 2, alerts
         assert not any(t.startswith("link sat") for t in alerts), alerts
         states = [m.state for m in rig.box.all(LinkStatus) if m.link_id == "lte"]
