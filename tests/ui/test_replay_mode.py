@@ -308,7 +308,10 @@ async def _drive(app: DashboardApp, replay: ReplayVehicle, recorded: Drill) -> N
         # Paused at the start, seconds ago on the wall clock: the camera, live then, is live.
         assert time.time() - start > SILENT_S
         await until(pilot, lambda: "LIVE" in tile_text(app, "gate"), "the camera live", E2E_S)
-        assert f"REPLAY {clock_text(start)} ×1 paused" in status_text(app)
+        # The tile can turn LIVE before the status bar's next refresh: the timeline bar
+        # appearing resizes it, and a resized tile redraws at once.
+        await until(pilot, lambda: f"REPLAY {clock_text(start)} ×1 paused" in status_text(app),
+                    "the replay clock in the status bar", E2E_S)
 
         # n: the first mark or alert; the replay goes there and the dashboard hears it.
         await pilot.press("n")
