@@ -35,7 +35,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "edge/export": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/replay": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/links": ("edge.bus", "edge.config"),
-    "edge/centre": ("edge.bus", "edge.config", "edge.links"),
+    "edge/centre": ("edge.bus", "edge.config", "edge.links", "edge.sync"),
     "edge/sync": ("edge.bus", "edge.config"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),

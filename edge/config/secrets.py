@@ -8,6 +8,8 @@ while the config loads, so ``edge config check`` runs without them.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Any
@@ -65,3 +67,17 @@ class SecretRef(Model):
             raise ConfigError(str(self.path(base_dir)), [
                 f"secret is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
             ]) from None
+
+
+def bearer_ok(authorization: str | None, token: bytes) -> bool:
+    """Whether an HTTP Authorization header carries `token`, compared in constant time."""
+    if not authorization:
+        return False
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # compare_digest takes the same time whatever the first differing byte;
+    # comparing digests makes the inputs equally long, so not even the
+    # token's length shows in the timing.
+    given = hashlib.sha256(value.strip().encode()).digest()
+    return hmac.compare_digest(given, hashlib.sha256(token).digest())

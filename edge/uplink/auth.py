@@ -6,11 +6,12 @@ in a URL (so no access log can carry it) and never echoed in an error.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from edge.config import ConfigError, UplinkConfig
+from edge.config.secrets import bearer_ok
+
+__all__ = ["MIN_TOKEN_BYTES", "bearer_ok", "load_token"]
 
 MIN_TOKEN_BYTES = 16
 
@@ -31,17 +32,3 @@ def load_token(config: UplinkConfig, config_dir: Path, source: str = "config") -
         raise ConfigError(source, [f"uplink.token: shorter than {MIN_TOKEN_BYTES} characters; "
                                    "make a longer one (e.g. openssl rand -hex 24)"])
     return token
-
-
-def bearer_ok(authorization: str | None, token: bytes) -> bool:
-    """Whether an Authorization header carries `token`, compared in constant time."""
-    if not authorization:
-        return False
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    # compare_digest takes the same time whatever the first differing byte;
-    # comparing digests makes the inputs equally long, so not even the
-    # token's length shows in the timing.
-    given = hashlib.sha256(value.strip().encode()).digest()
-    return hmac.compare_digest(given, hashlib.sha256(token).digest())

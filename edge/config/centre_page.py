@@ -1,0 +1,100 @@
+"""The centre page's config (`[page]` of the centre's config): where it listens, its token,
+how it reaches each vehicle's uplink for roll-call and thumbnails, and how long a silent
+vehicle is still believed to be in contact."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from edge.config.addresses import check_host_port, host_problem
+from edge.config.model import DeviceId, Model
+from edge.config.secrets import SecretRef
+
+
+def check_uplink_url(value: str) -> str:
+    """An http:// or https:// base URL with a host and no user, password, query or path
+    beyond "/": where the centre reaches a vehicle's uplink (its tunnel address)."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f'expected an http:// or https:// URL like "http://10.77.0.2:8800", '
+                         f'got "{value[:80]}"')
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        raise ValueError("the URL has a space or control character in it")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f'"{value[:80]}": {e}') from None
+    if parts.username is not None or parts.password is not None:
+        # A URL is logged and shown; the token is a secret reference of its own.
+        raise ValueError('no user or password in the URL: give the vehicle\'s token as '
+                         'whep_token = { file = "…" } or { credential = "…" }')
+    host = parts.hostname or ""
+    why = host_problem(f"[{host}]" if ":" in host else host) if host else \
+        f'no host in "{value}"'
+    if why:
+        raise ValueError(why)
+    if port == 0:
+        raise ValueError(f'port 0 is not a port to reach (in "{value}")')
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f'"{value}": give the uplink\'s base URL only (the page adds '
+                         "/whep/… and /api/…)")
+    return value.rstrip("/")
+
+
+class CentrePageVehicle(Model):
+    """`[[page.vehicles]]`: a vehicle the page shows, and how its uplink is reached."""
+
+    id: DeviceId
+    # The vehicle's uplink as the centre reaches it (through the tunnel); "": no roll-call
+    # and no thumbnails, the vehicle's state only.
+    uplink_url: str = ""
+    # The vehicle's uplink token, kept at the centre: the browser never sees it.
+    uplink_token: SecretRef | None = None
+
+    @field_validator("uplink_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_uplink_url(v) if v else v
+
+    @model_validator(mode="after")
+    def _token_with_url(self) -> CentrePageVehicle:
+        if self.uplink_url and self.uplink_token is None:
+            raise ValueError("uplink_url is given without uplink_token: the uplink refuses "
+                             'every request without its token (uplink_token = { file = "…" })')
+        return self
+
+
+class CentrePageConfig(Model):
+    """`[page]`: the centre page (`/`): every vehicle live, one timeline, roll-call."""
+
+    enabled: bool = True
+    # Port 0 is "any free port": tests listen that way.
+    listen: str = "127.0.0.1:8900"
+    # The bearer token the page's users type (at least 16 characters).
+    token: SecretRef | None = None
+    # Out of contact when nothing newer than this came from a vehicle. Its sync service's
+    # own health goes every `[sync] health_every_s` (5 s) whatever else happens: two of
+    # them missed, and 2 s for a satellite hop and the centre's sourcing, is 12 s.
+    contact_timeout_s: float = Field(default=12.0, ge=1, le=3600)
+    # The timeline at start: alerts, marks and commands of this many past hours...
+    timeline_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # ... at most this many, newest kept (the browser holds them all).
+    timeline_max: int = Field(default=500, ge=10, le=10_000)
+    vehicles: list[CentrePageVehicle] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return check_host_port(v, allow_zero_port=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CentrePageConfig:
+        seen: dict[str, int] = {}
+        for i, v in enumerate(self.vehicles):
+            if v.id in seen:
+                raise ValueError(f'vehicles[{i}].id: "{v.id}" is already the id of '
+                                 f"vehicles[{seen[v.id]}]")
+            seen[v.id] = i
+        return self
