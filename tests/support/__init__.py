@@ -331,7 +331,7 @@ async def kill9(pid: int, timeout: float = 10.0) -> None:
     await eventually(gone, within=timeout, what=f"pid {pid} to die after SIGKILL", every=0.02)
 
 
-def _die_with_test() -> None:
+def die_with_test() -> None:
     # In the demo between fork and exec: should the test process die without cleaning up
     # (a pytest-timeout, a crash), the demo gets SIGTERM and stops its children itself.
     with contextlib.suppress(Exception):
@@ -349,7 +349,7 @@ def _spawn_demo(config_path: Path, workdir: Path, extra: tuple[str, ...],
                                  "--config", str(config_path), *extra], cwd=REPO,
                                 stdin=subprocess.DEVNULL,
                                 stdout=o, stderr=e, start_new_session=True,
-                                preexec_fn=_die_with_test)
+                                preexec_fn=die_with_test)
     return proc, out, err
 
 
