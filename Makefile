@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The WHIP server the uplink's push tests push to: werift (npm), pinned by its lock file.
+WHIP   := tests/support/werift_whip
+WHIP_STAMP := $(WHIP)/node_modules/.installed
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -24,11 +27,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(WHIP_STAMP)
 	$(BIN)/pytest
+
+# werift declares node >= 22 but runs on Node 20 (npm's EBADENGINE warning is hushed).
+# Without npm the WHIP push tests skip (and fail on CI, where .ci/run installs Node).
+$(WHIP_STAMP): $(WHIP)/package.json $(WHIP)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(WHIP) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+	  echo "npm not found: the WHIP push tests will skip (install Node.js 20 or newer)"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/edge bench bus
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(WHIP)/node_modules

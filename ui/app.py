@@ -26,6 +26,7 @@ from ui.commands import (
     commandable,
     drone_command,
     link_command,
+    push_command,
     record_command,
 )
 from ui.dialogs import GotoDialog, MarkDialog, TextDialog
@@ -35,6 +36,7 @@ from ui.replay import control
 from ui.requests import (
     CommandDrone,
     CommandLink,
+    CommandPush,
     FocusPane,
     OpenCamera,
     OpenDrone,
@@ -193,6 +195,17 @@ class DashboardApp(App[None]):
 
     async def _link_flow(self, link_id: str, action: str) -> None:
         command = link_command(self.state, link_id, action)
+        if isinstance(command, Refusal):
+            self.notify(command.text, severity=command.severity)
+            return
+        await self.command_flow.run(command)
+
+    @on(CommandPush)
+    def command_push(self, message: CommandPush) -> None:
+        self.run_worker(self._push_flow(message.camera_id), group="dialogs", name="push")
+
+    async def _push_flow(self, camera_id: str) -> None:
+        command = push_command(self.state, camera_id)
         if isinstance(command, Refusal):
             self.notify(command.text, severity=command.severity)
             return

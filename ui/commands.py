@@ -25,6 +25,7 @@ from edge.bus.messages import (
     DroneCommand,
     LinkCommand,
     Message,
+    PushCommand,
     RecordCommand,
     Reply,
 )
@@ -32,7 +33,7 @@ from edge.bus.mirror import known
 from ui import geo
 from ui.bridge import BusBridge
 from ui.dialogs import ConfirmDialog, GotoTarget
-from ui.format import distance_text, finite
+from ui.format import clean, distance_text, finite
 from ui.keys import ACTION_NAMES, ACTION_SHORT
 from ui.severity import REPLY_SEVERITY, notify_level
 from ui.state import CommandResult, CommandStatus, DashboardState, DroneView
@@ -191,3 +192,37 @@ def link_command(state: DashboardState, link_id: str, action: str) -> Command | 
         body=(f"Everything sent to the city centre goes over {view.name} ({link_id}) until "
               f"the force is released (a on the links pane), whatever the policy says.{why}"),
         kind="link command")
+
+
+# -- pushing a camera to the centre ------------------------------------------------------
+PUSHING = ("connecting", "live", "retrying")
+
+
+def push_command(state: DashboardState, camera_id: str) -> Command | Refusal:
+    """Push camera `camera_id` up to the centre's WHIP server, or stop pushing it."""
+    view = state.cameras.get(camera_id)
+    if view is None:
+        return Refusal("No camera there: nothing to push.", "warning")
+    if state.push is None:
+        return Refusal("The uplink has not said it can push (no [uplink.push] in the "
+                       "vehicle's config, or the uplink is not running).", "warning")
+    name = view.name or camera_id
+    server = clean(state.push.whip_url, 120) or "the centre's WHIP server"
+    feed = state.push_feed(camera_id)
+    if feed is not None and feed.state in PUSHING:
+        return Command(
+            service=topics.UPLINK_SERVICE,
+            request=PushCommand(action="stop", camera_id=camera_id), subject=camera_id,
+            label="Stop push", name=f"stop pushing {name} to the centre",
+            title=f"Stop pushing {name}?",
+            body=(f"{name} ({camera_id}) is no longer sent up to {server}: the centre's "
+                  "viewers of this feed lose it. Viewers that pull it over WHEP keep it."),
+            kind="push")
+    return Command(
+        service=topics.UPLINK_SERVICE, request=PushCommand(action="start", camera_id=camera_id),
+        subject=camera_id, label="Push", name=f"push {name} to the centre",
+        title=f"Push {name} up to the centre?",
+        body=(f"{name} ({camera_id}) is sent up to {server} once, for the centre's media "
+              "server to fan out: it uses the link to the centre for as long as it is "
+              "pushed (the sub stream over a satellite), and is retried if it fails."),
+        kind="push")

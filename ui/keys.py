@@ -18,6 +18,9 @@ HELP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("pageup pagedown home end", "move further in a list"),
         ("enter", "open: a camera's or a drone's detail, an event's whole text"),
     )),
+    ("On a camera (cameras pane)", (
+        ("u", "push it up to the centre's WHIP server, or stop pushing it (confirmed)"),
+    )),
     ("On a drone (drones pane or drone detail)", (
         ("r", "return to launch"),
         ("h", "hold position"),

@@ -63,3 +63,11 @@ class CommandLink(Message):
 
     link_id: str
     action: str
+
+
+@dataclass
+class CommandPush(Message):
+    """Start pushing a camera up to the centre's WHIP server, or stop it (whichever it is
+    not doing now); the app confirms, sends and shows the answer."""
+
+    camera_id: str

@@ -26,6 +26,8 @@ PART: dict[str, str] = {
     "connecting": "warn", "degraded": "warn",
     "down": "down", "lost": "down", "silent": "down",
     "unknown": "muted",
+    # a feed pushed to the centre (live and connecting as above)
+    "retrying": "warn", "failed": "bad", "idle": "muted",
     # a command's outcome (and "sent": still waiting for it)
     "accepted": "ok", "sent": "warn", "rejected": "bad", "busy": "bad", "timeout": "bad",
     # an alert's severity, and the commander's marks

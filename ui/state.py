@@ -31,9 +31,11 @@ from edge.bus.messages import (
     EventMark,
     LinkStatus,
     Message,
+    PushFeed,
     ReplayStatus,
     ReplyStatus,
     ServiceHealth,
+    UplinkPushStatus,
     ViewerSession,
 )
 from edge.bus.mirror import (
@@ -244,6 +246,10 @@ class DashboardState:
         self.drones: dict[str, DroneView] = {}
         self.links: dict[str, LinkView] = {}
         self.sessions_rev = 0
+        # The feeds the uplink pushes to the centre's WHIP server (`uplink/push/status`);
+        # None until heard (no [uplink.push], or no uplink running).
+        self.push: UplinkPushStatus | None = None
+        self.push_ts: float | None = None
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.events_rev = 0
         self.bus = BusView()
@@ -288,6 +294,12 @@ class DashboardState:
     @property
     def sessions_ts(self) -> float | None:
         return ts_of(self.mirror.sessions)
+
+    def push_feed(self, camera_id: str) -> PushFeed | None:
+        """The push of `camera_id` as the uplink last said, if it pushes or pushed it."""
+        if self.push is None:
+            return None
+        return next((f for f in self.push.feeds if f.camera_id == camera_id), None)
 
     def drone_list(self) -> list[DroneView]:
         """Configured links first, in config order, each link's drones by id."""
@@ -334,6 +346,11 @@ class DashboardState:
         if isinstance(message, ReplayStatus):
             self.take_replay(message)
             return Update("replay", "")
+        if isinstance(message, UplinkPushStatus):
+            self.push = message
+            now = self.clock()
+            self.push_ts = now if ts_ns <= 0 else min(now, ts_ns / 1e9)
+            return Update("uplink", "")
         if isinstance(message, Alert | EventMark | CommandEvent):
             if isinstance(message, CommandEvent) and message.by == self.own_source:
                 return None

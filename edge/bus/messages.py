@@ -444,6 +444,55 @@ class UplinkSessions(Message):
     sessions: list[ViewerSession] = field(default_factory=list)
 
 
+PushStateName = Literal["idle", "connecting", "live", "retrying", "failed"]
+PUSH_STATES: tuple[PushStateName, ...] = get_args(PushStateName)
+
+
+@nested
+@dataclass(slots=True, kw_only=True)
+class PushFeed(Message):
+    """One camera pushed to the centre's WHIP server, as the uplink sees it."""
+
+    camera_id: str = ""
+    # idle: not pushed; connecting: offer sent, not yet connected; live: media flows;
+    # retrying: the last attempt failed (`last_error`), the next is due at `retry_in_s`;
+    # failed: given up until asked again (the server refused for good: 401, 403, 404)
+    state: PushStateName = "idle"
+    since_ns: int = 0  # wall-clock ns of the last change of `state`
+    retries: int = 0  # attempts that failed since the push was started
+    last_error: str = ""  # one line
+    profile: str = ""  # the camera stream pushed: main | sub
+    profile_reason: str = ""  # why that stream ("sat allows sub only"); "" if as asked
+    kbps: float = 0.0
+    frames_sent: int = 0
+    retry_in_s: float | None = None
+
+
+@message("uplink.push.status")
+@dataclass(slots=True, kw_only=True)
+class UplinkPushStatus(Message):
+    """Every pushed feed (`uplink/push/status`), on every change and each second while any
+    is pushed. `whip_url` is the server (its path, never a token)."""
+
+    whip_url: str = ""
+    feeds: list[PushFeed] = field(default_factory=list)
+
+
+PushActionName = Literal["start", "stop"]
+PUSH_ACTIONS: tuple[PushActionName, ...] = get_args(PushActionName)
+
+
+@message("uplink.push")
+@dataclass(slots=True, kw_only=True)
+class PushCommand(Message):
+    """A request to `uplink`: `start` pushing `camera_id` to the centre's WHIP server, or
+    `stop` it. Answered with a `Reply` (rejected with the reason) whose data is the feed's
+    `PushFeed` body."""
+
+    action: str = ""  # one of PUSH_ACTIONS
+    camera_id: str = ""
+
+
 # ---------------------------------------------------------------------------
 # Recorder
 # ---------------------------------------------------------------------------

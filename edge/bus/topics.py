@@ -112,6 +112,11 @@ LINKS_SERVICE = "links"
 # --- uplink to the city centre --------------------------------------------
 UPLINK = "uplink/"
 UPLINK_SESSIONS = "uplink/sessions"
+# Every feed pushed to the centre's WHIP server (`UplinkPushStatus`): state, bridged to the
+# centre like any other.
+UPLINK_PUSH_STATUS = "uplink/push/status"
+# The uplink's bus name: `PushCommand` (start or stop pushing a camera) is asked of it.
+UPLINK_SERVICE = "uplink"
 
 # --- the recorder -----------------------------------------------------------
 RECORDER = "recorder/"

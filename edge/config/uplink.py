@@ -1,14 +1,16 @@
-"""`[uplink]`: the WHEP server the city centre pulls video from."""
+"""`[uplink]`: the WHEP server the city centre pulls video from, and `[uplink.push]`: the
+feeds the vehicle pushes to the centre's WHIP server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.config.addresses import check_host_port, check_ice_url
-from edge.config.model import Model
+from edge.config.addresses import check_host_port, check_ice_url, host_problem, redact
+from edge.config.model import DeviceId, Model
 from edge.config.secrets import SecretRef
 
 TURN_USAGE = '{ url = "turn:HOST", username = "…", credential = { file = "…" } }'
@@ -51,6 +53,73 @@ class IceServerConfig(Model):
         return None if self.credential is None else self.credential.read_text(base_dir)
 
 
+def check_whip_url(value: str) -> str:
+    """An http:// or https:// URL with a valid host (and port): the centre's WHIP endpoint."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f'expected an http:// or https:// URL, got "{redact(value)}"')
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        raise ValueError("the URL has a space or control character in it")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f'"{redact(value)}": {e}') from None
+    if parts.username is not None or parts.password is not None:
+        # The bearer token is a secret reference; a URL is logged and shown.
+        raise ValueError('no user or password in the URL: give the token as '
+                         'token = { file = "…" } or { credential = "…" }')
+    host = parts.hostname or ""
+    why = host_problem(f"[{host}]" if ":" in host else host) if host else \
+        f'no host in "{value}"'
+    if why:
+        raise ValueError(why)
+    if port == 0:
+        raise ValueError(f'port 0 is not a port to push to (in "{value}")')
+    return value
+
+
+class PushConfig(Model):
+    """`[uplink.push]`: the centre's WHIP server and the cameras pushed to it at start.
+
+    Each pushed camera is one WHIP session (RFC 9725) offered by the uplink; a push
+    that fails is retried from `retry_min_s`, doubling up to `retry_max_s`.
+    """
+
+    whip_url: str
+    # The bearer token the WHIP server expects (a secret reference; none: no
+    # Authorization header).
+    token: SecretRef | None = None
+    cameras: list[DeviceId] = []
+    # Which stream goes up: "auto" follows the link to the centre as WHEP's auto does.
+    profile: Literal["main", "sub", "auto"] = "auto"
+    retry_min_s: float = Field(default=1.0, gt=0, le=600)
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("whip_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_whip_url(v)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        for i, cam in enumerate(v):
+            if cam in v[:i]:
+                raise ValueError(f'"{cam}" is listed twice')
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PushConfig:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s:g}) is below retry_min_s "
+                             f"({self.retry_min_s:g})")
+        return self
+
+    def bearer(self, base_dir: Path | None = None) -> str | None:
+        """The token, read from its file or systemd credential now."""
+        return None if self.token is None else self.token.read_text(base_dir).strip()
+
+
 class UplinkConfig(Model):
     enabled: bool = True
     listen: str = "127.0.0.1:8800"
@@ -72,6 +141,8 @@ class UplinkConfig(Model):
     # tunnel has allowed main this long (down to sub is at once): with the links
     # service's own failback delay, a 4G link that flaps does not flip the picture.
     upgrade_after_s: float = Field(default=10.0, ge=0, le=3600)
+    # The feeds pushed to the centre's WHIP server ([uplink.push]); none: no push.
+    push: PushConfig | None = None
 
     @field_validator("listen")
     @classmethod

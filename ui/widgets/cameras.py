@@ -14,10 +14,11 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
-from edge.bus.mirror import CameraCondition, Freshness, freshness
+from edge.bus.messages import PUSH_STATES, PushFeed
+from edge.bus.mirror import CameraCondition, Freshness, freshness, known
 from ui import thumbnail
 from ui.format import NONE, age_text, finite, number, rate_text
-from ui.requests import OpenCamera
+from ui.requests import CommandPush, OpenCamera
 from ui.state import CameraView, DashboardState, Thumb
 from ui.widgets import parts
 from ui.widgets.parts import PART_CLASSES, aged, part, text_strip, word_style
@@ -30,6 +31,7 @@ STATE_LABEL: dict[CameraCondition, str] = {
     "live": "LIVE", "connecting": "CONNECTING", "down": "DOWN", "silent": "SILENT",
     "unknown": "NO DATA"}
 DOT = "●"
+PUSH_MARK = "↑"
 # A tile's background: (state, selected) as the grid's component styles.
 TILE_CLASSES = {"part--tile-normal", "part--tile-connecting", "part--tile-down",
                 "part--tile-selected", "part--tile-down-selected"}
@@ -69,15 +71,18 @@ class CameraTile(Widget):
         self._picture: list[Strip] = []
         self._thumbs = ThumbCache()
         self._last: tuple[CameraView, float, bool] | None = None
+        self._push = ""
         # The dashboard's clock (the replay's, in a replay), set by the grid: a redraw
         # after a resize reads it afresh rather than the time of the last sync.
         self.clock: Callable[[], float] | None = None
 
-    def sync(self, view: CameraView, now: float, selected: bool) -> None:
+    def sync(self, view: CameraView, now: float, selected: bool, push: str = "") -> None:
         """Redraw what changed: the text rows (once a second at most, as values change)
-        and the picture (when a new thumbnail arrives) are refreshed separately."""
+        and the picture (when a new thumbnail arrives) are refreshed separately. `push`:
+        the state of its push to the centre ("" when it is not pushed)."""
         self._last = (view, now, selected)
-        shown = tile_content(view, now)
+        self._push = push
+        shown = tile_content(view, now, push)
         thumb = view.thumb
         width, height = self.size
         look = tile_look(shown.state, selected)
@@ -107,8 +112,12 @@ class CameraTile(Widget):
         if width <= 0:
             return []
         state = shown.state
+        # Pushed to the centre: an arrow after the name, in the push's colour (the uplink
+        # pane says more), so that the commander sees what goes up over the link.
+        mark = (f" {PUSH_MARK}", word_style(self.grid, shown.push)) if shown.push else ("", "")
         lines = [text_strip(Text.assemble((DOT + " ", word_style(self.grid, state)),
-                                          (shown.name, self._part("name"))), width, base)]
+                                          (shown.name, self._part("name")), mark),
+                            width, base)]
         label = STATE_LABEL[state]
         if state in ("down", "silent"):
             line1 = Text(f"{label} {shown.reason}".strip(), style=self._part("name"))
@@ -155,7 +164,16 @@ class CameraTile(Widget):
             # (the replay's timeline bar appearing) showed its new status aged by the
             # old time: "SILENT no status for 3h" in a replay.
             view, now, selected = self._last
-            self.sync(view, self.clock() if self.clock is not None else now, selected)
+            self.sync(view, self.clock() if self.clock is not None else now, selected,
+                      self._push)
+
+
+def push_word(feed: PushFeed | None) -> str:
+    """The tile's push mark's word: the feed's state while it is pushed, else ""."""
+    if feed is None:
+        return ""
+    word = known(feed.state, PUSH_STATES)
+    return "" if word == "idle" else word or "unknown"
 
 
 def tile_look(state: str, selected: bool) -> str:
@@ -178,21 +196,22 @@ class TileContent(NamedTuple):
     status_level: Freshness
     frame_level: Freshness
     thumb_note: str
+    push: str = ""  # its push to the centre: connecting, live, retrying, failed; "": none
 
 
-def tile_content(view: CameraView, now: float) -> TileContent:
+def tile_content(view: CameraView, now: float, push: str = "") -> TileContent:
     state, reason = view.condition(now)
     st = view.status
     note = view.thumb_error or "no picture"
     if st is None:
-        return TileContent(state, view.name, reason, None, "", "", "none", "none", note)
+        return TileContent(state, view.name, reason, None, "", "", "none", "none", note, push)
     fps = finite(st.fps)
     frame_age = view.frame_age(now)
     return TileContent(
         state, view.name, reason,
         NONE if fps is None else f"{fps:.1f}" if 0 <= fps < 10 else number(fps),
         rate_text(st.kbps), age_text(frame_age), freshness(view.status_age(now)),
-        freshness(frame_age), note)
+        freshness(frame_age), note, push)
 
 
 class CameraGrid(ScrollableContainer, can_focus=True):
@@ -206,6 +225,7 @@ class CameraGrid(ScrollableContainer, can_focus=True):
         Binding("up", "move(0, -1)", "Up", show=False),
         Binding("down", "move(0, 1)", "Down", show=False),
         Binding("enter", "open", "Open"),
+        Binding("u", "push", "Push up"),
     ]
 
     def __init__(self, **kwargs: str) -> None:
@@ -226,7 +246,8 @@ class CameraGrid(ScrollableContainer, can_focus=True):
             self._rebuild(ids)
         for i, (cam_id, tile) in enumerate(self._tiles.items()):
             tile.clock = state.now
-            tile.sync(state.cameras[cam_id], now, selected=i == self.selected and self.has_focus)
+            tile.sync(state.cameras[cam_id], now, selected=i == self.selected and self.has_focus,
+                      push=push_word(state.push_feed(cam_id)))
 
     def _rebuild(self, ids: list[str]) -> None:
         keep = self.selected_id
@@ -288,7 +309,7 @@ class CameraGrid(ScrollableContainer, can_focus=True):
         for i, tile in enumerate(self._tiles.values()):
             if tile._last is not None:
                 view, now, _ = tile._last
-                tile.sync(view, now, i == self.selected and self.has_focus)
+                tile.sync(view, now, i == self.selected and self.has_focus, tile._push)
 
     def on_focus(self) -> None:
         self._show_selection()
@@ -300,6 +321,11 @@ class CameraGrid(ScrollableContainer, can_focus=True):
         cam_id = self.selected_id
         if cam_id is not None:
             self.post_message(OpenCamera(cam_id))
+
+    def action_push(self) -> None:
+        cam_id = self.selected_id
+        if cam_id is not None:
+            self.post_message(CommandPush(cam_id))
 
     def select(self, cam_id: str) -> None:
         ids = list(self._tiles)
