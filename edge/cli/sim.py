@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     register_drone(sim_sub)
     register_camera(sim_sub)
     register_link(sim_sub)
+    register_gb28181(sim_sub)
 
 
 # --- edge sim camera --------------------------------------------------------
@@ -179,6 +180,73 @@ def cmd_sim_link(args: argparse.Namespace) -> int:
                                        seed=args.seed))
     except OSError as e:
         raise OperatorError(f"cannot build the emulated network: {e.strerror or e}") from None
+    return 0
+
+
+# --- edge sim gb28181 ------------------------------------------------------
+def register_gb28181(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sim_sub.add_parser(
+        "gb28181", help="a simulated GB/T 28181 device (5G dome camera) registering to a platform",
+        description="A simulated GB/T 28181 dome camera: registers to the platform with digest "
+                    "authentication, sends keepalives, answers Catalog (its channels), "
+                    "DeviceInfo and DeviceStatus, streams PS over RTP (UDP or TCP) when "
+                    "invited and moves its picture on PTZ commands. Runs until SIGTERM or "
+                    "Ctrl-C.")
+    p.add_argument("--id", required=True, dest="device_id",
+                   help="the device's 20-digit GB/T 28181 id")
+    p.add_argument("--platform", required=True, metavar="udp|tcp:HOST:PORT",
+                   help="the platform's SIP address, e.g. udp:127.0.0.1:5060")
+    p.add_argument("--platform-id", default=None,
+                   help="the platform's 20-digit id (default: the device's domain + "
+                        "2000000001); its first 10 digits are the SIP domain")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the registration password")
+    secret.add_argument("--password-file", help="read the registration password from this file")
+    p.add_argument("--channels", type=int, default=2, help="camera channels, 1..99 (default 2)")
+    p.add_argument("--keepalive-s", type=float, default=60.0,
+                   help="seconds between keepalives (default 60)")
+    p.add_argument("--codec", choices=("h264", "h265"), default="h264")
+    p.set_defaults(func=cmd_sim_gb28181)
+
+
+def _gb_password(args: argparse.Namespace) -> str:
+    from edge.cli import OperatorError
+
+    if args.password is not None:
+        return str(args.password)
+    if args.password_file is None:
+        raise OperatorError("sim gb28181: give --password or --password-file")
+    try:
+        with open(args.password_file, encoding="utf-8") as f:
+            password = f.read().strip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise OperatorError(f"--password-file {args.password_file}: {why}") from None
+    if not password:
+        raise OperatorError(f"--password-file {args.password_file} is empty")
+    return password
+
+
+def cmd_sim_gb28181(args: argparse.Namespace) -> int:
+    from drivers.sim.gb28181.device import GbDeviceError, SimGbDevice, parse_platform
+    from edge.cli import OperatorError
+
+    password = _gb_password(args)
+    try:
+        platform = parse_platform(args.platform)
+        device = SimGbDevice(args.device_id, platform, password=password,
+                             platform_id=args.platform_id, channels=args.channels,
+                             keepalive_s=args.keepalive_s, codec=args.codec)
+    except ValueError as e:
+        raise OperatorError(f"sim gb28181: {e}") from None
+    setup_logging(f"sim-gb28181@{args.device_id}")
+    try:
+        run_until_stopped(device.run())
+    except GbDeviceError as e:
+        raise OperatorError(f"sim gb28181: {e}") from None
+    except OSError as e:
+        raise OperatorError(f"sim gb28181: cannot reach {args.platform}: {e.strerror or e}"
+                            ) from None
     return 0
 
 
