@@ -59,6 +59,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -285,7 +286,7 @@ def _bus_feed(runtime: Path, rate: float, seconds: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- orchestration
 
 @dataclass
-class _Child:
+class Child:
     name: str
     proc: asyncio.subprocess.Process
     log: Path
@@ -322,7 +323,7 @@ async def stop_process(proc: asyncio.subprocess.Process, within: float) -> None:
 
 
 async def start_process(runtime: Path, name: str, *argv: str, piped: bool = False,
-                 stdin: bool = False) -> _Child:
+                 stdin: bool = False) -> Child:
     env = dict(os.environ, EDGE_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
     path = runtime / f"{name}.log"
@@ -334,7 +335,7 @@ async def start_process(runtime: Path, name: str, *argv: str, piped: bool = Fals
             stdout=asyncio.subprocess.PIPE if piped else log, stderr=log, env=env)
     finally:
         log.close()
-    return _Child(name, proc, path)
+    return Child(name, proc, path)
 
 
 @dataclass
@@ -398,12 +399,12 @@ def recorder_config(runtime: Path, recordings: Path, cameras: int, segment_secon
 
 
 async def _drained(status: dict[str, Any], published: list[int], bus_target: int,
-                   children: list[_Child]) -> bool:
+                   children: list[Child]) -> bool:
     """Wait until the recorder's status says it has taken every unit (one per stream is
     held back until the next, or the close) and at least `bus_target` bus messages."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
-        _check_alive(children)
+        check_alive(children)
         s = status.get("last")
         if s is not None:
             taken = {x.camera_id: x.units_written + x.units_dropped + x.units_skipped
@@ -416,7 +417,8 @@ async def _drained(status: dict[str, Any], published: list[int], bus_target: int
     return False
 
 
-def _check_alive(children: list[_Child]) -> None:
+def check_alive(children: Sequence[Child]) -> None:
+    """RuntimeError with the child's last output if any child has exited."""
     for child in children:
         if child.proc.returncode is not None:
             raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n"
@@ -432,7 +434,7 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
     runtime = Path(tempfile.mkdtemp(prefix="edge-brec-"))
     recordings = runtime / "recordings"
     me = "edge.bench.record"
-    children: list[_Child] = []
+    children: list[Child] = []
     watcher: BusClient | None = None
     watch: asyncio.Task[None] | None = None
     status: dict[str, Any] = {}
@@ -468,7 +470,7 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
         while not ready.done():
             await asyncio.wait({ready}, timeout=0.5)
             if not ready.done():
-                _check_alive([broker, recorder])
+                check_alive([broker, recorder])
         ready.result()
         pid = recorder.proc.pid
         # Subscribed, nothing flowing yet: what the recorder costs with no video at all.
@@ -480,13 +482,13 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
         feeder.proc.stdin.write(b"go\n")
         await feeder.proc.stdin.drain()
         await asyncio.sleep(SETTLE_S)
-        _check_alive(children)
+        check_alive(children)
 
         (u0, s0), t0 = _proc_cpu(pid), time.monotonic()
         await asyncio.sleep(seconds)
         (u1, s1), video_s = _proc_cpu(pid), time.monotonic() - t0
         video_cpu, video_sys = u1 - u0 + s1 - s0, s1 - s0
-        _check_alive(children)
+        check_alive(children)
 
         bus: dict[str, Any] = {"sent": 0, "seconds": 0.0, "cpu_s": 0.0}
         bus_cpu = broker_cpu = 0.0
@@ -503,7 +505,7 @@ async def _run(cameras: int, seconds: float, bus_rate: float, bus_seconds: float
             bus_cpu = proc_cpu_s(pid) - c0
             broker_cpu = proc_cpu_s(broker.proc.pid) - b0
             await busfeed.stop()
-            _check_alive(children)
+            check_alive(children)
 
         await feeder.stop()
         fed = await feeder.line(5) if feeder.proc.returncode == 0 else None

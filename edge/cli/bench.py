@@ -8,7 +8,7 @@ import importlib
 # Each module adds one `edge bench NAME` with its own register().
 BENCH_MODULES = ("edge.bench.bus", "edge.bench.mavlink", "edge.bench.ingest",
                  "edge.bench.latency", "edge.bench.record", "edge.bench.replay",
-                 "edge.bench.failover")
+                 "edge.bench.failover", "edge.bench.sync")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
