@@ -1,4 +1,5 @@
-"""HTTP digest authentication as SIP uses it (RFC 2617 MD5, RFC 3261 §22.4), server side.
+"""HTTP digest authentication as SIP uses it (RFC 2617 MD5, RFC 3261 §22.4): the server's
+challenge and check, and the client's answer (:func:`authorization`, for a device).
 
 GB/T 28181 devices authenticate REGISTER this way. Nonces are stateless: a hex issue
 time and an HMAC of it under a per-process secret, so a restart invalidates them all
@@ -83,6 +84,28 @@ def parse_params(value: str) -> dict[str, str]:
         if not name:
             raise DigestError("empty parameter name")
     return out
+
+
+def authorization(challenge: str, *, username: str, password: str, method: str,
+                  uri: str) -> str:
+    """The client's `Authorization` value answering a `WWW-Authenticate` challenge
+    (`qop=auth` when offered); :class:`DigestError` for a challenge it cannot answer."""
+    params = parse_params(challenge)
+    realm, nonce = params.get("realm"), params.get("nonce")
+    if realm is None or nonce is None:
+        raise DigestError("challenge without realm or nonce")
+    qop = "auth" if "auth" in [q.strip() for q in params.get("qop", "").split(",")] else None
+    nc, cnonce = ("00000001", secrets.token_hex(8)) if qop else (None, None)
+    response = digest_response(username=username, realm=realm, password=password,
+                               method=method, uri=uri, nonce=nonce, qop=qop, nc=nc,
+                               cnonce=cnonce)
+    fields = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"',
+              f'response="{response}"', "algorithm=MD5"]
+    if qop:
+        fields += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(fields)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.gb28181 import manscdp
-from drivers.gb28181.digest import DigestError, digest_response, parse_params
+from drivers.gb28181.digest import DigestError, authorization, parse_params
+from drivers.gb28181.gb_sdp import SdpError, answer_to, parse_offer
 from drivers.gb28181.manscdp import Channel, ManscdpError
 from drivers.gb28181.ptz_cmd import PtzCmd, PtzCmdError
 from drivers.gb28181.sip_message import (
@@ -45,7 +46,6 @@ from drivers.gb28181.sip_message import (
 from drivers.gb28181.sip_transport import Peer, SipTransport, SipTransportError
 from drivers.rtsp.annexb import Codec
 from drivers.sim.gb28181.media import ChannelVideo, MediaEndpoint, MediaStream
-from drivers.sim.gb28181.sdp import OfferError, answer, parse_offer
 
 log = logging.getLogger(__name__)
 
@@ -348,27 +348,11 @@ class SimGbDevice:
 
     def _authorization(self, challenge: str, uri: str) -> str:
         try:
-            params = parse_params(challenge)
+            return authorization(challenge, username=self.device_id, password=self.password,
+                                 method="REGISTER", uri=uri)
         except DigestError as exc:
-            raise GbDeviceError(f"platform {self.platform} sent a challenge we cannot read: "
-                                f"{exc}") from None
-        realm, nonce = params.get("realm"), params.get("nonce")
-        if realm is None or nonce is None:
-            raise GbDeviceError(f"platform {self.platform} sent a challenge without "
-                                "realm or nonce")
-        qop = "auth" if "auth" in [q.strip() for q in params.get("qop", "").split(",")] \
-            else None
-        nc, cnonce = ("00000001", secrets.token_hex(8)) if qop else (None, None)
-        response = digest_response(username=self.device_id, realm=realm,
-                                   password=self.password, method="REGISTER", uri=uri,
-                                   nonce=nonce, qop=qop, nc=nc, cnonce=cnonce)
-        fields = [f'username="{self.device_id}"', f'realm="{realm}"', f'nonce="{nonce}"',
-                  f'uri="{uri}"', f'response="{response}"', "algorithm=MD5"]
-        if qop:
-            fields += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
-        if "opaque" in params:
-            fields.append(f'opaque="{params["opaque"]}"')
-        return "Digest " + ", ".join(fields)
+            raise GbDeviceError(f"platform {self.platform} sent a challenge we cannot "
+                                f"answer: {exc}") from None
 
     # -- MESSAGEs of our own ---------------------------------------------------------------
 
@@ -521,7 +505,7 @@ class SimGbDevice:
             return response_to(request, 404, "Not Found (no such channel)", to_tag=new_tag())
         try:
             offer = parse_offer(request.body)
-        except OfferError as exc:
+        except SdpError as exc:
             log.info("%s: INVITE for %s refused: %s", self.device_id, channel_id, exc)
             return response_to(request, 488, f"Not Acceptable Here ({exc})", to_tag=new_tag())
         host = self._local()[0]
@@ -543,7 +527,7 @@ class SimGbDevice:
         log.info("%s: INVITE for %s: PS over %s to %s:%d, SSRC %s", self.device_id, channel_id,
                  offer.transport, offer.host, offer.port, offer.ssrc)
         response = response_to(request, 200, to_tag=tag, content_type="APPLICATION/SDP",
-                               body=answer(offer, channel_id=channel_id, host=host,
+                               body=answer_to(offer, channel_id=channel_id, host=host,
                                            port=endpoint.port))
         local_host, local_port = self._local()
         response.headers.add("Contact", f"<sip:{channel_id}@{local_host}:{local_port}>")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.gb28181.gb_sdp import Offer, SdpError, live_ssrc, parse_answer
+from drivers.gb28181.gb_sdp import (
+    MediaTransport,
+    Offer,
+    SdpError,
+    answer_to,
+    live_ssrc,
+    parse_answer,
+    parse_offer,
+)
 
 
 def test_live_ssrc() -> None:
@@ -67,3 +75,31 @@ def test_device_answers() -> None:
 def test_bad_answers(body: bytes, reason: str) -> None:
     with pytest.raises(SdpError, match=reason):
         parse_answer(body)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp-passive", "tcp-active"])
+def test_a_device_reads_the_offer_and_its_answer_reads_back(transport: MediaTransport) -> None:
+    offer = Offer(platform_id="34020000002000000001", channel_id="34020000001310000001",
+                  host="10.0.0.5", port=30000, ssrc=live_ssrc("3402000000", 7),
+                  transport=transport)
+    seen = parse_offer(offer.to_bytes())
+    assert (seen.host, seen.port, seen.ssrc, seen.transport, seen.payload) == \
+        ("10.0.0.5", 30000, offer.ssrc, transport, 96)
+    back = parse_answer(answer_to(seen, channel_id=offer.channel_id, host="10.0.0.9",
+                                  port=40000))
+    assert (back.host, back.port, back.ssrc) == ("10.0.0.9", 40000, offer.ssrc)
+    # The device takes the other TCP role, which the platform reads as its own again.
+    assert back.transport == transport
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"v=0\r\ns=Playback\r\nc=IN IP4 1.2.3.4\r\nm=video 1 RTP/AVP 96\r\n"
+     b"a=rtpmap:96 PS/90000\r\ny=0100000001\r\n", "only live Play"),
+    (b"v=0\r\ns=Play\r\nc=IN IP4 1.2.3.4\r\nm=video 1 RTP/AVP 98\r\n"
+     b"a=rtpmap:98 H264/90000\r\ny=0100000001\r\n", "no PS/90000"),
+    (b"v=0\r\ns=Play\r\nc=IN IP4 1.2.3.4\r\nm=video 1 RTP/AVP 96\r\n"
+     b"a=rtpmap:96 PS/90000\r\n", "no y= SSRC"),
+])
+def test_an_offer_a_device_cannot_play_is_named(body: bytes, why: str) -> None:
+    with pytest.raises(SdpError, match=why):
+        parse_offer(body)
