@@ -145,6 +145,8 @@ class CentreSite:
         taken: dict[str, str] = {}
         for i, v in enumerate(self.config.vehicles):
             where: KeyPath = ("vehicles", i)
+            # The config's validator makes both present whenever there is a [tunnel].
+            assert v.public_key is not None and v.tunnel_address is not None
             key = self._key(v.public_key, (*where, "public_key"))
             if key in self._by_key:
                 raise self._error((*where, "public_key"), f"the same key as vehicle "

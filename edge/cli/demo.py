@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seconds", type=float, default=0,
                    help="stop after N seconds (default: run until Ctrl-C)")
     p.add_argument("--keep", action="store_true", help="keep the runtime dir (logs) afterwards")
+    p.add_argument("--sync", action="store_true",
+                   help="also sync to a local centre: the vehicle's NATS and bridge, the "
+                        "centre's NATS and `edge centre` sourcing it")
     p.set_defaults(func=cmd_demo)
 
 
@@ -48,14 +51,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # Built before the services start (about 0.1 s): their config names its links.
         links = await DemoLinks.start(config, path.resolve(), runtime_dir)
         try:
-            sup = Supervisor(links.config, links.config_path, runtime_dir,
-                             prefixes=links.prefixes)
+            vehicle, vehicle_path = links.config, links.config_path
+            sync = None
+            if args.sync:
+                from edge.cli.demo_sync import DemoSync
+
+                sync = DemoSync.prepare(vehicle_path, runtime_dir)
+                vehicle, vehicle_path = sync.config, sync.config_path
+            sup = Supervisor(vehicle, vehicle_path, runtime_dir, prefixes=links.prefixes)
             links.add_children(sup)
+            if sync is not None:
+                sync.add_children(sup)
             print(f"edge demo: {len(sup.children)} processes; bus, recordings and logs in "
                   f"{runtime_dir}\n"
                   f"  watch it: edge bus tail --bus {runtime_dir} --config {path}",
                   file=sys.stderr)
-            for note in links.notes(sup):
+            for note in [*links.notes(sup), *(sync.notes() if sync is not None else [])]:
                 print(f"edge demo: {note}", file=sys.stderr)
             await sup.start()
             try:

@@ -1,7 +1,10 @@
 """The city centre's own config (`edge centre --config centre.toml`): where it listens for
-the vehicles' probes and tunnels, and the vehicles it lets in."""
+the vehicles' probes and tunnels, its NATS (`[nats]`, `edge centre nats`), and the vehicles
+it lets in."""
 
 from __future__ import annotations
+
+import ipaddress
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,17 +14,74 @@ from edge.config.secrets import SecretRef
 
 
 class CentreVehicleConfig(Model):
-    """`[[vehicles]]`: a vehicle the centre's tunnel accepts."""
+    """`[[vehicles]]`: a vehicle the centre's tunnel accepts and whose stream it sources."""
 
     id: DeviceId
-    public_key: SecretRef
-    # Its address inside the tunnel (what the centre reaches it at: its WHEP server).
-    tunnel_address: str
+    # Its WireGuard public key and its address inside the tunnel (what the centre reaches
+    # it at: its WHEP server): both with a [tunnel], neither without.
+    public_key: SecretRef | None = None
+    tunnel_address: str | None = None
+    # Its NATS nkey public key (U…, the public half of its [sync] leaf_seed): the
+    # centre's leafnode port admits it by this.
+    nats_key: SecretRef | None = None
 
     @field_validator("tunnel_address")
     @classmethod
-    def _tunnel_address(cls, v: str) -> str:
+    def _tunnel_address(cls, v: str | None) -> str | None:
+        return None if v is None else check_ip(v)
+
+
+class CentreClusterConfig(Model):
+    """`[nats.cluster]`: this server as one of a JetStream cluster of centre servers."""
+
+    name: str = Field(default="centre", pattern=ID_PATTERN)
+    # This node's own name (unique in the cluster; JetStream needs it).
+    server_name: str = Field(pattern=ID_PATTERN)
+    # Where this node listens for its peers' routes (a private network between them).
+    listen: str
+    port: int = Field(default=6222, ge=1, le=65535)
+    # Every node's route URL ("nats-route://10.1.0.11:6222"), this one's included.
+    routes: list[str] = Field(min_length=2)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
         return check_ip(v)
+
+
+class CentreNatsConfig(Model):
+    """`[nats]`: the centre's NATS JetStream (domain ``centre``) and its sourcing."""
+
+    # The client port (`edge centre`, the centre page): loopback unless keys are given.
+    listen: str = "127.0.0.1"
+    port: int = Field(default=4222, ge=1, le=65535)
+    # The monitoring port (loopback only: it has no authentication).
+    monitor_port: int = Field(default=8222, ge=1, le=65535)
+    # Where the vehicles' leaf connections arrive: the tunnel address, usually.
+    leaf_listen: str = "127.0.0.1"
+    leaf_port: int = Field(default=7422, ge=1, le=65535)
+    # JetStream's files (relative to this config's folder).
+    store_dir: str = "nats"
+    max_store_mb: int = Field(default=0, ge=0, le=100_000_000)
+    # The seed (SU…) of the centre's own clients (`edge centre`, the centre page); with
+    # it (and the vehicles' nats_key) every connection needs a key.
+    client_seed: SecretRef | None = None
+    # Each vehicle's stream here keeps this much (what is older or beyond is dropped).
+    max_age_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    max_mb_per_vehicle: int = Field(default=1024, ge=1, le=1_000_000)
+    # A source that has not moved for this long while its vehicle's leaf is connected
+    # and has something to send is stalled; `edge centre` says so and kicks it.
+    stall_after_s: float = Field(default=20.0, ge=1, le=3600)
+    cluster: CentreClusterConfig | None = None
+
+    @field_validator("listen", "leaf_listen")
+    @classmethod
+    def _addresses(cls, v: str) -> str:
+        return check_ip(v)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.listen}:{self.port}"
 
 
 class CentreTunnelConfig(Model):
@@ -50,6 +110,7 @@ class CentreSiteConfig(Model):
     listen: str
     probe_port: int = Field(default=7471, ge=1, le=65535)
     tunnel: CentreTunnelConfig | None = None
+    nats: CentreNatsConfig | None = None
     vehicles: list[CentreVehicleConfig] = []
 
     @field_validator("listen")
@@ -67,6 +128,40 @@ class CentreSiteConfig(Model):
                 raise ValueError(f'vehicles[{i}].id: "{v.id}" is already the id of '
                                  f"vehicles[{seen[v.id]}]")
             seen[v.id] = i
-        if self.vehicles and self.tunnel is None:
-            raise ValueError("vehicles are listed but there is no [tunnel] for them")
+        if self.vehicles and self.tunnel is None and self.nats is None:
+            raise ValueError("vehicles are listed but there is no [tunnel] or [nats] for them")
+        for i, v in enumerate(self.vehicles):
+            if self.tunnel is not None:
+                for key in ("public_key", "tunnel_address"):
+                    if getattr(v, key) is None:
+                        raise ValueError(f"vehicles[{i}].{key}: missing (the [tunnel] "
+                                         "needs each vehicle's)")
+            elif v.public_key is not None or v.tunnel_address is not None:
+                raise ValueError(f"vehicles[{i}]: public_key and tunnel_address are for "
+                                 "the [tunnel], and there is none")
+        if self.nats is not None:
+            self._nats_is_closed(self.nats)
         return self
+
+    def _nats_is_closed(self, nats: CentreNatsConfig) -> None:
+        keyed = [v.nats_key is not None for v in self.vehicles]
+        if any(keyed) and not all(keyed):
+            missing = next(v.id for v in self.vehicles if v.nats_key is None)
+            raise ValueError(f"vehicle {missing!r} has no nats_key: with keys, the leaf "
+                             "port admits only vehicles that have one")
+        if all(keyed) and self.vehicles and nats.client_seed is None:
+            raise ValueError("nats.client_seed: missing (with the vehicles' nats_key, the "
+                             "centre's own clients need a key too)")
+        if not ipaddress.ip_address(nats.listen).is_loopback and nats.client_seed is None:
+            raise ValueError(f"nats.listen {nats.listen}: the client port would be open "
+                             "beyond this machine: give nats.client_seed or listen on "
+                             "127.0.0.1")
+        if not ipaddress.ip_address(nats.leaf_listen).is_loopback and not (
+                self.vehicles and all(keyed)):
+            raise ValueError(f"nats.leaf_listen {nats.leaf_listen}: the leaf port would "
+                             "admit anyone: give each [[vehicles]] its nats_key or listen "
+                             "on 127.0.0.1")
+        ports = {"port": nats.port, "monitor_port": nats.monitor_port,
+                 "leaf_port": nats.leaf_port}
+        if len(set(ports.values())) < len(ports):
+            raise ValueError("nats.port, nats.monitor_port and nats.leaf_port must differ")

@@ -1,13 +1,22 @@
 """`[sync]`: the vehicle's bridge from the bus to NATS JetStream (`edge run sync`), its
-local NATS server (a JetStream leaf node) and the centre's leafnode port it links to."""
+local NATS server (a JetStream leaf node, `edge run nats`) and the centre's leafnode port
+it links to, with the nkeys each connection proves itself with.
+
+The secure way is the normal one: a NATS port reachable from anywhere but this machine
+needs a key, and a config that would open one without (the vehicle's client port on an
+address other than loopback, or a leaf link to a centre elsewhere without the vehicle's
+seed) is refused here, when the config loads."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from edge.config.model import Model
+from edge.config.model import ID_PATTERN, Model
+from edge.config.secrets import SecretRef
 
 _NATS_SCHEMES = ("nats", "tls")
 _LEAF_SCHEMES = ("nats-leaf", "nats", "tls")
@@ -25,6 +34,16 @@ def _check_url(v: str, schemes: tuple[str, ...], example: str) -> str:
     return v
 
 
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SyncConfig(Model):
     """`[sync]`: what of the bus goes to the centre, and how much may wait for it."""
 
@@ -33,10 +52,21 @@ class SyncConfig(Model):
     nats_url: str = "nats://127.0.0.1:4222"
     # The centre's leafnode listener, reached through the tunnel ("" : no link configured).
     centre_leaf_url: str = ""
+    # The vehicle's NATS monitoring port (loopback only: it has no authentication).
+    nats_monitor_port: int = Field(default=8222, ge=1, le=65535)
+    # The nkey seed (SU…) of the vehicle's own NATS clients (the bridge): with it, the
+    # vehicle's NATS admits nobody else. None: an open port, allowed on loopback alone.
+    client_seed: SecretRef | None = None
+    # The vehicle's nkey seed at the centre: its leaf connection signs with it; its
+    # public key is this vehicle's `nats_key` in the centre's [[vehicles]].
+    leaf_seed: SecretRef | None = None
     # Where the vehicle's NATS keeps its JetStream files (relative to the config's folder).
     store_dir: str = "nats"
     # Drone telemetry per drone, at most this often; every other kind goes on change.
     telemetry_hz: float = Field(default=1.0, gt=0, le=50)
+    # The same, while the WAN carrying the tunnel is this [[links]] id (its
+    # link/<id>/status says `active`); a link not named here: telemetry_hz.
+    telemetry_hz_by_link: dict[str, float] = {}
     # Service health changes every second (uptime); between real changes, this often.
     health_every_s: float = Field(default=5.0, ge=0, le=3600)
     # The vehicle stream's limits: what the centre has not taken by then is lost.
@@ -55,3 +85,26 @@ class SyncConfig(Model):
     @classmethod
     def _leaf_url(cls, v: str) -> str:
         return _check_url(v, _LEAF_SCHEMES, "nats-leaf://10.77.0.1:7422") if v else v
+
+    @field_validator("telemetry_hz_by_link")
+    @classmethod
+    def _by_link(cls, v: dict[str, float]) -> dict[str, float]:
+        for link, hz in v.items():
+            if not re.match(ID_PATTERN, link):
+                raise ValueError(f'"{link}" is not a link id (lower case letters, digits, '
+                                 "- and _)")
+            if not 0 < hz <= 50:
+                raise ValueError(f"{link}: {hz} Hz is outside (0, 50]")
+        return v
+
+    @model_validator(mode="after")
+    def _never_open(self) -> SyncConfig:
+        if self.client_seed is None and not _loopback(self.nats_url):
+            raise ValueError(f"nats_url {self.nats_url}: the vehicle's NATS would listen "
+                             "beyond this machine without authentication: give client_seed "
+                             "(an nkey seed, `edge centre keys`) or listen on 127.0.0.1")
+        if self.centre_leaf_url and self.leaf_seed is None \
+                and not _loopback(self.centre_leaf_url):
+            raise ValueError(f"centre_leaf_url {self.centre_leaf_url}: the centre admits "
+                             "vehicles by their nkey: give leaf_seed (`edge centre keys`)")
+        return self

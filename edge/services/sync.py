@@ -15,6 +15,7 @@ import contextlib
 from edge.config import ConfigError
 from edge.runtime.service import Service
 from edge.sync.bridge import Bridge
+from edge.sync.vehicle_nats import client_seed
 
 
 class SyncService(Service):
@@ -26,8 +27,14 @@ class SyncService(Service):
             raise ConfigError(str(self.ctx.config_path), [
                 "sync.enabled: the bridge to the centre is disabled; set enabled = true in "
                 "[sync] to run it"])
+        unknown = sorted(set(cfg.telemetry_hz_by_link) - {link.id for link in
+                                                          self.ctx.config.links})
+        if unknown:
+            raise ConfigError(str(self.ctx.config_path), [
+                f"sync.telemetry_hz_by_link: {', '.join(unknown)}: no such [[links]] id"])
+        seed = client_seed(cfg, self.ctx.config_dir)  # a ConfigError names the file
         sub = self.ctx.bus.subscribe("", raw=True)
-        bridge = self.bridge = Bridge(self.ctx.config.vehicle, cfg, sub)
+        bridge = self.bridge = Bridge(self.ctx.config.vehicle, cfg, sub, nkey_seed=seed)
         tasks = [asyncio.create_task(bridge.read_bus(), name="sync-bus"),
                  asyncio.create_task(bridge.publish_loop(), name="sync-nats")]
         self.ctx.ready(f"bridging the bus to {cfg.nats_url}")

@@ -2,7 +2,9 @@
 
 **What goes.** Every state topic when its body changes (service health, whose uptime
 changes every second, when its state changes or every ``health_every_s``); drone
-telemetry at most ``telemetry_hz`` per drone; every alert, mark and command event.
+telemetry at most ``telemetry_hz`` per drone, or ``telemetry_hz_by_link[<id>]`` while
+the WAN carrying the tunnel is link ``<id>`` (the links service's
+``link/<id>/status`` says which is ``active``); every alert, mark and command event.
 Thumbnails stay on the vehicle (their JPEG is a blob, and the thin link has better
 uses). Replay and benchmark topics are not the vehicle's state.
 
@@ -116,13 +118,33 @@ class Thinner:
     """Which bus messages go: state on change, telemetry and health at their rates."""
 
     def __init__(self, telemetry_hz: float, health_every_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 telemetry_hz_by_link: dict[str, float] | None = None) -> None:
+        self.default_telemetry_hz = telemetry_hz
+        self.telemetry_hz_by_link = dict(telemetry_hz_by_link or {})
         self.telemetry_every_s = 1.0 / telemetry_hz
+        self.active_link: str | None = None
         self.health_every_s = health_every_s
         self.clock = clock
         self._last_body: dict[str, dict[str, Any]] = {}
         self._last_sent: dict[str, float] = {}
         self._last_health_state: dict[str, Any] = {}
+
+    @property
+    def telemetry_hz(self) -> float:
+        return 1.0 / self.telemetry_every_s
+
+    def follow_link(self, topic: str, body: dict[str, Any]) -> None:
+        """A link's status: while it carries the tunnel, its telemetry rate applies."""
+        link_id = topic[len(topics.LINK):].partition(topics.SEP)[0]
+        if body.get("active") is True:
+            self.active_link = link_id
+        elif self.active_link == link_id:
+            self.active_link = None  # no WAN carries it now, as far as we know
+        else:
+            return
+        hz = self.telemetry_hz_by_link.get(self.active_link or "", self.default_telemetry_hz)
+        self.telemetry_every_s = 1.0 / hz
 
     def admit(self, topic: str, kind: Kind, body: dict[str, Any]) -> bool:
         if kind == "keep":
@@ -212,11 +234,14 @@ class Bridge:
     """Bus subscription in, the vehicle's JetStream out (see the module's description)."""
 
     def __init__(self, vehicle: str, config: SyncConfig, sub: Subscription,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 nkey_seed: str | None = None) -> None:
         self.vehicle = vehicle
         self.config = config
         self.sub = sub
-        self.thinner = Thinner(config.telemetry_hz, config.health_every_s, clock)
+        self.nkey_seed = nkey_seed
+        self.thinner = Thinner(config.telemetry_hz, config.health_every_s, clock,
+                               config.telemetry_hz_by_link)
         self.outbox = Outbox(config.queue_limit)
         self.stats = BridgeStats()
         self.connected = False
@@ -234,6 +259,8 @@ class Bridge:
     def offer(self, env: Envelope) -> None:
         """One bus message: into the outbox, or counted as left out."""
         self.stats.received += 1
+        if env.topic.startswith(topics.LINK) and env.topic.endswith("/status"):
+            self.thinner.follow_link(env.topic, env.body)
         kind = classify(env.topic)
         if kind is None:
             self.stats.skipped += 1
@@ -275,6 +302,7 @@ class Bridge:
         # failure to _on_error) until the server answers.
         nc = await nats.connect(
             self.config.nats_url, name=f"edge-sync-{self.vehicle}", allow_reconnect=True,
+            nkeys_seed_str=self.nkey_seed,
             max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2,
             error_cb=self._on_error, disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected)

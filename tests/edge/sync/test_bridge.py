@@ -15,7 +15,7 @@ import zmq
 from edge.bus import envelope, topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-from edge.bus.messages import Alert, EventMark, ServiceHealth
+from edge.bus.messages import Alert, EventMark, LinkStatus, ServiceHealth
 from edge.config import VehicleConfig
 from edge.config.sync import SyncConfig
 from edge.services.sync import SyncService
@@ -242,6 +242,47 @@ async def test_a_disabled_bridge_says_so_and_exits(tmp_path: Path, endpoints: En
                                                   bus: BusClient) -> None:
     cfg = sync_settings("nats://127.0.0.1:1", enabled=False)
     # The runner turns the ConfigError into one logged line and exit code 2.
+    with pytest.raises(AssertionError, match=r"exit 2"):
+        async with hosted(SyncService, "sync", vehicle_config(cfg), tmp_path / "v.toml",
+                          endpoints):
+            pass
+
+
+async def test_the_telemetry_rate_follows_the_active_link_on_the_bus(
+        tmp_path: Path, endpoints: Endpoints, bus: BusClient) -> None:
+    async with nats_pair(tmp_path) as pair:
+        cfg = sync_settings(pair.vehicle.url, telemetry_hz_by_link={"lte": 4.0, "sat": 0.5})
+        config = VehicleConfig.model_validate({
+            "vehicle": VEHICLE, "sync": cfg.model_dump(),
+            "links": [{"id": "lte", "name": "LTE", "kind": "lte-public", "interface": "wwan0"},
+                      {"id": "sat", "name": "Satellite", "kind": "satellite",
+                       "interface": "sat0"}]})
+        async with hosted(SyncService, "sync", config, tmp_path / "v.toml", endpoints) as h:
+            bridge = h.service.bridge
+            assert bridge is not None
+            # The links service's own messages, as it publishes them.
+            await until_heard(bus, lambda: bus.publish(topics.link_status("lte"), LinkStatus(
+                link_id="lte", state="up", active=True)),
+                lambda: bridge.thinner.active_link == "lte")
+            assert bridge.thinner.telemetry_hz == 4.0
+            def switch_to_sat() -> None:
+                bus.publish(topics.link_status("lte"), LinkStatus(link_id="lte", active=False))
+                bus.publish(topics.link_status("sat"), LinkStatus(link_id="sat", active=True))
+
+            await until_heard(bus, switch_to_sat, lambda: bridge.thinner.active_link == "sat")
+            assert bridge.thinner.telemetry_hz == 0.5
+
+            # The link's status itself goes to the centre like any state.
+            async def status_stored() -> bool:
+                return bool(await subject_counts(pair.vehicle.url, VEHICLE_STREAM,
+                                                 f"veh.{VEHICLE}.link.sat.status"))
+
+            await until_heard(bus, lambda: None, status_stored)
+
+
+async def test_a_rate_for_a_link_the_vehicle_does_not_have_is_a_config_error(
+        tmp_path: Path, endpoints: Endpoints, bus: BusClient) -> None:
+    cfg = sync_settings("nats://127.0.0.1:1", telemetry_hz_by_link={"lte": 5.0})
     with pytest.raises(AssertionError, match=r"exit 2"):
         async with hosted(SyncService, "sync", vehicle_config(cfg), tmp_path / "v.toml",
                           endpoints):

@@ -64,3 +64,33 @@ def test_the_outbox_sheds_oldest_telemetry_then_state_and_never_alerts() -> None
         order.append(item.subject)
     # Over its limit by alerts alone: they are kept, in the order they came.
     assert order == ["a1", "a2", "a3", "a4", "a5"]
+
+
+def test_telemetry_follows_the_rate_of_the_link_that_carries_the_tunnel() -> None:
+    now = [0.0]
+    thin = Thinner(telemetry_hz=1.0, health_every_s=5.0, clock=lambda: now[0],
+                   telemetry_hz_by_link={"lte": 4.0, "sat": 0.5})
+    drone = topics.drone_telemetry("alpha-1")
+
+    def sent_in_4_s() -> int:
+        start, sent = now[0], 0
+        for step in range(32):  # 8 Hz for 4 s (steps a float holds exactly)
+            now[0] = start + step * 0.125
+            sent += thin.admit(drone, "telemetry", {"lat": step})
+        now[0] = start + 4.0
+        return sent
+
+    assert sent_in_4_s() == 4  # no link known yet: telemetry_hz
+    thin.follow_link(topics.link_status("lte"), {"active": True})
+    assert sent_in_4_s() == 16
+    # A report that another link is not active changes nothing.
+    thin.follow_link(topics.link_status("sat"), {"active": False})
+    assert sent_in_4_s() == 16
+    thin.follow_link(topics.link_status("sat"), {"active": True})
+    assert sent_in_4_s() == 2
+    # The carrying link went down and no other took over: the default again.
+    thin.follow_link(topics.link_status("sat"), {"active": False})
+    assert thin.active_link is None and sent_in_4_s() == 4
+    # A link the config gives no rate: the default.
+    thin.follow_link(topics.link_status("wifi"), {"active": True})
+    assert thin.active_link == "wifi" and sent_in_4_s() == 4
