@@ -46,7 +46,29 @@ def register_camera(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]
                    help="encode in real time, with live timestamp blocks (costs a core)")
     p.add_argument("--user", help="require RTSP authentication with this user")
     p.add_argument("--password", help="... and this password")
+    p.add_argument("--onvif", type=int, default=None, metavar="PORT",
+                   help="also be an ONVIF PTZ camera: Device, Media and PTZ services on this "
+                        "HTTP port (PTZ moves the picture) and a WS-Discovery responder")
+    p.add_argument("--onvif-user", help="ONVIF (WS-UsernameToken) user; RTSP then asks for "
+                                        "the same user and password unless --user is given")
+    p.add_argument("--onvif-password-file", help="read the ONVIF user's password from this file")
+    p.add_argument("--discovery-port", type=int, default=3702, metavar="PORT",
+                   help="WS-Discovery UDP port with --onvif (default 3702; 0: no responder)")
     p.set_defaults(func=cmd_sim_camera)
+
+
+def _read_password_file(flag: str, path: str) -> str:
+    from edge.cli import OperatorError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.read().strip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise OperatorError(f"{flag} {path}: {why}") from None
+    if not password:
+        raise OperatorError(f"{flag} {path} is empty")
+    return password
 
 
 def cmd_sim_camera(args: argparse.Namespace) -> int:
@@ -55,17 +77,50 @@ def cmd_sim_camera(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise OperatorError(f"--port must be 1..65535, got {args.port}")
+    onvif_options = _onvif_options(args)
+    listening = f"{args.host}:{args.port}"
+    if args.onvif is not None:
+        listening += f" and {args.host}:{args.onvif}"
     setup_logging(f"sim-camera@{args.name}")
+    options: dict[str, Any] = {"codec": args.codec, "profile": args.profile, "live": args.live}
+    if args.user is not None:
+        options.update(user=args.user, password=args.password)
     try:
-        run_until_stopped(run_sim_camera(
-            args.name, args.port, args.host, codec=args.codec, profile=args.profile,
-            live=args.live, user=args.user, password=args.password))
+        if onvif_options is None:
+            run_until_stopped(run_sim_camera(args.name, args.port, args.host, **options))
+        else:
+            from drivers.sim.onvif import run_sim_onvif_camera
+
+            run_until_stopped(run_sim_onvif_camera(args.name, args.port, args.host,
+                                                   **onvif_options, **options))
     except ValueError as e:
         raise OperatorError(str(e)) from None
     except OSError as e:
-        raise OperatorError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
-                            ) from None
+        raise OperatorError(f"cannot listen on {listening}: {e.strerror or e}") from None
     return 0
+
+
+def _onvif_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`run_sim_onvif_camera`'s ONVIF arguments from the flags; None without --onvif."""
+    from edge.cli import OperatorError
+
+    if args.onvif is None:
+        if args.onvif_user is not None or args.onvif_password_file is not None:
+            raise OperatorError("--onvif-user and --onvif-password-file need --onvif PORT")
+        return None
+    if not 1 <= args.onvif <= 65535:
+        raise OperatorError(f"--onvif must be a port 1..65535, got {args.onvif}")
+    if args.onvif == args.port:
+        raise OperatorError(f"--onvif {args.onvif} is the RTSP --port: give another")
+    if not 0 <= args.discovery_port <= 65535:
+        raise OperatorError(f"--discovery-port must be 0..65535, got {args.discovery_port}")
+    if (args.onvif_user is None) != (args.onvif_password_file is None):
+        raise OperatorError("--onvif-user and --onvif-password-file go together")
+    password = None
+    if args.onvif_password_file is not None:
+        password = _read_password_file("--onvif-password-file", args.onvif_password_file)
+    return {"onvif_port": args.onvif, "onvif_user": args.onvif_user,
+            "onvif_password": password, "discovery_port": args.discovery_port or None}
 
 
 # --- edge sim drone ---------------------------------------------------------

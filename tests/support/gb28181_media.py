@@ -18,7 +18,7 @@ import numpy.typing as npt
 from drivers.gb28181.gb_sdp import MediaTransport
 from drivers.gb28181.ps_demux import PsAccessUnit
 from drivers.gb28181.rtp_ps import RtpPsReceiver
-from drivers.sim.gb28181.media import marker_x
+from drivers.sim.camera.viewport import marker_x
 
 
 class PictureSink:

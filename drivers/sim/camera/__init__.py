@@ -15,7 +15,12 @@ Entry point for ``edge sim camera --name NAME --port P`` (blocks until cancelled
     profile="baseline"|"main"|"high", live=False, loop_seconds=2.0,
     user=None, password=None, auth="digest"|"basic",
     garbage=False, close_after_s=None, stall_after_s=None,
-    repeat_parameter_sets=True, session_timeout=60.0, mtu=1400
+    repeat_parameter_sets=True, session_timeout=60.0, mtu=1400, view=None
+
+``view`` (a callable returning a `viewport.View`) makes it a PTZ camera whose
+picture is a window onto a larger world: the pre-encoded loop while the view is
+home, a live encode of the window elsewhere (`source.SteerableSource`). The ONVIF
+device (`drivers.sim.onvif`, ``edge sim camera --onvif PORT``) steers it.
 
 By default each stream encodes `loop_seconds` once (libx264 veryfast,
 zerolatency, no B-frames) and replays it with live RTP timestamps, so an idle

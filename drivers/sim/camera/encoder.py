@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import av
 from av.video.frame import PictureType
@@ -35,7 +35,8 @@ from drivers.rtsp.annexb import (
     parameter_set_types,
     split_annexb,
 )
-from drivers.sim.camera.scene import Scene
+from drivers.sim.camera.scene import Frame, Scene
+from drivers.sim.camera.viewport import ViewportScene
 
 Profile = Literal["baseline", "main", "high"]
 
@@ -56,6 +57,22 @@ class EncoderSettings:
     # Dome cameras repeat SPS/PPS before every IDR; off, only the first IDR has
     # them (like GStreamer's rtph264pay default), to test ingests that must cope.
     repeat_parameter_sets: bool = True
+    # The picture is a PTZ camera's home view of the `viewport` world (ruler and
+    # all) rather than the plain scene, so that leaving home and coming back match.
+    viewport: bool = False
+
+
+class Renderer(Protocol):
+    """Draws frame `index` (a `Scene`, or a `ViewportScene` following a PTZ)."""
+
+    def render(self, index: int, wall_ns: int | None = None) -> Frame: ...
+
+
+def scene_for(settings: EncoderSettings) -> Renderer:
+    """The picture these settings encode: the plain scene, or the viewport's home view."""
+    if settings.viewport:
+        return ViewportScene(settings.name, settings.width, settings.height, settings.fps)
+    return Scene(settings.name, settings.width, settings.height, settings.fps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +191,7 @@ def extract_parameter_sets(codec: Codec, au: EncodedAU) -> ParameterSets:
     return ParameterSets(codec, found[types[0]], found[types[1]], found[types[2]])
 
 
-def _frame(scene: Scene, index: int, wall_ns: int) -> av.VideoFrame:
+def _frame(scene: Renderer, index: int, wall_ns: int) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(scene.render(index, wall_ns), format="bgr24")
     frame.pts = index
     return frame
@@ -193,7 +210,7 @@ def encode_loop(
     encode does not keep a core busy (or its process alive) for seconds.
     """
     ctx = _open_codec(settings)
-    scene = Scene(settings.name, settings.width, settings.height, settings.fps)
+    scene = scene_for(settings)
     count = max(1, round(seconds * settings.fps))
     start_ns = time.time_ns()
     packets: list[av.Packet[Any]] = []
@@ -217,12 +234,15 @@ def loop_from_aus(settings: EncoderSettings, aus: list[EncodedAU]) -> EncodedLoo
 
 
 class LiveEncoder:
-    """Renders and encodes frames on demand, stamping the current wall time."""
+    """Renders and encodes frames on demand, stamping the current wall time.
 
-    def __init__(self, settings: EncoderSettings) -> None:
+    `scene` draws the pictures (default: `scene_for(settings)`).
+    """
+
+    def __init__(self, settings: EncoderSettings, scene: Renderer | None = None) -> None:
         self.settings = settings
         self._ctx = _open_codec(settings)
-        self._scene = Scene(settings.name, settings.width, settings.height, settings.fps)
+        self._scene = scene if scene is not None else scene_for(settings)
         self._index = 0
 
     def encode_next(self, force_keyframe: bool = False) -> list[EncodedAU]:

@@ -100,9 +100,13 @@ def encoder_version(codec: Codec) -> str:
 
 def cache_key(settings: EncoderSettings, seconds: float) -> str:
     """Canonical JSON of everything that determines a loop's bytes."""
+    fields = asdict(settings)
+    if not fields["viewport"]:
+        # Keys written before the field existed stay valid: no re-encode on upgrade.
+        del fields["viewport"]
     key = {
         "format": FORMAT_VERSION,
-        "settings": asdict(settings),
+        "settings": fields,
         "seconds": seconds,
         "encoder": encoder_version(settings.codec),
         "pyav": av.__version__,

@@ -26,7 +26,7 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +53,8 @@ from drivers.sim.camera.session import (
     TcpInterleavedSink,
     UdpSink,
 )
-from drivers.sim.camera.source import LiveSource, LoopSource, StreamSource
+from drivers.sim.camera.source import LiveSource, LoopSource, SteerableSource, StreamSource
+from drivers.sim.camera.viewport import View, ViewportScene
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class SimCamera:
     test can stop the camera and start it again at the same address.
     `start(wait=False)` returns as soon as it listens; `wait_ready()` then
     waits for every stream (and raises if preparing one failed).
+    `view`, if given, makes it a PTZ camera: every stream shows the `viewport`
+    world through `view()` (see `SteerableSource`; the ONVIF device steers it).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class SimCamera:
         repeat_parameter_sets: bool = True,
         session_timeout: float = 60.0,
         mtu: int = DEFAULT_MTU,
+        view: Callable[[], View] | None = None,
     ) -> None:
         if "/" in name or not name:
             raise ValueError(f"camera name {name!r} must be a non-empty path segment")
@@ -158,6 +162,7 @@ class SimCamera:
         self.repeat_parameter_sets = repeat_parameter_sets
         self.session_timeout = session_timeout
         self.mtu = mtu
+        self.view = view
         self._auth = Authenticator(user, password or "", auth) if user is not None else None
         self._sources: dict[str, StreamSource] = {}
         # Keyframe requests honoured (SET_PARAMETER Renew-Stream), per stream.
@@ -299,9 +304,14 @@ class SimCamera:
                 profile=self.profile,
                 preset="ultrafast" if self.live else "veryfast",
                 repeat_parameter_sets=self.repeat_parameter_sets,
+                viewport=self.view is not None,
             )
             if self.live:
-                self._sources[stream] = await LiveSource.create(settings, self.mtu)
+                self._sources[stream] = await LiveSource.create(
+                    settings, self.mtu, self._viewport_scene(settings))
+            elif self.view is not None:
+                self._sources[stream] = await SteerableSource.create(
+                    settings, self.loop_seconds, self.mtu, self.view, self._cancel_encode)
             else:
                 self._sources[stream] = await LoopSource.create(
                     settings, self.loop_seconds, self.mtu, self._cancel_encode
@@ -309,6 +319,13 @@ class SimCamera:
             log.info(
                 "sim camera %s: %s ready after %.1f s", self.name, stream, loop.time() - started
             )
+
+    def _viewport_scene(self, settings: EncoderSettings) -> Callable[[], ViewportScene] | None:
+        view = self.view
+        if view is None:
+            return None
+        return lambda: ViewportScene(settings.name, settings.width, settings.height,
+                                     settings.fps, view)
 
     async def _open_udp(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,9 @@
 """The simulated device's video: a short encoded loop per channel and PTZ view, sent as PS over RTP.
 
 A channel's picture is a window onto a "world" twice the frame's width and
-height: the camera simulator's moving scene, with a fixed ruler across its lower
-part (ticks and one white block at the world's centre) so that a pan shows as the
-block moving sideways. Pan and tilt move the window, zoom shrinks or grows it
-(and the crop is scaled back to the frame size).
+height (`drivers.sim.camera.viewport`, shared with the ONVIF camera): the camera
+simulator's moving scene with a fixed ruler whose white block a test finds again
+(`viewport.marker_x`). Pan and tilt move the window, zoom shrinks or grows it.
 
 Each PTZ move command moves the view one step (pan a eighth of the frame width,
 tilt a eighth of its height, zoom by 1.25x) whatever its speed, and stop does
@@ -31,14 +30,13 @@ from fractions import Fraction
 from typing import Any, Literal
 
 import av
-import cv2
 import numpy as np
 
 from drivers.gb28181 import ptz_cmd
 from drivers.gb28181.ps_mux import PsMuxer, RtpPacketizer, rfc4571_frame
 from drivers.gb28181.ptz_cmd import PtzCmd
 from drivers.rtsp.annexb import Codec, is_keyframe_nal, join_annexb, split_annexb
-from drivers.sim.camera.scene import Frame, Scene
+from drivers.sim.camera import viewport
 
 log = logging.getLogger(__name__)
 
@@ -71,37 +69,9 @@ class View:
                        tilt=max(-TILT_STEPS, min(TILT_STEPS, tilt)),
                        zoom=max(ZOOM_STEPS[0], min(ZOOM_STEPS[1], zoom)))
 
-
-def draw_ruler(world: Frame, width: int, height: int) -> None:
-    """The fixed marks a test finds again after a pan: rows `ruler_rows` of the world."""
-    y0, y1 = ruler_rows(height)
-    world[y0:y1, :] = 60
-    for x in range(0, 2 * width, max(1, width // 4)):
-        world[y0:y1, x : x + 2] = 140
-    half = max(1, width // 32)
-    world[y0:y1, width - half : width + half] = 255
-
-
-def ruler_rows(height: int) -> tuple[int, int]:
-    """Rows of the world holding the ruler; in the home view they are these minus height/2."""
-    return int(1.22 * height), int(1.38 * height)
-
-
-def render_view(world: Frame, view: View, width: int, height: int) -> Frame:
-    """Crop the world (2*width x 2*height) to `view` and scale it to width x height."""
-    factor = 1.25 ** view.zoom
-    win_w = min(2 * width, round(width / factor))
-    win_h = min(2 * height, round(height / factor))
-    cx = width + view.pan * width / 8
-    cy = height - view.tilt * height / 8
-    x0 = int(max(0, min(2 * width - win_w, round(cx - win_w / 2))))
-    y0 = int(max(0, min(2 * height - win_h, round(cy - win_h / 2))))
-    crop = world[y0 : y0 + win_h, x0 : x0 + win_w]
-    if crop.shape[1] == width and crop.shape[0] == height:
-        return np.ascontiguousarray(crop)
-    resized: Frame = np.asarray(cv2.resize(crop, (width, height),
-                                           interpolation=cv2.INTER_AREA), dtype=np.uint8)
-    return resized
+    def window(self) -> viewport.View:
+        """The viewport this many steps away from home."""
+        return viewport.View(pan=self.pan / 8, tilt=self.tilt / 8, zoom=1.25 ** self.zoom)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +110,14 @@ def _codec_context(codec: Codec, width: int, height: int, fps: int) -> av.VideoC
 def encode_view_loop(name: str, view: View, *, codec: Codec = "h264", width: int = WIDTH,
                      height: int = HEIGHT, fps: int = FPS) -> list[LoopPicture]:
     """One second of channel `name` seen through `view` (blocking, CPU-bound: use a thread)."""
-    scene = Scene(name, 2 * width, 2 * height, fps)
+    window = view.window()
+    scene = viewport.ViewportScene(name, width, height, fps, lambda: window)
     ctx = _codec_context(codec, width, height, fps)
     start_ns = time.time_ns()
     packets: list[av.Packet[Any]] = []
     for index in range(fps):
-        world = scene.render(index, start_ns + index * 1_000_000_000 // fps)
-        draw_ruler(world, width, height)
-        frame = av.VideoFrame.from_ndarray(render_view(world, view, width, height),
-                                           format="bgr24")
+        frame = av.VideoFrame.from_ndarray(
+            scene.render(index, start_ns + index * 1_000_000_000 // fps), format="bgr24")
         frame.pts = index
         packets.extend(ctx.encode(frame))
     packets.extend(ctx.encode(None))
@@ -346,15 +315,3 @@ class MediaEndpoint:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
-
-
-def marker_x(picture: Frame) -> float | None:
-    """The x of the ruler's white block in a decoded picture (BGR or grey) of a view with
-    no tilt or zoom: how a test sees that a pan moved the picture. None if not in view."""
-    height = picture.shape[0]
-    y0, y1 = ruler_rows(height)
-    # A few rows in from the band's edges: the encoder blurs them into the scene.
-    band = picture[y0 - height // 2 + 3 : y1 - height // 2 - 3].astype(np.float32)
-    columns = band.mean(axis=(0, 2)) if band.ndim == 3 else band.mean(axis=0)
-    bright = np.nonzero(columns > 200)[0]
-    return float(bright.mean()) if len(bright) else None

@@ -51,11 +51,15 @@ def test_key_covers_everything_that_changes_the_bytes() -> None:
                         codec="h265"),
         EncoderSettings(name="tiny", width=448, height=128, bitrate=200_000, gop=5,
                         repeat_parameter_sets=False),
+        EncoderSettings(name="tiny", width=448, height=128, bitrate=200_000, gop=5,
+                        viewport=True),
     ]
     keys = {loop_cache.cache_key(v, SECONDS) for v in variants}
     keys.add(loop_cache.cache_key(TINY, 1.0))
     assert base not in keys and len(keys) == len(variants) + 1
     assert "x264 - core" in base  # the encoder build itself
+    # A plain camera's key is what it was before PTZ cameras: its cached loops stay valid.
+    assert "viewport" not in base
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "other-key"])
