@@ -605,6 +605,113 @@ class ReplayStatus(Message):
 
 
 # ---------------------------------------------------------------------------
+# GB/T 28181 devices (`edge run gb28181`)
+# ---------------------------------------------------------------------------
+GbDeviceStateName = Literal["online", "offline", "refused"]
+GB_DEVICE_STATES: tuple[GbDeviceStateName, ...] = get_args(GbDeviceStateName)
+
+
+@nested
+@dataclass(slots=True, kw_only=True)
+class GbChannel(Message):
+    """One channel of a device's Catalog (a camera, usually)."""
+
+    channel_id: str = ""
+    name: str = ""
+    status: str = ""  # as the device says it: ON | OFF (some write ONLINE/OFFLINE)
+    manufacturer: str = ""
+    model: str = ""
+    ptz_type: int | None = None  # 1 dome, 2 half-dome, 3 fixed, 4 remote-controlled
+    lat: float | None = None
+    lon: float | None = None
+
+
+@message("gb.status")
+@dataclass(slots=True, kw_only=True)
+class GbDeviceStatus(Message):
+    """A GB/T 28181 device as the platform sees it (`gb/<device>/status`), 1 Hz and at once
+    on a change. `refused`: it was answered 403 after wrong passwords (see `reason`)."""
+
+    device_id: str = ""
+    name: str = ""  # from the config, else the device's own DeviceName
+    state: GbDeviceStateName = "offline"
+    reason: str = ""  # why offline or refused, one line
+    address: str = ""  # where its SIP comes from (its carrier NAT's address), host:port
+    transport: str = ""  # udp | tcp: its SIP signalling
+    registered_ns: int = 0  # wall clock of its last registration
+    last_keepalive_ns: int = 0
+    keepalives: int = 0
+    manufacturer: str = ""
+    model: str = ""
+    firmware: str = ""
+    channels: list[GbChannel] = field(default_factory=list)
+    sessions: int = 0  # live-video sessions open with it
+
+
+GbTransportName = Literal["udp", "tcp-passive", "tcp-active"]
+
+
+@message("gb.platform")
+@dataclass(slots=True, kw_only=True)
+class GbPlatformInfo(Message):
+    """The gb28181 service's settings a camera process needs to receive a device's media
+    (`gb/platform/info`, on start): where to open its RTP socket, and how long to wait."""
+
+    platform_id: str = ""
+    sip: str = ""  # host:port it listens on, UDP and TCP
+    media_bind: str = "0.0.0.0"
+    rtp_port_min: int = 0  # 0: any port
+    rtp_port_max: int = 0
+    invite_transport: GbTransportName = "udp"
+    request_timeout_s: float = 8.0  # a device's INVITE answer may take this long
+    no_media_s: float = 10.0  # a stream without a packet this long is lost
+
+
+@message("gb.invite")
+@dataclass(slots=True, kw_only=True)
+class GbInvite(Message):
+    """A request to `gb28181`: ask `device_id`'s channel for live video sent to `host`:`port`
+    (`host` "": the vehicle's address as the device reaches it) over `transport`.
+    Answered with a `Reply` whose data has `session_id`, the offer's `host`, `port` and
+    `ssrc` (the RTP SSRC as a number), and the device's answer: `device_host`,
+    `device_port` (where a tcp-active receiver connects), `transport`."""
+
+    device_id: str = ""
+    channel_id: str = ""
+    host: str = ""
+    port: int = 0
+    transport: GbTransportName = "udp"
+
+
+@message("gb.bye")
+@dataclass(slots=True, kw_only=True)
+class GbBye(Message):
+    """A request to `gb28181`: end the live-video session `session_id` (its Call-ID)."""
+
+    session_id: str = ""
+
+
+GB_PTZ_ACTIONS = ("move", "stop", "preset_call", "preset_set", "preset_delete")
+
+
+@message("gb.ptz")
+@dataclass(slots=True, kw_only=True)
+class GbPtzCommand(Message):
+    """A request to `gb28181`: a PTZCmd (GB/T 28181 A.3) for `device_id`'s channel.
+    `move`: `pan` -1 left / +1 right, `tilt` -1 down / +1 up, `zoom` -1 out / +1 in, at
+    `speed` (1..255; zoom's is scaled to 1..15) until `stop`; presets by `preset` 1..255."""
+
+    device_id: str = ""
+    channel_id: str = ""
+    action: str = ""  # one of GB_PTZ_ACTIONS
+    pan: int = 0
+    tilt: int = 0
+    zoom: int = 0
+    speed: int = 128
+    preset: int = 0
+
+
+# ---------------------------------------------------------------------------
 # Bench
 # ---------------------------------------------------------------------------
 @message("bench.sample")

@@ -122,6 +122,27 @@ UPLINK_SERVICE = "uplink"
 RECORDER = "recorder/"
 RECORDER_STATUS = "recorder/status"
 
+# --- GB/T 28181 devices (the gb28181 service) --------------------------------
+GB = "gb/"
+# The gb28181 service's bus name: `GbInvite`, `GbBye` and `GbPtzCommand` are asked of it.
+GB28181_SERVICE = "gb28181"
+
+
+# The service's media settings for camera processes (`GbPlatformInfo`; state). Device ids
+# are 20 digits, so no device is called "platform".
+GB_PLATFORM_INFO = "gb/platform/info"
+
+
+def gb_status(device_id: str) -> str:
+    """A GB/T 28181 device as the platform sees it (state: online, channels, ...)."""
+    return f"gb/{device_id}/status"
+
+
+def gb_alert_source(device_id: str) -> str:
+    """The `source` of a device's alerts (`alert/gb/<device id>`)."""
+    return f"gb/{device_id}"
+
+
 # --- alerts and the commander's marks --------------------------------------
 ALERT = "alert/"
 

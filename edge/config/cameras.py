@@ -4,6 +4,8 @@ A stream's source is a table with one key that names its kind::
 
     main = { rtsp = "rtsp://192.0.2.10/101" }   # an RTSP URL
     main = { drone = "alpha-1" }                # RTSP at the URL the drone announces
+    main = { gb28181 = "DEVICE/CHANNEL" }       # a GB/T 28181 device's channel, invited
+    main = { onvif = "http://192.0.2.10", profile = "main" }  # RTSP at the URI ONVIF gives
 
 Shorthands from before sources had kinds still work: a bare URL
 (`main = "rtsp://…"`, `sub = "rtsp://…"`) is `{ rtsp = … }`, and
@@ -20,7 +22,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from edge.config.addresses import check_rtsp_url
+from edge.config.addresses import check_rtsp_url, host_problem, port_problem
+from edge.config.gb28181 import GB_ID_EXAMPLE, check_gb_id
 from edge.config.model import DeviceId, Model, Position, variant_tag
 from edge.config.secrets import SecretRef
 
@@ -57,7 +60,94 @@ class DroneSourceConfig(SourceSpec):
     drone: DeviceId
 
 
-SOURCE_SPECS: tuple[type[SourceSpec], ...] = (RtspSourceConfig, DroneSourceConfig)
+class Gb28181SourceConfig(SourceSpec):
+    """A channel of a GB/T 28181 device registered to the vehicle (`[gb28181]`), invited
+    by the gb28181 service to send its PS stream to this camera's process."""
+
+    kind = "gb28181"
+    usage = '{ gb28181 = "DEVICE-ID/CHANNEL-ID" }'
+
+    gb28181: str
+    # How the device sends; None: `[gb28181] invite_transport`.
+    transport: Literal["udp", "tcp-passive", "tcp-active"] | None = None
+
+    @field_validator("gb28181")
+    @classmethod
+    def _ids(cls, v: str) -> str:
+        device, sep, channel = v.partition("/")
+        if not sep:
+            raise ValueError(f'expected "DEVICE-ID/CHANNEL-ID" (two 20-digit GB/T 28181 ids), '
+                             f'like "{GB_ID_EXAMPLE}/{GB_ID_EXAMPLE[:10]}1310000001", '
+                             f'got "{v[:60]}"')
+        check_gb_id(device, "device id")
+        check_gb_id(channel, "channel id")
+        return v
+
+    @property
+    def device_id(self) -> str:
+        return self.gb28181.partition("/")[0]
+
+    @property
+    def channel_id(self) -> str:
+        return self.gb28181.partition("/")[2]
+
+
+class OnvifSourceConfig(SourceSpec):
+    """An ONVIF (Profile S) camera: RTSP at the URI the device gives for one of its profiles.
+
+    `onvif` is the device's address, `http[s]://HOST[:PORT]`, or its device service
+    URL as `edge camera discover` prints it; `profile` is `main` (the device's
+    largest picture), `sub` (its smallest) or a profile token. The camera's
+    `credentials` log in to ONVIF and to RTSP alike.
+    """
+
+    kind = "onvif"
+    usage = '{ onvif = "http://HOST", profile = "main" }'
+
+    onvif: str
+    profile: str
+
+    @field_validator("onvif")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return check_onvif_address(v)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        # ONVIF's ReferenceToken: at most 64 characters; a space could not be told apart.
+        if not v or len(v) > 64 or any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError(f'expected "main", "sub" or a profile token (1-64 characters, '
+                             f'no spaces), got "{v[:80]}"')
+        return v
+
+
+def check_onvif_address(value: str) -> str:
+    """`http[s]://HOST[:PORT][/path]`, with no user info (credentials are a secret)."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f'expected http://HOST[:PORT] of an ONVIF device, got "{value[:80]}"')
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f'"{value[:80]}" has a space or control character in it')
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    if "@" in netloc:
+        raise ValueError("no user or password in the ONVIF address: give the camera's "
+                         "`credentials` instead")
+    if netloc.startswith("["):
+        host, _, after = netloc.partition("]")
+        host, port = host + "]", (after[1:] if after.startswith(":") else None)
+    else:
+        host, sep, port_text = netloc.partition(":")
+        port = port_text if sep else None
+    if not host:
+        raise ValueError(f'no host in "{value[:80]}"')
+    why = host_problem(host) or (port_problem(port) if port is not None else None)
+    if why:
+        raise ValueError(f"{why} (in {value[:80]})")
+    return value
+
+
+SOURCE_SPECS: tuple[type[SourceSpec], ...] = (RtspSourceConfig, DroneSourceConfig,
+                                                Gb28181SourceConfig, OnvifSourceConfig)
 _BY_KIND = {spec.kind: spec for spec in SOURCE_SPECS}
 
 
@@ -78,7 +168,9 @@ def _bare_url(value: Any) -> Any:
 
 SourceConfig = Annotated[
     Annotated[RtspSourceConfig, Tag(variant_tag("rtsp"))]
-    | Annotated[DroneSourceConfig, Tag(variant_tag("drone"))],
+    | Annotated[DroneSourceConfig, Tag(variant_tag("drone"))]
+    | Annotated[Gb28181SourceConfig, Tag(variant_tag("gb28181"))]
+    | Annotated[OnvifSourceConfig, Tag(variant_tag("onvif"))],
     Discriminator(
         _kind_of, custom_error_type="source_kind",
         custom_error_message="expected an RTSP URL or a table with one kind of source: "

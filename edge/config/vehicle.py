@@ -8,6 +8,7 @@ from edge.config.bus import BusConfig
 from edge.config.cameras import CameraConfig
 from edge.config.demo import DemoConfig
 from edge.config.drones import DroneLinkConfig
+from edge.config.gb28181 import Gb28181Config
 from edge.config.links import CentreConfig, LinkPolicyConfig, WanLinkConfig
 from edge.config.model import ID_PATTERN, Model, Position
 from edge.config.recorder import RecorderConfig
@@ -27,6 +28,7 @@ class VehicleConfig(Model):
     uplink: UplinkConfig = UplinkConfig()
     recorder: RecorderConfig = RecorderConfig()
     sync: SyncConfig = SyncConfig()
+    gb28181: Gb28181Config = Gb28181Config()
     demo: DemoConfig = DemoConfig()
 
     @model_validator(mode="after")

@@ -58,8 +58,13 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("links", "the WAN links: probes, the tunnel to the centre and which WAN "
                     "carries it", "edge.services.links:LinksService",
                     enabled=lambda cfg: bool(cfg.links)),
+        ServiceSpec("nats", "the vehicle's NATS JetStream server (a leaf node of the centre's)",
+                    "edge.services.nats:NatsService", enabled=lambda cfg: cfg.sync.enabled),
         ServiceSpec("sync", "the bus to the vehicle's NATS JetStream, which the centre sources",
                     "edge.services.sync:SyncService", enabled=lambda cfg: cfg.sync.enabled),
+        ServiceSpec("gb28181", "the GB/T 28181 platform: dome cameras register, are asked for "
+                    "video and steered", "edge.services.gb28181:Gb28181Service",
+                    enabled=lambda cfg: cfg.gb28181.enabled),
     )
 }
 

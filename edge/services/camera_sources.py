@@ -9,6 +9,13 @@ is a config variant, a driver and a factory, and no edit to the service.
 - ``drone``: RTSP at the URL the drone announces on ``drone/<id>/stream``:
   the resolver (the bus part) is here, the RTSP part is the same factory as
   ``rtsp``'s, and `drivers.resolved_source.ResolvedSource` joins the two.
+- ``gb28181``: `drivers.gb28181.source.GbSource`, a device's channel invited by the
+  gb28181 service: the source opens the media socket, and :class:`GbServiceLink`
+  (the bus part) reads the service's media settings on ``gb/platform/info`` and
+  asks it for INVITE and BYE.
+- ``onvif``: `drivers.onvif.source.OnvifSource`: RTSP at the URI the device gives
+  (GetStreamUri) for the configured profile, asked again when the RTSP source
+  keeps failing; the RTSP part is the same factory as ``rtsp``'s.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from drivers.gb28181.source import GbSource, GbSourceError, Invited, MediaPlan
 from drivers.resolved_source import ResolvedSource
 from drivers.rtsp.demux import redact_url, with_credentials
 from drivers.rtsp.source import RtspSource
 from drivers.source import AccessUnitSink, Source, StateCallback
 from edge.bus import topics
-from edge.bus.client import BusClient
-from edge.bus.messages import DroneVideo
+from edge.bus.client import BusClient, RequestError
+from edge.bus.messages import DroneVideo, GbBye, GbInvite, GbPlatformInfo, Reply
 from edge.config import CameraConfig, ConfigError, DroneSourceConfig, RtspSourceConfig, SourceSpec
+from edge.config.cameras import Gb28181SourceConfig, OnvifSourceConfig
 
 DRONE_WAITING = "waiting for the drone to announce its camera"
 
@@ -107,3 +116,87 @@ async def drone_stream_urls(bus: BusClient, drone_id: str,
             yield msg.uri
     finally:
         sub.close()
+
+
+@source_kind(Gb28181SourceConfig)
+def _gb28181(spec: Gb28181SourceConfig, setup: SourceSetup) -> Source:
+    link = GbServiceLink(setup.bus, spec, setup.log)
+    return GbSource(name=setup.name, plan=link.plan, invite=link.invite, bye=link.bye,
+                    sink=setup.sink, on_state=setup.on_state)
+
+
+# Beyond the service's own limit for a device's answer: the bus round trip and its work.
+GB_REPLY_MARGIN_S = 2.0
+
+
+class GbServiceLink:
+    """A gb28181 camera's bus side: the service's settings, INVITE and BYE by request.
+
+    Linger ("released a while after the last consumer") is not done: the camera
+    service pulls every stream for as long as it runs (the recorder records them
+    all), so a channel is invited while its camera process runs and BYE'd when it
+    stops; `[gb28181] linger_s` waits for consumer tracking on the media plane.
+    """
+
+    def __init__(self, bus: BusClient, spec: Gb28181SourceConfig, log: logging.Logger) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.log = log
+        self.request_timeout_s = 8.0
+
+    async def plan(self) -> MediaPlan:
+        """The service's latest settings (the broker's cache has them; else wait)."""
+        info: GbPlatformInfo | None = None
+        sub = self.bus.subscribe(topics.GB_PLATFORM_INFO)
+        try:
+            async for env in sub:
+                if isinstance(env.message, GbPlatformInfo):
+                    info = env.message
+                    break
+        finally:
+            sub.close()
+        if info is None:  # the subscription ended: the client is closing
+            raise GbSourceError(f"no settings from the {topics.GB28181_SERVICE} service")
+        self.request_timeout_s = info.request_timeout_s
+        return MediaPlan(transport=self.spec.transport or info.invite_transport,
+                         bind_host=info.media_bind,
+                         ports=(info.rtp_port_min, info.rtp_port_max),
+                         no_media_s=info.no_media_s)
+
+    async def invite(self, plan: MediaPlan, port: int) -> Invited:
+        request = GbInvite(device_id=self.spec.device_id, channel_id=self.spec.channel_id,
+                           port=port, transport=plan.transport)
+        reply = await self._ask(request, self.request_timeout_s + GB_REPLY_MARGIN_S)
+        data = reply.data
+        session_id = data.get("session_id")
+        ssrc = data.get("ssrc")
+        if not isinstance(session_id, str) or not session_id:
+            raise GbSourceError("the gb28181 service's reply to INVITE has no session")
+        device_port = data.get("device_port")
+        return Invited(session_id=session_id, ssrc=ssrc if isinstance(ssrc, int) else None,
+                       device_host=str(data.get("device_host") or ""),
+                       device_port=device_port if isinstance(device_port, int) else 0)
+
+    async def bye(self, session_id: str) -> None:
+        await self._ask(GbBye(session_id=session_id), self.request_timeout_s + GB_REPLY_MARGIN_S)
+
+    async def _ask(self, request: GbInvite | GbBye, timeout: float) -> Reply:
+        try:
+            env = await self.bus.request(topics.GB28181_SERVICE, request, timeout=timeout)
+        except RequestError as exc:  # includes the timeout
+            raise GbSourceError(f"gb28181 service: {exc}") from None
+        reply = env.message
+        if not isinstance(reply, Reply):
+            raise GbSourceError(f"gb28181 service answered {env.header.type}, not a reply")
+        if reply.status != "accepted":
+            raise GbSourceError(reply.detail or f"gb28181 service: {reply.status}")
+        return reply
+
+
+@source_kind(OnvifSourceConfig)
+def _onvif(spec: OnvifSourceConfig, setup: SourceSetup) -> Source:
+    from drivers.onvif.source import OnvifSource  # onvif-zeep-async is big: only when used
+
+    return OnvifSource(spec.onvif, setup.credentials, spec.profile,
+                       lambda url, sink, on_state: _rtsp_at(url, setup, sink, on_state),
+                       name=setup.name, sink=setup.sink, on_state=setup.on_state)

@@ -163,7 +163,8 @@ def test_a_stream_source_is_a_table_naming_its_kind() -> None:
 
 def test_a_bad_source_is_named_by_its_key() -> None:
     usage = ('expected an RTSP URL or a table with one kind of source: { rtsp = "rtsp://…" } '
-             'or { drone = "DRONE-ID" }')
+             'or { drone = "DRONE-ID" } or { gb28181 = "DEVICE-ID/CHANNEL-ID" } '
+             'or { onvif = "http://HOST", profile = "main" }')
     assert problems({"cameras": [{"id": "a", "name": "A", "main": {"rtps": "rtsp://h"}}]}) == [
         f"cameras[0].main: {usage}, got {{'rtps': 'rtsp://h'}}"]
     two = {"rtsp": "rtsp://h", "drone": "d"}
