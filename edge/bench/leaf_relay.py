@@ -34,18 +34,10 @@ def free_port() -> int:
         return port
 
 
-@dataclasses.dataclass(frozen=True)
-class _UnadvertisedCentre(ServerSpec):
-    def config_text(self) -> str:
-        return super().config_text().replace("leafnodes {\n",
-                                             "leafnodes {\n  no_advertise: true\n", 1)
-
-
 def relayed_centre(spec: ServerSpec) -> ServerSpec:
-    """`spec` (a centre's) with ``no_advertise``: its leaf nodes know only the URL they were
-    given, the relay's."""
-    return _UnadvertisedCentre(**{f.name: getattr(spec, f.name)
-                                  for f in dataclasses.fields(spec)})
+    """`spec` (a centre's) advertising no leafnode address: its leaf nodes know only the
+    URL they were given, the relay's."""
+    return dataclasses.replace(spec, leaf_advertise=False)
 
 
 class LeafRelay:

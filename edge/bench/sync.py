@@ -179,12 +179,13 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
     import nats
 
     from edge.bench.record import bench_endpoints
+    from edge.centre.sync import CentreSync
+    from edge.config.centre_site import CentreNatsConfig
     from edge.config.sync import SyncConfig
     from edge.sync.nats_server import NatsServer, centre_spec, vehicle_spec
     from edge.sync.streams import (
         VEHICLE_STREAM,
         centre_stream_name,
-        ensure_centre_stream,
         ensure_vehicle_stream,
         vehicle_subjects,
     )
@@ -202,6 +203,9 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
     load: LoadPlayer | None = None
     load_task: asyncio.Task[None] | None = None
     vnc = cnc = None
+    watch: CentreSync | None = None
+    watch_task: asyncio.Task[None] | None = None
+    watch_lines: list[str] = []
     try:
         await centre.start()
         await relay.restore()
@@ -213,7 +217,14 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
         vjsm, cjsm = vnc.jsm(), cnc.jsm()
         # Both streams before the bridge: a source whose stream is missing retries slowly.
         await ensure_vehicle_stream(vjsm, VEHICLE, max_age_s, max_bytes)
-        await ensure_centre_stream(cjsm, VEHICLE, max_age_s, max_bytes)
+        # The centre's side as `edge centre` runs it: its sourcing stream, and the watch
+        # that restarts a source left idle after the link returns.
+        watch = CentreSync(CentreNatsConfig(port=centre.spec.port,
+                                            monitor_port=centre.spec.monitor_port,
+                                            leaf_port=leaf_port), [VEHICLE], runtime,
+                           on_line=watch_lines.append)
+        await watch.start()
+        watch_task = asyncio.create_task(watch.run(), name="bench-sync-centre-watch")
         await tap.start(cnc.jetstream(), vehicle_subjects(VEHICLE))
 
         config = bench_config(runtime, VEHICLE, vehicle.url)
@@ -275,6 +286,8 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
         # what it costs steady.
         outage_bridge_pct = 100 * (proc_cpu_s(pids["bridge"]) - c_cut) / (complete_at - cut_at)
 
+        kicks = watch.vehicles[VEHICLE].kicks
+
         # -- baseline: the same backlog over the same link, no outage
         transfer_s = await _baseline_transfer(cjsm, cut_seq + 1, backlog)
 
@@ -299,10 +312,13 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
         children.remove(listener)
         listened = await listener.line(5.0)
     finally:
-        if load_task is not None:
-            load_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await load_task
+        for task in (load_task, watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if watch is not None:
+            await watch.close()
         if load is not None:
             await load.close()
         with contextlib.suppress(Exception):
@@ -339,6 +355,7 @@ async def run_one(outage_s: float, seconds: float, keep: bool) -> dict[str, Any]
         "catchup_s": round(catchup_s, 2),
         "leaf_reconnected_s": None if leaf_s is None else round(leaf_s, 2),
         "first_backlog_s": round(first_s, 2),
+        "centre_kicks": kicks,
         "baseline_transfer_s": round(transfer_s, 2),
         "catchup_over_transfer": round(catchup_s / transfer_s, 1) if transfer_s > 0 else None,
         "steady_delay_ms_p50": percentile(steady_delays, 50),
@@ -391,6 +408,7 @@ def print_table(r: dict[str, Any]) -> None:
         ("backlog at link-up", _text(r["backlog"]), "messages"),
         ("leaf reconnected", _text(r["leaf_reconnected_s"]), "s after link-up"),
         ("first backlog message", _text(r["first_backlog_s"]), "s after link-up"),
+        ("centre's watch restarted the source", _text(r["centre_kicks"]), "time(s)"),
         ("catch-up (centre complete)", _text(r["catchup_s"]),
          f"s; goal <= {CATCHUP_GOAL_S:g} s: {verdict('catchup_s')}"),
         ("baseline: same backlog, link up", _text(r["baseline_transfer_s"]),

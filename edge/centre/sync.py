@@ -16,6 +16,12 @@ was seen to leave a source so for 1-2 minutes. Applying the stream's config agai
 unchanged does not end it (tried: no effect); removing the source and adding it back
 does, at once, and the server resumes it after the last message it already holds (no
 duplicates, no gap). That is the kick, at most once per ``stall_after_s`` per vehicle.
+
+**After an outage.** The same idleness follows every return of a vehicle's leaf link:
+the source's consumer request, sent while the link was dead, times out only after 30 s
+and nats-server then backs off, so the backlog would reach the centre 30-45 s after the
+link came back (`edge bench sync`). A source not seen moving within
+:data:`RESUME_GRACE_S` of its leaf link coming up is kicked at once.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ log = logging.getLogger(__name__)
 
 #: how often the sources are read
 POLL_S = 2.0
+#: a source not moving this long after its vehicle's leaf link came back is kicked at
+#: once, rather than after ``stall_after_s``: nats-server leaves it idle for 30-45 s
+#: (its consumer request sent into the dead link times out first), and the backlog of
+#: the outage is exactly what the centre is waiting for
+RESUME_GRACE_S = 2.0
 _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 
 
@@ -91,6 +102,9 @@ class _Watch:
     since: float | None = None  # when the source was first seen not moving
     lag: int | None = None
     kicked_at: float | None = None
+    # When the vehicle's leaf link was last seen coming up, until its source is seen
+    # moving again (or has been kicked for not doing so).
+    leaf_up_at: float | None = None
 
 
 class CentreSync:
@@ -168,6 +182,8 @@ class CentreSync:
             if figures.leaf_connected != was_connected:
                 self.on_line(f"vehicle {vehicle}: leaf link "
                              f"{'up' if figures.leaf_connected else 'down'}")
+                self._watch[vehicle].leaf_up_at = (self.clock() if figures.leaf_connected
+                                                   else None)
             try:
                 await self._read(figures)
             except _NATS_ERRORS as e:
@@ -219,6 +235,8 @@ class CentreSync:
     async def _judge(self, figures: VehicleSync) -> None:
         watch = self._watch[figures.id]
         now = self.clock()
+        if await self._resumed(figures, watch, now):
+            return
         limit = self.config.stall_after_s
         idle = figures.active_s is None or figures.active_s > limit
         lag_stuck = (figures.lag is not None and figures.lag > 0 and watch.lag is not None
@@ -243,6 +261,24 @@ class CentreSync:
         if watch.kicked_at is None or now - watch.kicked_at >= limit:
             watch.kicked_at = now
             await self.kick(figures.id)
+
+    async def _resumed(self, figures: VehicleSync, watch: _Watch, now: float) -> bool:
+        """After the leaf link came back: has the source moved since? If not within
+        :data:`RESUME_GRACE_S`, kick it now. True when it was kicked here."""
+        if watch.leaf_up_at is None or not figures.leaf_connected:
+            return False
+        since_up = now - watch.leaf_up_at
+        if figures.active_s is not None and figures.active_s < since_up:
+            watch.leaf_up_at = None  # it moved after the link came back
+            return False
+        if since_up < RESUME_GRACE_S:
+            return False
+        watch.leaf_up_at = None
+        watch.kicked_at = now
+        self.on_line(f"vehicle {figures.id}: source idle {since_up:.0f} s after the leaf "
+                     "link came back")
+        await self.kick(figures.id)
+        return True
 
     async def kick(self, vehicle: str) -> None:
         """Remove the vehicle's source and add it back (see the module's description)."""

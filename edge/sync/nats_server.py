@@ -98,6 +98,11 @@ class ServerSpec:
     leaf_seed: str = field(default="", repr=False)
     # The centre: where the leafnode port listens ("": `host`), e.g. its tunnel address.
     leaf_host: str = ""
+    # The centre: whether its INFO tells leaf nodes its (and its cluster's) leafnode
+    # addresses. A vehicle adds them to its remote's URLs: with a cluster, how it finds
+    # the other servers. Off, a vehicle knows only the URL it was given (a relay's, in
+    # the benches and tests that cut the link there).
+    leaf_advertise: bool = True
     # The monitoring port has no authentication: loopback, always, unless said otherwise.
     monitor_host: str = "127.0.0.1"
     # A JetStream cluster of centre servers ("" : a single server).
@@ -162,6 +167,8 @@ class ServerSpec:
             if self.leaf_listen_port:
                 host = self.leaf_host or self.host
                 lines.append(f"  listen: {_q(f'{host}:{self.leaf_listen_port}')}")
+                if not self.leaf_advertise:
+                    lines.append("  no_advertise: true")
             if self.leaf_remote_url:
                 # A lost link is tried again every second: the backlog should start
                 # flowing as soon as the satellite is back.
@@ -191,11 +198,11 @@ def vehicle_spec(vehicle: str, store_dir: Path, port: int, monitor_port: int,
 def centre_spec(store_dir: Path, port: int, monitor_port: int, leaf_port: int,
                 name: str = CENTRE_DOMAIN, *, host: str = "127.0.0.1", leaf_host: str = "",
                 client_keys: tuple[str, ...] = (), leaf_keys: tuple[str, ...] = (),
-                max_store_mb: int = 0) -> ServerSpec:
+                max_store_mb: int = 0, leaf_advertise: bool = True) -> ServerSpec:
     return ServerSpec(name=name, domain=CENTRE_DOMAIN, store_dir=store_dir, port=port,
                       monitor_port=monitor_port, leaf_listen_port=leaf_port, host=host,
                       leaf_host=leaf_host, client_keys=client_keys, leaf_keys=leaf_keys,
-                      max_store_mb=max_store_mb)
+                      max_store_mb=max_store_mb, leaf_advertise=leaf_advertise)
 
 
 async def monitor_json(host: str, port: int, path: str, timeout: float = 2.0

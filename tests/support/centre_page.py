@@ -4,13 +4,12 @@ whole world of vehicles for the browser test.
 Each vehicle of :func:`page_world` is a real one in miniature: its broker (a thread), a
 simulated camera with its camera service, the uplink, the sync service (all under the
 real runner in the test's event loop), and its own NATS leaf node whose leaf connection
-to the centre runs through a :class:`~tests.support.sync.LeafLink` the test can cut.
+to the centre runs through a :class:`~edge.bench.leaf_relay.LeafRelay` the test can cut.
 The centre's NATS sources every vehicle's stream; the page reads it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,7 @@ from typing import cast
 import aiohttp
 import nats
 
+from edge.bench.leaf_relay import LeafRelay
 from edge.bus.broker import Broker
 from edge.bus.client import BusClient, Subscription
 from edge.bus.endpoints import Endpoints
@@ -31,40 +31,29 @@ from edge.bus.messages import Message
 from edge.centre.page import CentrePage, VehicleUplink
 from edge.services.sync import SyncService
 from edge.sync.bridge import Bridge, Outgoing
-from edge.sync.nats_server import NatsServer, ServerSpec, centre_spec, vehicle_spec
+from edge.sync.nats_server import NatsServer, centre_spec, vehicle_spec
 from edge.sync.streams import ensure_centre_stream
 from tests import support
 from tests.support import free_port
-from tests.support.sync import LeafLink, sync_settings
+from tests.support.sync import sync_settings
 from tests.support.uplink import SMALL, TOKEN, Vehicle, vehicle
 
 PAGE_TOKEN = "centre-page-token-0123456789"
 AUTH = {"Authorization": f"Bearer {PAGE_TOKEN}"}
 
 
-@dataclasses.dataclass(frozen=True)
-class _UnadvertisedCentre(ServerSpec):
-    def config_text(self) -> str:
-        # A relay alone does not cut a leaf link: the centre's INFO advertises its own
-        # leafnode address, and a vehicle whose relay is gone reconnects there at once.
-        return super().config_text().replace("leafnodes {\n",
-                                             "leafnodes {\n  no_advertise: true\n", 1)
-
-
 def centre_server(tmp: Path, leaf_port: int) -> NatsServer:
     """The centre's NATS (not started), telling its leaf nodes no address of its own, so
-    that a :class:`LeafLink` between them is the only way in."""
-    spec = centre_spec(tmp / "centre-store", free_port(), free_port(), leaf_port)
-    return NatsServer(_UnadvertisedCentre(**{f.name: getattr(spec, f.name)
-                                             for f in dataclasses.fields(spec)}),
-                      tmp / "centre.conf")
+    that a :class:`LeafRelay` between them is the only way in."""
+    return NatsServer(centre_spec(tmp / "centre-store", free_port(), free_port(), leaf_port,
+                                  leaf_advertise=False), tmp / "centre.conf")
 
 
 @asynccontextmanager
 async def linked_vehicle(tmp: Path, vehicle_id: str, leaf_port: int
-                         ) -> AsyncIterator[tuple[NatsServer, LeafLink]]:
+                         ) -> AsyncIterator[tuple[NatsServer, LeafRelay]]:
     """A vehicle's NATS leaf node, its leaf connection through a link the test can cut."""
-    link = LeafLink(leaf_port)
+    link = LeafRelay(leaf_port)
     await link.restore()
     server = NatsServer(vehicle_spec(vehicle_id, tmp / "nats-store", free_port(), free_port(),
                                      link.url), tmp / "nats.conf")
@@ -72,7 +61,7 @@ async def linked_vehicle(tmp: Path, vehicle_id: str, leaf_port: int
         await server.start()
         yield server, link
     finally:
-        await link.cut()
+        await link.close()
         await server.stop()
 
 
@@ -128,7 +117,7 @@ class WorldVehicle:
     bus: BusClient
     uplink: Vehicle
     nats: NatsServer
-    link: LeafLink
+    link: LeafRelay
     sync: SyncService
 
 

@@ -1,10 +1,9 @@
 """The sync tests' bench: a centre and a vehicle NATS server joined through a link we can
-cut (a TCP relay on the leaf connection), the sync service hosted with a `[sync]` of the
-test's, and a stream read back with nats-py as any centre client would."""
+cut (the sync bench's TCP relay on the leaf connection), the sync service hosted with a
+`[sync]` of the test's, and a stream read back with nats-py as any centre client would."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -15,59 +14,13 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RawStreamMsg
 
+from edge.bench.leaf_relay import LeafRelay
 from edge.config.sync import SyncConfig
 from edge.sync.credentials import new_user_seed, public_key_of_seed
 from edge.sync.nats_server import NatsServer, centre_spec, vehicle_spec
 from tests.support import free_port
 
 VEHICLE = "veh1"
-
-
-class LeafLink:
-    """A TCP relay between the vehicle's leaf node and the centre's leafnode port: `cut()`
-    closes every connection and refuses new ones, as a dead satellite would; `restore()`."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"nats-leaf://127.0.0.1:{self.port}"
-
-    async def restore(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-        if server is not None:
-            await server.wait_closed()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_w}
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, ConnectionError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.transport.abort()
-
-        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
-        self._writers -= {writer, up_w}
 
 
 @dataclass(frozen=True)
@@ -92,7 +45,7 @@ class PairKeys:
 class Pair:
     centre: NatsServer
     vehicle: NatsServer
-    link: LeafLink
+    link: LeafRelay
     keys: PairKeys | None = None
 
     async def centre_client(self) -> NatsClient:
@@ -110,7 +63,7 @@ class Pair:
 @contextlib.asynccontextmanager
 async def nats_pair(tmp: Path, keys: PairKeys | None = None) -> AsyncIterator[Pair]:
     """A centre and a vehicle (`VEHICLE`) NATS server, the vehicle's leaf link through a
-    :class:`LeafLink`; both stopped when the block ends. With `keys`, both servers admit
+    :class:`LeafRelay`; both stopped when the block ends. With `keys`, both servers admit
     nkeys alone (as a product config has them)."""
     leaf = free_port()
     admitted: tuple[str, ...] = ()
@@ -120,10 +73,12 @@ async def nats_pair(tmp: Path, keys: PairKeys | None = None) -> AsyncIterator[Pa
         admitted = (public_key_of_seed(keys.centre_client),)
         leaf_keys = (public_key_of_seed(keys.centre_admits),)
         vehicle_admits = (public_key_of_seed(keys.vehicle_client),)
+    # Advertising nothing, the centre is reached only through the relay: a cut is a cut.
     centre = NatsServer(centre_spec(tmp / "centre-store", free_port(), free_port(), leaf,
-                                    client_keys=admitted, leaf_keys=leaf_keys),
+                                    client_keys=admitted, leaf_keys=leaf_keys,
+                                    leaf_advertise=False),
                         tmp / "centre.conf")
-    link = LeafLink(leaf)
+    link = LeafRelay(leaf)
     await link.restore()
     vehicle = NatsServer(vehicle_spec(VEHICLE, tmp / "vehicle-store", free_port(), free_port(),
                                       link.url, client_keys=vehicle_admits,
@@ -134,7 +89,7 @@ async def nats_pair(tmp: Path, keys: PairKeys | None = None) -> AsyncIterator[Pa
         await vehicle.start()
         yield Pair(centre, vehicle, link, keys)
     finally:
-        await link.cut()
+        await link.close()
         await vehicle.stop()
         await centre.stop()
 

@@ -21,7 +21,7 @@ from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 from edge.bus.messages import Alert
-from edge.centre.sync import CentreSync
+from edge.centre.sync import RESUME_GRACE_S, CentreSync
 from edge.config import VehicleConfig
 from edge.config.centre_site import CentreNatsConfig
 from edge.services.sync import SyncService
@@ -38,19 +38,22 @@ ARRIVE_S = 30.0
 RESUME_S = 90.0
 
 
-def _watch_config(pair: Pair, tmp: Path) -> CentreNatsConfig:
+def _watch_config(pair: Pair, tmp: Path, stall_after_s: float = 1.0) -> CentreNatsConfig:
     assert pair.keys is not None
     (tmp / "centre-client.seed").write_text(pair.keys.centre_client)
     spec = pair.centre.spec
     return CentreNatsConfig(port=spec.port, monitor_port=spec.monitor_port,
                             leaf_port=spec.leaf_listen_port,
                             client_seed={"file": "centre-client.seed"},  # type: ignore[arg-type]
-                            stall_after_s=1.0, max_age_hours=1, max_mb_per_vehicle=64)
+                            stall_after_s=stall_after_s, max_age_hours=1,
+                            max_mb_per_vehicle=64)
 
 
 @contextlib.asynccontextmanager
-async def watching(pair: Pair, tmp: Path, lines: list[str]) -> AsyncIterator[CentreSync]:
-    sync = CentreSync(_watch_config(pair, tmp), [VEHICLE], tmp, on_line=lines.append)
+async def watching(pair: Pair, tmp: Path, lines: list[str], stall_after_s: float = 1.0
+                   ) -> AsyncIterator[CentreSync]:
+    sync = CentreSync(_watch_config(pair, tmp, stall_after_s), [VEHICLE], tmp,
+                      on_line=lines.append)
     await sync.start()
     task = asyncio.create_task(sync.run(every_s=0.25))
     try:
@@ -226,3 +229,39 @@ async def test_edge_centre_nats_with_a_bad_vehicle_key_is_one_line_and_exit_2(
     code, _, err = await run_edge("centre", "nats", "--config", str(config))
     assert code == 2 and err.count("\n") == 1, err
     assert "cv-01-leaf.pub" in err and "nkey user public key" in err
+
+
+
+async def test_a_source_idle_after_the_leaf_link_returns_is_restarted_at_once() -> None:
+    """nats-server was seen to leave a source idle for 30-45 s after its vehicle's leaf
+    link came back with a backlog (`edge bench sync`: its consumer request, sent into the
+    dead link, times out first). The watch's rule, on the figures it reads: a source not
+    seen moving within RESUME_GRACE_S of the link's return is restarted then, long
+    before the stall rule; one that moves is left alone. (Whether nats-server stalls
+    depends on the outage; the bench measures it, this checks our rule.)"""
+    now = [1000.0]
+    lines: list[str] = []
+    sync = CentreSync(CentreNatsConfig(stall_after_s=300.0), ["a", "b"], Path("."),
+                      on_line=lines.append, clock=lambda: now[0])
+    kicked: list[str] = []
+
+    async def kick(vehicle: str) -> None:
+        kicked.append(vehicle)
+        sync.vehicles[vehicle].kicks += 1
+
+    sync.kick = kick  # type: ignore[method-assign]
+    for vehicle in ("a", "b"):
+        sync._watch[vehicle].leaf_up_at = now[0]  # as refresh() notes a link coming up
+        figures = sync.vehicles[vehicle]
+        figures.leaf_connected, figures.active_s, figures.lag = True, 75.0, None
+    await sync._judge(sync.vehicles["a"])
+    assert kicked == []  # within the grace: nats-server may yet resume it
+    now[0] += RESUME_GRACE_S
+    sync.vehicles["b"].active_s = 0.5  # b's source moved after its link came back
+    for vehicle in ("a", "b"):
+        await sync._judge(sync.vehicles[vehicle])
+    assert kicked == ["a"] and not sync.vehicles["a"].stalled
+    assert lines == ["vehicle a: source idle 2 s after the leaf link came back"]
+    now[0] += 10
+    await sync._judge(sync.vehicles["a"])  # once per return of the link, not again
+    assert kicked == ["a"]

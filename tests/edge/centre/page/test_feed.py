@@ -11,6 +11,7 @@ from typing import Any
 import nats
 import pytest
 
+from edge.bench.leaf_relay import LeafRelay
 from edge.bus import topics
 from edge.bus.messages import Alert, CameraStatus, EventMark, ServiceHealth
 from edge.centre.page import CentrePage, VehicleUplink
@@ -24,7 +25,7 @@ from tests.support.centre_page import (
     ensure_centre_streams,
     linked_vehicle,
 )
-from tests.support.sync import VEHICLE, LeafLink, stream_count
+from tests.support.sync import VEHICLE, stream_count
 
 # Functional bounds only: a loaded 2-core machine is slow, not wrong. After a cut link
 # returns, the centre's source resumes within seconds (11 s seen; 40 s after a restart).
@@ -75,7 +76,7 @@ async def test_the_page_reads_what_the_centre_sourced_and_follows_the_link(
         await centre.stop()
 
 
-async def outage(centre: NatsServer, link: LeafLink, pub: Publisher) -> None:
+async def outage(centre: NatsServer, link: LeafRelay, pub: Publisher) -> None:
     """State and timeline from the centre's stream, live messages, a cut link, its return."""
     for i in range(5):
         await pub.send(topics.cam_status("gate"),
