@@ -220,7 +220,10 @@ async def monitor_json(host: str, port: int, path: str, timeout: float = 2.0
                 await writer.wait_closed()
 
     try:
-        raw = await asyncio.wait_for(get(), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+        # lands as the read completes, and a watch loop polling this never stops.
+        async with asyncio.timeout(timeout):
+            raw = await get()
     except (OSError, TimeoutError) as e:
         raise NatsServerError(f"nats-server monitor {host}:{port}: "
                               f"{e.strerror if isinstance(e, OSError) else 'no answer'}"
@@ -275,7 +278,8 @@ class NatsServer:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
         self._reader = asyncio.create_task(self._read_stderr(self.proc), name="nats-stderr")
         try:
-            await asyncio.wait_for(self._until_healthy(), ready_within)
+            async with asyncio.timeout(ready_within):
+                await self._until_healthy()
         except TimeoutError:
             await self.stop()
             raise NatsServerError(f"nats-server {self.spec.name} was not ready within "
@@ -324,7 +328,8 @@ class NatsServer:
         try:
             writer.write(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
             await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), 2.0)
+            async with asyncio.timeout(2.0):
+                status = await reader.readline()
             return status.split(b" ")[1:2] == [b"200"]
         except (OSError, TimeoutError):
             return False
