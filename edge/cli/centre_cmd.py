@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edge.centre.page import CentrePage
     from edge.centre.site import CentreSite
     from edge.centre.sync import CentreSync
     from edge.config.centre_site import CentreSiteConfig
@@ -226,6 +227,13 @@ async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
         await site.close()
         print(f"edge: centre: {sync}", file=sys.stderr, flush=True)
         return 1
+    try:
+        page = await _start_page(config, config_dir)  # a ConfigError: one line, exit 2
+    except BaseException:
+        await site.close()
+        if sync is not None:
+            await sync.close()
+        raise
     notifier = Notifier()
     helpers: list[asyncio.Task[Any]] = []
     code = 0
@@ -235,6 +243,8 @@ async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
         if sync is not None:
             _say(f"sourcing {len(sync.vehicle_ids)} vehicle(s) on {sync.config.url}")
             helpers.append(asyncio.create_task(sync.run(), name="watch-sources"))
+        if page is not None:
+            _say(f"centre page on {page.url}")
         notifier.ready(_status_text(site, sync))
         if (every := watchdog_interval_s()) is not None:
             helpers.append(asyncio.create_task(_watchdog(notifier, every), name="watchdog"))
@@ -255,6 +265,8 @@ async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
             with contextlib.suppress(asyncio.CancelledError, CentreSiteError):
                 await task
         status = await site.status()
+        if page is not None:
+            await page.close()
         await site.close()
         if sync is not None:
             status["sync"] = sync.status()
@@ -280,6 +292,22 @@ async def _start_sync(config: CentreSiteConfig, config_dir: Path) -> CentreSync 
         await sync.close()
         raise
     return sync
+
+
+async def _start_page(config: CentreSiteConfig, config_dir: Path) -> CentrePage | None:
+    """The centre page with an enabled [page] (the config has made sure of [nats])."""
+    from edge.centre.page import CentrePage
+    from edge.sync.credentials import read_seed
+
+    if config.page is None or not config.page.enabled or config.nats is None:
+        return None
+    nats = config.nats
+    seed = (None if nats.client_seed is None else
+            read_seed(nats.client_seed, config_dir, "nats.client_seed"))
+    page = CentrePage.from_config(config.page, config.vehicles, nats.url, config_dir,
+                                  nats_options={"nkeys_seed_str": seed} if seed else None)
+    await page.start()
+    return page
 
 
 def _status_text(site: CentreSite, sync: CentreSync | None = None) -> str:

@@ -1,15 +1,16 @@
 """The centre page's config (`[page]` of the centre's config): where it listens, its token,
-how it reaches each vehicle's uplink for roll-call and thumbnails, and how long a silent
-vehicle is still believed to be in contact."""
+and how long a silent vehicle is still believed to be in contact. How the page reaches
+each vehicle's uplink (roll-call, thumbnails) is on that vehicle's `[[vehicles]]` entry:
+:func:`check_uplink_url` checks it."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from edge.config.addresses import check_host_port, host_problem
-from edge.config.model import DeviceId, Model
+from edge.config.model import Model
 from edge.config.secrets import SecretRef
 
 
@@ -29,7 +30,7 @@ def check_uplink_url(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         # A URL is logged and shown; the token is a secret reference of its own.
         raise ValueError('no user or password in the URL: give the vehicle\'s token as '
-                         'whep_token = { file = "…" } or { credential = "…" }')
+                         'uplink_token = { file = "…" } or { credential = "…" }')
     host = parts.hostname or ""
     why = host_problem(f"[{host}]" if ":" in host else host) if host else \
         f'no host in "{value}"'
@@ -41,29 +42,6 @@ def check_uplink_url(value: str) -> str:
         raise ValueError(f'"{value}": give the uplink\'s base URL only (the page adds '
                          "/whep/… and /api/…)")
     return value.rstrip("/")
-
-
-class CentrePageVehicle(Model):
-    """`[[page.vehicles]]`: a vehicle the page shows, and how its uplink is reached."""
-
-    id: DeviceId
-    # The vehicle's uplink as the centre reaches it (through the tunnel); "": no roll-call
-    # and no thumbnails, the vehicle's state only.
-    uplink_url: str = ""
-    # The vehicle's uplink token, kept at the centre: the browser never sees it.
-    uplink_token: SecretRef | None = None
-
-    @field_validator("uplink_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_uplink_url(v) if v else v
-
-    @model_validator(mode="after")
-    def _token_with_url(self) -> CentrePageVehicle:
-        if self.uplink_url and self.uplink_token is None:
-            raise ValueError("uplink_url is given without uplink_token: the uplink refuses "
-                             'every request without its token (uplink_token = { file = "…" })')
-        return self
 
 
 class CentrePageConfig(Model):
@@ -82,19 +60,8 @@ class CentrePageConfig(Model):
     timeline_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     # ... at most this many, newest kept (the browser holds them all).
     timeline_max: int = Field(default=500, ge=10, le=10_000)
-    vehicles: list[CentrePageVehicle] = []
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         return check_host_port(v, allow_zero_port=True)
-
-    @model_validator(mode="after")
-    def _unique(self) -> CentrePageConfig:
-        seen: dict[str, int] = {}
-        for i, v in enumerate(self.vehicles):
-            if v.id in seen:
-                raise ValueError(f'vehicles[{i}].id: "{v.id}" is already the id of '
-                                 f"vehicles[{seen[v.id]}]")
-            seen[v.id] = i
-        return self

@@ -8,6 +8,7 @@ import ipaddress
 
 from pydantic import Field, field_validator, model_validator
 
+from edge.config.centre_page import CentrePageConfig, check_uplink_url
 from edge.config.links import check_interface_address, check_interface_name, check_ip
 from edge.config.model import ID_PATTERN, DeviceId, Model
 from edge.config.secrets import SecretRef
@@ -24,11 +25,28 @@ class CentreVehicleConfig(Model):
     # Its NATS nkey public key (U…, the public half of its [sync] leaf_seed): the
     # centre's leafnode port admits it by this.
     nats_key: SecretRef | None = None
+    # Its uplink as the centre reaches it (through the tunnel: "http://10.77.0.2:8800"),
+    # for the centre page's roll-call and thumbnails; "": the page shows its state only.
+    uplink_url: str = ""
+    # The vehicle's uplink token, kept at the centre: the page's users never see it.
+    uplink_token: SecretRef | None = None
 
     @field_validator("tunnel_address")
     @classmethod
     def _tunnel_address(cls, v: str | None) -> str | None:
         return None if v is None else check_ip(v)
+
+    @field_validator("uplink_url")
+    @classmethod
+    def _uplink_url(cls, v: str) -> str:
+        return check_uplink_url(v) if v else v
+
+    @model_validator(mode="after")
+    def _token_with_url(self) -> CentreVehicleConfig:
+        if self.uplink_url and self.uplink_token is None:
+            raise ValueError("uplink_url is given without uplink_token: the uplink refuses "
+                             'every request without its token (uplink_token = { file = "…" })')
+        return self
 
 
 class CentreClusterConfig(Model):
@@ -111,6 +129,8 @@ class CentreSiteConfig(Model):
     probe_port: int = Field(default=7471, ge=1, le=65535)
     tunnel: CentreTunnelConfig | None = None
     nats: CentreNatsConfig | None = None
+    # The centre page (needs [nats]: it reads what the vehicles' streams bring).
+    page: CentrePageConfig | None = None
     vehicles: list[CentreVehicleConfig] = []
 
     @field_validator("listen")
@@ -141,6 +161,8 @@ class CentreSiteConfig(Model):
                                  "the [tunnel], and there is none")
         if self.nats is not None:
             self._nats_is_closed(self.nats)
+        if self.page is not None and self.page.enabled and self.nats is None:
+            raise ValueError("[page] shows what the vehicles' streams bring: it needs [nats]")
         return self
 
     def _nats_is_closed(self, nats: CentreNatsConfig) -> None:

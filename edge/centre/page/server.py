@@ -36,6 +36,7 @@ from edge.centre.page.state import PageState
 from edge.centre.page.uplinks import UplinkError, Uplinks, VehicleUplink
 from edge.config import ConfigError
 from edge.config.centre_page import CentrePageConfig
+from edge.config.centre_site import CentreVehicleConfig
 from edge.config.secrets import bearer_ok
 
 log = logging.getLogger(__name__)
@@ -118,19 +119,20 @@ class CentrePage:
         r.add_patch("/whep/{vehicle}/{camera}/{session}", self.whep_patch)
 
     @classmethod
-    def from_config(cls, config: CentrePageConfig, nats_url: str, config_dir: Path,
+    def from_config(cls, config: CentrePageConfig, vehicles: Sequence[CentreVehicleConfig],
+                    nats_url: str, config_dir: Path,
                     nats_options: Mapping[str, Any] | None = None) -> CentrePage:
-        """The page of a `[page]` section; ConfigError (one line each) for a missing or
-        unreadable token."""
+        """The page of a `[page]` section showing the centre's `[[vehicles]]`; ConfigError
+        (one line each) for a missing or unreadable token."""
         if config.token is None:
             raise ConfigError("page.token", ['required, e.g. { file = "page.token" } or '
                                              '{ credential = "page-token" }'])
         token = config.token.read_text(config_dir).encode()
-        vehicles = []
-        for v in config.vehicles:
+        uplinks = []
+        for v in vehicles:
             secret = "" if v.uplink_token is None else v.uplink_token.read_text(config_dir)
-            vehicles.append(VehicleUplink(v.id, v.uplink_url, secret))
-        return cls(nats_url, vehicles, config.listen, token,
+            uplinks.append(VehicleUplink(v.id, v.uplink_url, secret))
+        return cls(nats_url, uplinks, config.listen, token,
                    contact_timeout_s=config.contact_timeout_s,
                    timeline_hours=config.timeline_hours, timeline_max=config.timeline_max,
                    nats_options=nats_options)

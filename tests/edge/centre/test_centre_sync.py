@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from edge.bus import topics
@@ -31,6 +32,7 @@ from tests.support import REPO, eventually, free_port, hosted, run_edge
 from tests.support.sync import VEHICLE, Pair, PairKeys, body, nats_pair, stream_messages
 
 STREAM = centre_stream_name(VEHICLE)
+PAGE_TOKEN = "centre-page-token-0123456789"
 # Functional bounds only: a loaded 2-core machine is slow, not wrong. Without the kick
 # a source stalled by a centre restart was seen to resume after 40 s or more, so the
 # restart test waits longer than that and checks the kick happened.
@@ -159,11 +161,13 @@ def _centre_toml(tmp: Path, vehicles: list[str]) -> Path:
     for v in vehicles:
         write_key_pair(tmp, f"{v}-leaf")
         blocks.append(f'[[vehicles]]\nid = "{v}"\nnats_key = {{ file = "{v}-leaf.pub" }}\n')
+    (tmp / "page.token").write_text(PAGE_TOKEN)
     path = tmp / "centre.toml"
     path.write_text(
         f'listen = "127.0.0.1"\nprobe_port = {free_port()}\n\n[nats]\n'
         f"port = {free_port()}\nmonitor_port = {free_port()}\nleaf_port = {free_port()}\n"
         f'store_dir = "store"\nclient_seed = {{ file = "centre-client.seed" }}\n\n'
+        f'[page]\nlisten = "127.0.0.1:{free_port()}"\ntoken = {{ file = "page.token" }}\n\n'
         + "\n".join(blocks))
     return path
 
@@ -208,6 +212,17 @@ async def test_edge_centre_sources_every_listed_vehicle_without_a_tunnel(
         centre = await _edge("centre", "--config", str(config))
         try:
             await _line_with(centre, "sourcing 2 vehicle(s)", ARRIVE_S)
+            said = await _line_with(centre, "centre page on http://", ARRIVE_S)
+            url = said.split("centre page on ")[1].strip()
+            # The page shows both listed vehicles, to its token holders only.
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{url}/api/state") as r:
+                    assert r.status == 401
+                async with http.get(f"{url}/api/state", headers={
+                        "Authorization": f"Bearer {PAGE_TOKEN}"}) as r:
+                    assert r.status == 200
+                    state = await r.json()
+            assert [v["id"] for v in state["vehicles"]] == ["cv-01", "cv-02"]
         finally:
             code, out = await _stop(centre)
         assert code == 0

@@ -1,5 +1,6 @@
-"""`[page]`, the centre page's config: what it accepts, what it refuses in one sentence, and
-the page it builds (tokens read from their files, never from the config itself)."""
+"""`[page]`, the centre page's config, and the `[[vehicles]]` fields it reads (each vehicle's
+uplink): what they accept, what they refuse in one sentence, and the page they build
+(tokens read from their files, never from the config itself)."""
 
 from __future__ import annotations
 
@@ -12,33 +13,36 @@ from pydantic import ValidationError
 from edge.centre.page import CentrePage
 from edge.config import ConfigError, SecretRef
 from edge.config.centre_page import CentrePageConfig
+from edge.config.centre_site import CentreSiteConfig
+
+SITE = {"listen": "127.0.0.1", "nats": {}}
 
 
 def problem(data: dict[str, Any]) -> str:
     with pytest.raises(ValidationError) as e:
-        CentrePageConfig.model_validate(data)
+        CentreSiteConfig.model_validate({**SITE, **data})
     (err,) = e.value.errors()
-    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def test_defaults_and_a_full_section() -> None:
     cfg = CentrePageConfig()
-    assert (cfg.listen, cfg.contact_timeout_s, cfg.token, cfg.vehicles) == (
-        "127.0.0.1:8900", 12.0, None, [])
-    cfg = CentrePageConfig.model_validate({
-        "listen": "0.0.0.0:8900", "token": {"file": "page.token"},
+    assert (cfg.listen, cfg.contact_timeout_s, cfg.token) == ("127.0.0.1:8900", 12.0, None)
+    site = CentreSiteConfig.model_validate({**SITE,
+        "page": {"listen": "0.0.0.0:8900", "token": {"file": "page.token"}},
         "vehicles": [{"id": "north", "uplink_url": "https://10.77.0.2:8800/",
                       "uplink_token": {"credential": "north-uplink"}},
                      {"id": "south"}]})
-    assert cfg.vehicles[0].uplink_url == "https://10.77.0.2:8800"  # a base, no slash
-    assert cfg.vehicles[1].uplink_url == ""
+    assert site.page is not None and site.page.listen == "0.0.0.0:8900"
+    assert site.vehicles[0].uplink_url == "https://10.77.0.2:8800"  # a base, no slash
+    assert site.vehicles[1].uplink_url == ""
 
 
 @pytest.mark.parametrize(("data", "says"), [
-    ({"listen": "nowhere"}, 'expected HOST:PORT'),
-    ({"token": "plain-text-token"}, "a secret is never written in the config itself"),
-    ({"contact_timeout_s": 0}, "greater than or equal to 1"),
-    ({"vehicles": [{"id": "North"}]}, "should match pattern"),
+    ({"page": {"listen": "nowhere"}}, "expected HOST:PORT"),
+    ({"page": {"token": "plain-text-token"}}, "a secret is never written in the config"),
+    ({"page": {"contact_timeout_s": 0}}, "greater than or equal to 1"),
     ({"vehicles": [{"id": "n", "uplink_url": "ftp://x:1", "uplink_token": {"file": "t"}}]},
      "expected an http:// or https:// URL"),
     ({"vehicles": [{"id": "n", "uplink_url": "http://u:pw@10.0.0.2:8800",
@@ -49,7 +53,7 @@ def test_defaults_and_a_full_section() -> None:
                     "uplink_token": {"file": "t"}}]}, "not a valid host name"),
     ({"vehicles": [{"id": "n", "uplink_url": "http://10.0.0.2:8800"}]},
      "uplink_url is given without uplink_token"),
-    ({"vehicles": [{"id": "n"}, {"id": "n"}]}, 'vehicles[1].id: "n" is already the id'),
+    ({"nats": None, "page": {}}, "[page] shows what the vehicles' streams bring"),
 ])
 def test_bad_values_are_one_sentence(data: dict[str, Any], says: str) -> None:
     text = problem(data)
@@ -60,17 +64,20 @@ def test_bad_values_are_one_sentence(data: dict[str, Any], says: str) -> None:
 def test_the_page_from_its_config_reads_the_tokens(tmp_path: Path) -> None:
     (tmp_path / "page.token").write_text("centre-page-token-0123456789\n")
     (tmp_path / "north.token").write_text("north-uplink-token\n")
-    cfg = CentrePageConfig.model_validate({
-        "listen": "127.0.0.1:0", "token": {"file": "page.token"}, "contact_timeout_s": 30,
+    site = CentreSiteConfig.model_validate({**SITE,
+        "page": {"listen": "127.0.0.1:0", "token": {"file": "page.token"},
+                 "contact_timeout_s": 30},
         "vehicles": [{"id": "north", "uplink_url": "http://10.77.0.2:8800",
                       "uplink_token": {"file": "north.token"}}, {"id": "south"}]})
-    page = CentrePage.from_config(cfg, "nats://127.0.0.1:4222", tmp_path)
+    assert site.page is not None
+    page = CentrePage.from_config(site.page, site.vehicles, "nats://127.0.0.1:4222", tmp_path)
     assert page.state.contact_timeout_s == 30
     assert page.uplinks.vehicles["north"].token == "north-uplink-token"
     assert [v.uplink for v in page.state.vehicles.values()] == [True, False]
 
     with pytest.raises(ConfigError, match=r"page\.token: required"):
-        CentrePage.from_config(CentrePageConfig(), "nats://127.0.0.1:4222", tmp_path)
-    missing = cfg.model_copy(update={"token": SecretRef(file="gone.token")})
+        CentrePage.from_config(CentrePageConfig(), site.vehicles, "nats://127.0.0.1:4222",
+                               tmp_path)
+    missing = site.page.model_copy(update={"token": SecretRef(file="gone.token")})
     with pytest.raises(ConfigError, match="cannot read secret"):
-        CentrePage.from_config(missing, "nats://127.0.0.1:4222", tmp_path)
+        CentrePage.from_config(missing, site.vehicles, "nats://127.0.0.1:4222", tmp_path)
