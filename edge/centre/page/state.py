@@ -43,7 +43,9 @@ from edge.bus.messages import (
     CommandEvent,
     EventMark,
     Message,
+    PushFeed,
     SchemaError,
+    UplinkPushStatus,
 )
 from edge.bus.mirror import OLD_S, SILENT_S, STALE_S, CameraRecord, DroneRecord, Mirror, known
 
@@ -159,6 +161,7 @@ class VehicleView:
     received: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     problem: str = ""  # why the centre cannot read this vehicle now ("": it can)
+    push: list[PushFeed] = field(default_factory=list)  # feeds pushed up (WHIP)
 
     def contact(self, now: float, timeout_s: float) -> Contact:
         if self.last_contact is None:
@@ -167,12 +170,14 @@ class VehicleView:
 
     def to_json(self, now: float, timeout_s: float) -> dict[str, Any]:
         m = self.mirror
+        pushed = {f.camera_id: f for f in self.push if f.state != "idle"}
         return {
             "id": self.id, "uplink": self.uplink, "problem": self.problem,
             "last_contact_ms": _ms(self.last_contact),
             "contact": self.contact(now, timeout_s),
             "received": self.received, "skipped": dict(self.skipped),
-            "cameras": [_camera(r, now) for r in sorted(m.cameras.values(), key=_id)],
+            "cameras": [_camera(r, now, pushed.get(r.id))
+                        for r in sorted(m.cameras.values(), key=_id)],
             "drones": [_drone(r, now) for r in sorted(m.drones.values(), key=_id)],
             "links": [_link(r.id, r.status.message, r.status.ts)
                       for r in sorted(m.links.values(), key=_id) if r.status is not None],
@@ -186,9 +191,12 @@ def _id(record: Any) -> str:
     return str(record.id)
 
 
-def _camera(r: CameraRecord, now: float) -> dict[str, Any]:
+def _camera(r: CameraRecord, now: float, push: PushFeed | None = None) -> dict[str, Any]:
     st = r.status.message if r.status is not None else None
     return {
+        "push": None if push is None else {
+            "state": push.state, "retries": push.retries, "last_error": push.last_error,
+            "profile": push.profile, "since_ms": _ms(push.since_ns / 1e9 or None)},
         "id": r.id, "name": (st.name if st is not None and st.name else r.id),
         "state": (known(st.state, CAMERA_STATES) or "unknown") if st is not None else "unknown",
         "condition": r.condition(now), "reason": st.reason if st is not None else "",
@@ -312,6 +320,13 @@ class PageState:
                 self._skip(view, "body does not fit its type", headers)
                 return False
             self._add_entry(entry)
+            return True
+        if isinstance(msg, UplinkPushStatus):
+            # Which feeds the vehicle pushes to the centre's media server (the mirror
+            # keeps what a dashboard needs; this is the centre's own business).
+            if view.push != msg.feeds:
+                view.push = list(msg.feeds)
+                self._changed(vehicle)
             return True
         if view.mirror.apply(topic, msg, ts_ns) is not None:
             self._changed(vehicle)

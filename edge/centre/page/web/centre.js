@@ -219,7 +219,7 @@ function renderCameras(v, box) {
       el.dataset.camera = cam.id;
       el.innerHTML = '<div class="nothumb"></div><div class="title"><span class="name">' +
         '</span><span class="badge"></span></div><div class="meta"></div>' +
-        '<div class="meta shot" hidden></div>';
+        '<div class="meta push" hidden></div><div class="meta shot" hidden></div>';
       el.addEventListener("click", () => rollCall(v.id, cam.id, $("profile").value));
       box.appendChild(el);
     }
@@ -234,6 +234,14 @@ function renderCameras(v, box) {
       ? `was ${cam.state} ${ago(cam.status_ms)}`
       : (cam.codec ? `${cam.codec.toUpperCase()} ${cam.width}×${cam.height} ` +
                      `${Math.round(cam.fps)} fps` : (cam.reason || ""));
+    // Pushed up to the centre's media server (WHIP): its state, as the vehicle says it.
+    const push = el.querySelector(".push");
+    push.hidden = !cam.push;
+    push.textContent = !cam.push ? "" : "↑ pushed: " + (
+      cam.push.state === "live" ? `live (${cam.push.profile})`
+      : cam.push.state === "retrying" ? `retry ${cam.push.retries}: ${cam.push.last_error}`
+      : cam.push.state === "failed" ? `failed: ${cam.push.last_error}`
+      : cam.push.state);
     el.classList.toggle("selected", !!(app.playing && app.playing.vehicle === v.id &&
                                        app.playing.camera === cam.id));
     const thumb = app.thumbs.get(`${v.id}/${cam.id}`);

@@ -14,7 +14,9 @@ from edge.bus.messages import (
     CommandEvent,
     DroneTelemetry,
     EventMark,
+    PushFeed,
     ServiceHealth,
+    UplinkPushStatus,
 )
 from edge.bus.mirror import SILENT_S
 from edge.centre.page.state import PageState
@@ -126,6 +128,28 @@ def test_devices_age_by_the_vehicles_stamps_with_the_mirrors_rule() -> None:
     assert north["cameras"][0]["condition"] == "silent"
     assert north["cameras"][0]["state"] == "live"  # what it last said, shown with its age
     assert north["drones"][0]["condition"] == "silent"
+
+
+def test_a_camera_pushed_up_shows_its_push_state() -> None:
+    clock = Clock()
+    state = PageState(["north"], clock=clock)
+    feed(state, "north", topics.cam_status("gate"), CameraStatus(
+        camera_id="gate", name="Gate", state="live"), T0 - 1, 1)
+    feed(state, "north", topics.cam_status("yard"), CameraStatus(
+        camera_id="yard", name="Yard", state="live"), T0 - 1, 2)
+    assert [c["push"] for c in state.vehicle_json("north")["cameras"]] == [None, None]
+    feed(state, "north", topics.UPLINK_PUSH_STATUS, UplinkPushStatus(
+        whip_url="https://centre/whip", feeds=[
+            PushFeed(camera_id="gate", state="retrying", retries=2,
+                     last_error="connection refused", profile="sub"),
+            PushFeed(camera_id="yard", state="idle")]), T0 - 0.5, 3)
+    gate, yard = state.vehicle_json("north")["cameras"]
+    assert gate["push"] is not None
+    assert (gate["push"]["state"], gate["push"]["retries"], gate["push"]["last_error"]) == (
+        "retrying", 2, "connection refused")
+    assert yard["push"] is None  # idle: not pushed
+    feed(state, "north", topics.UPLINK_PUSH_STATUS, UplinkPushStatus(feeds=[]), T0, 4)
+    assert [c["push"] for c in state.vehicle_json("north")["cameras"]] == [None, None]
 
 
 def test_unreadable_messages_are_skipped_counted_and_the_page_goes_on() -> None:
