@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/edge demo --config config/demo.toml
+	$(BIN)/edge demo --config config/demo.toml --sync
 
 test: lint typecheck pytest
 
