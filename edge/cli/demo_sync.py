@@ -26,6 +26,17 @@ from edge.sync.credentials import write_key_pair
 SYNC_DIR = "sync"
 CENTRE_NATS_CHILD = "centre-nats"
 CENTRE_SYNC_CHILD = "centre-sync"
+PAGE_PORT = 8900  # the centre page, beside the vehicle's viewer page on 8800
+
+
+def _port_or_free(port: int) -> int:
+    """`port` on 127.0.0.1 when nothing listens there (a second demo: any free one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return _free_port()
+    return port
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -70,15 +81,26 @@ class DemoSync:
         vehicle_path.write_text(toml_text(data))
         vehicle = load_config(vehicle_path)
         centre_port = _free_port()
-        centre = {
+        entry: dict[str, Any] = {"id": vehicle.vehicle,
+                                 "nats_key": {"file": str(keys["vehicle-leaf"][1])}}
+        centre: dict[str, Any] = {
             "centre": "demo-centre", "listen": "127.0.0.1",
             "probe_port": _free_port(socket.SOCK_DGRAM),
             "nats": {"port": centre_port, "monitor_port": _free_port(),
                      "leaf_port": leaf_port, "store_dir": str(folder / "centre-nats"),
                      "client_seed": {"file": str(keys["centre-client"][0])},
                      "stall_after_s": 3.0},
-            "vehicles": [{"id": vehicle.vehicle,
-                          "nats_key": {"file": str(keys["vehicle-leaf"][1])}}]}
+            "vehicles": [entry]}
+        uplink = vehicle.uplink
+        if uplink.enabled and uplink.token is not None and uplink.token.file is not None:
+            # The centre page, with the demo's one token (the uplink's): the vehicle's
+            # cameras play through it (roll-call) as a real centre's would.
+            token = {"file": str(Path(uplink.token.file))}
+            host, _, port = uplink.listen.rpartition(":")
+            host = "127.0.0.1" if host in ("0.0.0.0", "") else host.strip("[]")
+            centre["page"] = {"listen": f"127.0.0.1:{_port_or_free(PAGE_PORT)}",
+                              "token": token}
+            entry |= {"uplink_url": f"http://{host}:{port}", "uplink_token": token}
         centre_path = folder / "centre.toml"
         centre_path.write_text(toml_text(centre))
         return cls(vehicle, vehicle_path, centre_path, f"nats://127.0.0.1:{centre_port}")
@@ -94,6 +116,11 @@ class DemoSync:
                   "simulator")]
 
     def notes(self) -> list[str]:
-        return [f"sync: the vehicle's NATS {self.config.sync.nats_url} links to a local "
-                f"centre NATS {self.centre_url}; edge centre sources stream "
-                f"VEHICLE_{self.config.vehicle} (log: {CENTRE_SYNC_CHILD}.log)"]
+        notes = [f"sync: the vehicle's NATS {self.config.sync.nats_url} links to a local "
+                 f"centre NATS {self.centre_url}; edge centre sources stream "
+                 f"VEHICLE_{self.config.vehicle} (log: {CENTRE_SYNC_CHILD}.log)"]
+        page = tomllib.loads(self.centre_config.read_text()).get("page")
+        if page is not None:
+            notes.append(f"the centre page: http://{page['listen']}/ (the same token as "
+                         "the viewer page)")
+        return notes
