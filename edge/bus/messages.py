@@ -537,6 +537,29 @@ class RecorderStatus(Message):
     session_start_ns: int | None = None  # wall-clock ns
 
 
+@nested
+@dataclass(slots=True, kw_only=True)
+class RecordedSession(Message):
+    """One named session in the recorder's catalog (wall-clock ns)."""
+
+    session_id: int = 0
+    name: str = ""
+    start_ns: int = 0
+    end_ns: int | None = None  # None: still open
+    released: bool = False  # given back to retention
+
+
+@message("recorder.sessions")
+@dataclass(slots=True, kw_only=True)
+class RecorderSessions(Message):
+    """The recorder's session index (`recorder/sessions`): its newest named sessions,
+    oldest first, at start and on every start, stop and release. What the vehicle holds
+    for a debrief, so that the centre (through sync) knows it without asking."""
+
+    sessions: list[RecordedSession] = field(default_factory=list)
+    total: int = 0  # sessions in the catalog (the list holds the newest of them)
+
+
 RECORD_ACTIONS = ("start", "stop", "release")
 SESSION_NAME_MAX = 100  # characters: a name is a label on a table row, not a report
 

@@ -121,6 +121,7 @@ UPLINK_SERVICE = "uplink"
 # --- the recorder -----------------------------------------------------------
 RECORDER = "recorder/"
 RECORDER_STATUS = "recorder/status"
+RECORDER_SESSIONS = "recorder/sessions"
 
 # --- GB/T 28181 devices (the gb28181 service) --------------------------------
 GB = "gb/"

@@ -57,6 +57,8 @@ from edge.bus.messages import (
     EventMark,
     Message,
     RecordCommand,
+    RecordedSession,
+    RecorderSessions,
     RecorderStatus,
     Reply,
     Severity,
@@ -84,6 +86,8 @@ from edge.runtime.service import Service
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 1.0
+# The session index on the bus: the newest this many (a drill a day is years of them).
+SESSIONS_PUBLISHED = 100
 # Retention runs this often, and at once when a write fails for want of space.
 RETENTION_EVERY_S = 60.0
 SOURCE = "recorder"  # alerts' source
@@ -179,6 +183,7 @@ class RecorderService(Service):
                      asyncio.create_task(self._status_loop(), name="rec-status"),
                      asyncio.create_task(self._retention_loop(), name="rec-retention")]
             self.ctx.bus.serve(topics.RECORDER_SERVICE, self._handle)
+            await self._publish_sessions()
             self.ctx.ready(f"recording {len(self.streams)} stream(s) and the bus "
                            f"into {self.root}")
             await asyncio.Event().wait()
@@ -270,7 +275,22 @@ class RecorderService(Service):
         if reply.status == "accepted" and action in ("start", "stop"):
             # At once, not at the next tick: the dashboard shows the change as it happens.
             self.ctx.bus.publish(topics.RECORDER_STATUS, await asyncio.to_thread(self.status))
+        if reply.status == "accepted":
+            await self._publish_sessions()
         return reply
+
+    async def _publish_sessions(self) -> None:
+        """The session index on `recorder/sessions` (a state topic: late subscribers and
+        the centre's sync get the latest)."""
+        try:
+            every = await asyncio.to_thread(self.catalog.sessions)
+        except (sqlite3.Error, CatalogError) as e:
+            self.ctx.log.warning("cannot read the sessions: %s", one_line(e))
+            return
+        self.ctx.bus.publish(topics.RECORDER_SESSIONS, RecorderSessions(
+            total=len(every), sessions=[RecordedSession(
+                session_id=x.id, name=x.name, start_ns=x.start_ns, end_ns=x.end_ns,
+                released=x.released) for x in every[-SESSIONS_PUBLISHED:]]))
 
     async def _start(self, name: str, who: str) -> Reply:
         problem = session_name_problem(name)

@@ -12,7 +12,15 @@ import pytest
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
-from edge.bus.messages import EventMark, Message, Ping, RecordCommand, RecorderStatus, Reply
+from edge.bus.messages import (
+    EventMark,
+    Message,
+    Ping,
+    RecordCommand,
+    RecorderSessions,
+    RecorderStatus,
+    Reply,
+)
 from edge.recorder.layout import CATALOG_FILE
 from edge.services.recorder import RecorderService
 from tests import support
@@ -51,8 +59,11 @@ async def test_start_mark_stop_release(bus: BusClient, endpoints: Endpoints,
     config, config_path = recorder_config(tmp_path, {})
     catalog = tmp_path / "recordings" / CATALOG_FILE
     box = Inbox(bus.subscribe(topics.RECORDER_STATUS))
+    index = Inbox(bus.subscribe(topics.RECORDER_SESSIONS))
     async with support.hosted(RecorderService, "recorder", config, config_path, endpoints):
         await recorder_answers(bus)
+        # The session index is on the bus from the start (empty), for the centre's sync.
+        await index.expect(RecorderSessions, lambda m: m.total == 0, within=5)
         stopped = await ask(bus, RecordCommand(action="stop"))
         assert (stopped.status, stopped.detail) == ("rejected", "no session is open")
         await marks_reach_the_recorder(bus, catalog)
@@ -70,6 +81,9 @@ async def test_start_mark_stop_release(bus: BusClient, endpoints: Endpoints,
         assert status.session_start_ns == started.data["start_ns"]
         (session,) = catalog_sessions(catalog)
         assert (session.id, session.name, session.open) == (sid, "Steel plant drill", True)
+        listed = await index.expect(RecorderSessions, lambda m: m.total == 1, within=5)
+        assert [(x.session_id, x.name, x.end_ns, x.released) for x in listed.sessions] == [
+            (sid, "Steel plant drill", None, False)]
 
         again = await ask(bus, RecordCommand(action="start", name="Another"))
         assert again.status == "rejected"
@@ -107,6 +121,9 @@ async def test_start_mark_stop_release(bus: BusClient, endpoints: Endpoints,
         twice = await ask(bus, RecordCommand(action="release", session_id=sid))
         assert twice.status == "accepted" and "already released" in twice.detail
         assert catalog_sessions(catalog)[0].released
+        await index.expect(RecorderSessions, lambda m: bool(m.sessions) and (
+            m.sessions[0].released, m.sessions[0].end_ns) == (True, done.data["end_ns"]),
+            within=5)
 
 
 @pytest.mark.parametrize(("command", "reason"), [
