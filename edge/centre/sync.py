@@ -47,7 +47,7 @@ from edge.sync.credentials import read_seed
 from edge.sync.nats_server import NatsServerError, monitor_json
 from edge.sync.streams import centre_stream_config, ensure_stream
 
-__all__ = ["CentreSync", "CentreSyncError", "POLL_S", "VehicleSync"]
+__all__ = ["CentreSync", "CentreSyncError", "POLL_S", "VehicleSync", "centre_replicas"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ POLL_S = 2.0
 #: the outage is exactly what the centre is waiting for
 RESUME_GRACE_S = 2.0
 _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
+
+
+def centre_replicas(config: CentreNatsConfig) -> int:
+    """Copies of each vehicle's stream: one per cluster node, at most three (JetStream's
+    usual R3); one on a single server."""
+    return 1 if config.cluster is None else min(3, len(config.cluster.routes))
 
 
 class CentreSyncError(RuntimeError):
@@ -127,7 +133,8 @@ class CentreSync:
 
     def _config_of(self, vehicle: str) -> StreamConfig:
         return centre_stream_config(vehicle, self.config.max_age_hours * 3600,
-                                    self.config.max_mb_per_vehicle * 1024 * 1024)
+                                    self.config.max_mb_per_vehicle * 1024 * 1024,
+                                    replicas=centre_replicas(self.config))
 
     # -- starting ------------------------------------------------------------------------
     async def start(self, within_s: float = 10.0) -> None:

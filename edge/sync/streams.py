@@ -45,10 +45,13 @@ def vehicle_stream_config(vehicle: str, max_age_s: float, max_bytes: int) -> Str
         description=f"vehicle {vehicle}: its bus, for the centre to source")
 
 
-def centre_stream_config(vehicle: str, max_age_s: float, max_bytes: int) -> StreamConfig:
+def centre_stream_config(vehicle: str, max_age_s: float, max_bytes: int,
+                         replicas: int = 1) -> StreamConfig:
+    """`replicas` > 1 on a centre cluster: the vehicle's history outlives a server."""
     return StreamConfig(
         name=centre_stream_name(vehicle), storage=StorageType.FILE, discard=DiscardPolicy.OLD,
         max_age=max_age_s, max_bytes=max_bytes, duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
         sources=[StreamSource(name=VEHICLE_STREAM,
                               external=ExternalStream(api=f"$JS.{vehicle}.API"))],
         description=f"vehicle {vehicle}, sourced over its leaf link")
