@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit
+import string
+from urllib.parse import quote, urlsplit
 
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
@@ -146,4 +147,54 @@ def check_zmq_endpoint(value: str) -> str:
         why = (None if host == "*" else host_problem(host)) or port_problem(port)
         if why:
             raise ValueError(f"{why} (in {value})")
+    return value
+
+
+# Where a URL names a vehicle's camera: `{vehicle}` and `{camera}`, filled in quoted.
+URL_PLACEHOLDERS = ("vehicle", "camera")
+
+
+def fill_url(template: str, vehicle: str, camera: str) -> str:
+    """`template` with its placeholders filled in, each quoted as one path segment."""
+    return template.format(vehicle=quote(vehicle, safe=""), camera=quote(camera, safe=""))
+
+
+def check_url_template(value: str, *, example: str, token_key: str) -> str:
+    """An http:// or https:// URL, optionally with ``{vehicle}`` and ``{camera}``
+    placeholders, valid once they are filled in; `token_key` names where its credential
+    goes instead of the URL."""
+    shown = redact(value)[:80]  # a password in it is never echoed
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f'expected an http:// or https:// URL like "{example}", '
+                         f'got "{shown}"')
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(value)
+                  if f is not None and (f not in URL_PLACEHOLDERS or spec or conv)]
+    except ValueError:
+        raise ValueError(f'"{shown}" has an unmatched {{ or }} (the placeholders are '
+                         "{vehicle} and {camera})") from None
+    if fields:
+        raise ValueError(f'"{{{fields[0][:40]}}}" is not a placeholder: only {{vehicle}} and '
+                         f'{{camera}} are (in "{shown}")')
+    sample = fill_url(value, "north", "gate")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in sample):
+        raise ValueError("the URL has a space or control character in it")
+    try:
+        parts = urlsplit(sample)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f'"{shown}": {e}') from None
+    if parts.username is not None or parts.password is not None:
+        # A URL is logged and shown; a credential is a secret reference of its own.
+        raise ValueError("no user or password in the URL: give the token as "
+                         f'{token_key} = {{ file = "…" }} or {{ credential = "…" }}')
+    host = parts.hostname or ""
+    why = host_problem(f"[{host}]" if ":" in host else host) if host else \
+        f'no host in "{shown}"'
+    if why:
+        raise ValueError(why)
+    if port == 0:
+        raise ValueError(f'port 0 is not a port to reach (in "{shown}")')
+    if parts.fragment:
+        raise ValueError(f'"{shown}": a URL to post to has no #fragment')
     return value

@@ -1,7 +1,8 @@
 """The centre page's config (`[page]` of the centre's config): where it listens, its token,
 and how long a silent vehicle is still believed to be in contact. How the page reaches
 each vehicle's uplink (roll-call, thumbnails) is on that vehicle's `[[vehicles]]` entry:
-:func:`check_uplink_url` checks it."""
+:func:`check_uplink_url` checks it. Where the centre's media server plays the feeds the
+vehicles push is `media_whep_url`: :func:`check_media_whep_url` checks it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from edge.config.addresses import check_host_port, host_problem
+from edge.config.addresses import check_host_port, check_url_template, host_problem
 from edge.config.model import Model
 from edge.config.secrets import SecretRef
 
@@ -44,6 +45,16 @@ def check_uplink_url(value: str) -> str:
     return value.rstrip("/")
 
 
+
+
+def check_media_whep_url(value: str) -> str:
+    """The media server's WHEP URL template ("" is none: no media server)."""
+    if not value:
+        return value
+    return check_url_template(value, example="http://media.centre:8889/{vehicle}-{camera}/whep",
+                              token_key="media_token")
+
+
 class CentrePageConfig(Model):
     """`[page]`: the centre page (`/`): every vehicle live, one timeline, roll-call."""
 
@@ -60,6 +71,18 @@ class CentrePageConfig(Model):
     timeline_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     # ... at most this many, newest kept (the browser holds them all).
     timeline_max: int = Field(default=500, ge=10, le=10_000)
+    # The centre's media server's WHEP URL for a pushed camera, {vehicle} and {camera}
+    # filled in (e.g. MediaMTX: "http://media.centre:8889/{vehicle}-{camera}/whep"). Set,
+    # roll-call of a camera whose push is live plays from there: the satellite carries
+    # the feed once however many operators watch. "": always through the tunnel.
+    media_whep_url: str = ""
+    # The bearer token the media server expects of viewers (none: no Authorization).
+    media_token: SecretRef | None = None
+
+    @field_validator("media_whep_url")
+    @classmethod
+    def _media(cls, v: str) -> str:
+        return check_media_whep_url(v)
 
     @field_validator("listen")
     @classmethod

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.config.addresses import check_host_port, check_ice_url, host_problem, redact
+from edge.config.addresses import check_host_port, check_ice_url, check_url_template
 from edge.config.model import DeviceId, Model
 from edge.config.secrets import SecretRef
 
@@ -54,28 +53,10 @@ class IceServerConfig(Model):
 
 
 def check_whip_url(value: str) -> str:
-    """An http:// or https:// URL with a valid host (and port): the centre's WHIP endpoint."""
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f'expected an http:// or https:// URL, got "{redact(value)}"')
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in value):
-        raise ValueError("the URL has a space or control character in it")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f'"{redact(value)}": {e}') from None
-    if parts.username is not None or parts.password is not None:
-        # The bearer token is a secret reference; a URL is logged and shown.
-        raise ValueError('no user or password in the URL: give the token as '
-                         'token = { file = "…" } or { credential = "…" }')
-    host = parts.hostname or ""
-    why = host_problem(f"[{host}]" if ":" in host else host) if host else \
-        f'no host in "{value}"'
-    if why:
-        raise ValueError(why)
-    if port == 0:
-        raise ValueError(f'port 0 is not a port to push to (in "{value}")')
-    return value
+    """The centre's WHIP endpoint: an http(s) URL, with `{vehicle}` and `{camera}` where a
+    media server names each feed by its path (MediaMTX: one path per stream)."""
+    return check_url_template(value, example="https://10.77.0.1:8889/{vehicle}-{camera}/whip",
+                              token_key="token")
 
 
 class PushConfig(Model):
@@ -85,6 +66,8 @@ class PushConfig(Model):
     that fails is retried from `retry_min_s`, doubling up to `retry_max_s`.
     """
 
+    # Filled in per camera: `{vehicle}` and `{camera}` (quoted) where the server names
+    # each feed by its path; one URL for all when it tells feeds apart itself.
     whip_url: str
     # The bearer token the WHIP server expects (a secret reference; none: no
     # Authorization header).

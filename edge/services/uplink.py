@@ -123,7 +123,8 @@ class UplinkService(Service):
         pushes = PushManager(push, self.ctx.config.uplink, self.state, self.manager.streams,
                              self.manager.budgets, token=token, ice=ice,
                              ask_keyframe=self.manager.keyframes.want,
-                             on_change=self._pushes_changed)
+                             on_change=self._pushes_changed,
+                             vehicle=self.ctx.config.vehicle)
         # Pushes follow the link to the centre as the viewers' sessions do.
         follow_sessions = self.state.on_link
 

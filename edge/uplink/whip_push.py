@@ -51,6 +51,7 @@ import aiohttp
 from aiortc import RTCIceServer
 
 from edge.bus.messages import PushCommand, PushFeed, PushStateName, Reply, UplinkPushStatus
+from edge.config.addresses import fill_url
 from edge.config.uplink import PushConfig, UplinkConfig
 from edge.uplink.fanout import Fanout, Sink
 from edge.uplink.link_budget import LinkBudgets
@@ -238,7 +239,7 @@ class WhipPusher:
         headers = {"Content-Type": "application/sdp", "Accept": "application/sdp"}
         if pushes.token:
             headers["Authorization"] = f"Bearer {pushes.token}"
-        url = pushes.config.whip_url
+        url = fill_url(pushes.config.whip_url, pushes.vehicle, self.camera_id)
         try:
             async with pushes.http.post(url, data=offer.encode(), headers=headers,
                                         timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S),
@@ -434,8 +435,9 @@ class PushManager:
     def __init__(self, config: PushConfig, uplink: UplinkConfig, state: UplinkState,
                  streams: Streams, budgets: LinkBudgets, *, token: str | None,
                  ice: list[RTCIceServer], ask_keyframe: AskKeyframe | None = None,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None, vehicle: str = "") -> None:
         self.config = config
+        self.vehicle = vehicle  # fills `{vehicle}` in the WHIP URL
         self.uplink = uplink
         self.state = state
         self.streams = streams

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +132,13 @@ class PageWorld:
 
 @asynccontextmanager
 async def page_world(tmp: Path, vehicle_ids: Sequence[str] = ("north", "south"), *,
-                     contact_timeout_s: float = 6.0) -> AsyncIterator[PageWorld]:
+                     contact_timeout_s: float = 6.0, pushes: Mapping[str, str] | None = None,
+                     media_whep_url: str = "") -> AsyncIterator[PageWorld]:
     """Vehicles with one small camera each, the centre's NATS sourcing them all, and the
-    page on a free port (see the module's text). Everything stops when the block ends."""
+    page on a free port (see the module's text). Everything stops when the block ends.
+
+    `pushes`: vehicle id -> the WHIP URL its uplink pushes its camera ``gate`` to (no
+    token), from the start; `media_whep_url`: the page's `[page] media_whep_url`."""
     async with AsyncExitStack() as stack:
         leaf_port = free_port()
         centre = centre_server(tmp, leaf_port)
@@ -153,8 +157,13 @@ async def page_world(tmp: Path, vehicle_ids: Sequence[str] = ("north", "south"),
             # Health every second: the page hears each service at once, and a cut link
             # shows within the test's contact timeout.
             sync = {"enabled": True, "nats_url": server.url, "health_every_s": 1.0}
+            whip_url = (pushes or {}).get(vid)
+            # Retries quick and short: the push is live soon after the WHIP server is up.
+            push = None if whip_url is None else {"push": {
+                "whip_url": whip_url, "cameras": ["gate"], "retry_min_s": 0.5,
+                "retry_max_s": 2.0}}
             up = await stack.enter_async_context(
-                vehicle(home, endpoints, bus, {"gate": SMALL}, vehicle=vid, sync=sync))
+                vehicle(home, endpoints, bus, {"gate": SMALL}, push, vehicle=vid, sync=sync))
             hosted = await stack.enter_async_context(
                 support.hosted(SyncService, "sync", up.config, home / "vehicle.toml",
                                endpoints))
@@ -162,7 +171,7 @@ async def page_world(tmp: Path, vehicle_ids: Sequence[str] = ("north", "south"),
         page = CentrePage(centre.url, [VehicleUplink(v, w.uplink.url, TOKEN)
                                        for v, w in vehicles.items()],
                           "127.0.0.1:0", PAGE_TOKEN.encode(),
-                          contact_timeout_s=contact_timeout_s)
+                          contact_timeout_s=contact_timeout_s, media_whep_url=media_whep_url)
         url = await page.start()
         stack.push_async_callback(page.close)
         http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -1,5 +1,7 @@
 """A WHIP server that is not ours, for the uplink's push tests: werift (npm, pure TypeScript
 WebRTC, independent of aiortc) behind a small Node endpoint, tests/support/werift_whip/.
+It is also a centre media server in miniature: it fans each pushed feed out to WHEP viewers
+(``whip.whep_url("north")``; ``await whip.viewers()``, ``await whip.forwarded()``).
 
 ``async with WeriftWhip(token) as whip``: ``whip.url("north-gate")`` is the WHIP URL to
 push to, ``await whip.stats()`` what it received per session (RTP packets, frames by RTP
@@ -47,6 +49,10 @@ class WeriftWhip:
     def url(self, name: str = "feed") -> str:
         return f"http://127.0.0.1:{self.port}/whip/{name}"
 
+    def whep_url(self, name: str = "feed") -> str:
+        """Where a viewer plays what is pushed to :meth:`url` of the same `name`."""
+        return f"http://127.0.0.1:{self.port}/whep/{name}"
+
     async def start(self) -> None:
         args = [str(SERVER_DIR / "server.js"), "--port", str(self.port)]
         if self.token:
@@ -73,18 +79,31 @@ class WeriftWhip:
             proc.kill()
             await proc.wait()
 
-    async def stats(self) -> dict[str, dict[str, Any]]:
-        """Per session id: what the server received (empty while it is down)."""
+    async def _stats(self) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         try:
             async with self._http.get(f"http://127.0.0.1:{self.port}/stats",
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:
-                body = await r.json()
+                body: dict[str, Any] = await r.json()
         except (aiohttp.ClientError, TimeoutError):
             return {}
-        sessions: dict[str, dict[str, Any]] = body["sessions"]
+        return body
+
+    async def stats(self) -> dict[str, dict[str, Any]]:
+        """Per WHIP session id: what the server received (empty while it is down)."""
+        sessions: dict[str, dict[str, Any]] = (await self._stats()).get("sessions", {})
         return sessions
+
+    async def viewers(self) -> dict[str, dict[str, Any]]:
+        """Per WHEP viewer id: its name, the WHIP session feeding it (``publisher``), its
+        connection state, the RTP packets forwarded to it, whether it was DELETEd."""
+        found: dict[str, dict[str, Any]] = (await self._stats()).get("viewers", {})
+        return found
+
+    async def forwarded(self) -> int:
+        """RTP packets forwarded to WHEP viewers in the server's current run."""
+        return int((await self._stats()).get("forwarded", 0))
 
     async def frames(self) -> int:
         """Frames received in all sessions of the server's current run."""

@@ -7,6 +7,8 @@
   sourced stream, two ordered consumers);
 - :mod:`~edge.centre.page.uplinks` asks the vehicles' uplinks for roll-call (WHEP,
   relayed with the vehicle's token) and thumbnails;
+- :mod:`~edge.centre.page.media_server` relays roll-call of a camera whose push is live
+  to the centre's media server (``[page] media_whep_url``) instead;
 - :mod:`~edge.centre.page.server` is the HTTP side (:class:`CentrePage`): the page in
   ``web/``, its state API and server-sent events, the WHEP relay.
 """

@@ -12,7 +12,11 @@
 - ``POST /whep/<v>/<c>[?profile=…]``, ``DELETE /whep/<v>/<c>/<session>``, ``OPTIONS``:
   WHEP for any camera of any vehicle, relayed to the vehicle's uplink with its token
   (roll-call). So the centre is one WHEP endpoint for every vehicle, for the page and
-  for any other WHEP player with the page's token.
+  for any other WHEP player with the page's token. A camera whose push (WHIP) is live
+  plays from the centre's media server instead when ``media_whep_url`` is set
+  (:mod:`~edge.centre.page.media_server`), through the tunnel when the media server
+  will not play it; ``X-Edge-Via`` (``media`` or ``tunnel``) says which way, and
+  ``X-Edge-Via-Note`` why the media server was passed over.
 
 Every request but the static files needs ``Authorization: Bearer <token>`` (compared as
 SHA-256 digests in constant time, never logged). Refusals are one plain-text line.
@@ -32,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from edge.centre.page.feed import Feed
+from edge.centre.page.media_server import MediaRefused, MediaServer
 from edge.centre.page.state import PageState
 from edge.centre.page.uplinks import UplinkError, Uplinks, VehicleUplink
 from edge.config import ConfigError
@@ -53,7 +58,8 @@ CORS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
     "Access-Control-Expose-Headers": "Location, Link, ETag, Retry-After, Accept-Post, "
-                                     "X-Edge-Stream, X-Captured-Ns",
+                                     "X-Edge-Stream, X-Captured-Ns, X-Edge-Via, "
+                                     "X-Edge-Via-Note",
     "Access-Control-Max-Age": "600",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,12 +93,15 @@ class CentrePage:
 
     `nats_url` is the centre's NATS (JetStream domain ``centre``); `nats_options` are
     extra ``nats.connect`` keywords (credentials). `vehicles` are what it shows, each
-    with its uplink for roll-call and thumbnails (an empty URL: neither)."""
+    with its uplink for roll-call and thumbnails (an empty URL: neither).
+    `media_whep_url` is the centre's media server's WHEP URL template (``{vehicle}``,
+    ``{camera}``; "" none) and `media_token` its bearer token."""
 
     def __init__(self, nats_url: str, vehicles: Sequence[VehicleUplink], listen: str,
                  token: bytes, *, contact_timeout_s: float = 12.0,
                  timeline_hours: float = 12.0, timeline_max: int = 500,
-                 nats_options: Mapping[str, Any] | None = None) -> None:
+                 nats_options: Mapping[str, Any] | None = None,
+                 media_whep_url: str = "", media_token: str = "") -> None:
         if len(token) < MIN_TOKEN_BYTES:
             raise ConfigError("page.token", [f"shorter than {MIN_TOKEN_BYTES} characters; "
                                              "make a longer one (e.g. openssl rand -hex 24)"])
@@ -102,6 +111,7 @@ class CentrePage:
                                uplinks=[v.id for v in vehicles if v.url])
         self.feed = Feed(nats_url, self.state, timeline_hours, nats_options)
         self.uplinks = Uplinks({v.id: v for v in vehicles})
+        self.media = MediaServer(media_whep_url, media_token) if media_whep_url else None
         self.url = ""
         self.stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -132,10 +142,13 @@ class CentrePage:
         for v in vehicles:
             secret = "" if v.uplink_token is None else v.uplink_token.read_text(config_dir)
             uplinks.append(VehicleUplink(v.id, v.uplink_url, secret))
+        media_token = "" if config.media_token is None else \
+            config.media_token.read_text(config_dir)
         return cls(nats_url, uplinks, config.listen, token,
                    contact_timeout_s=config.contact_timeout_s,
                    timeline_hours=config.timeline_hours, timeline_max=config.timeline_max,
-                   nats_options=nats_options)
+                   nats_options=nats_options, media_whep_url=config.media_whep_url,
+                   media_token=media_token)
 
     # -- life ---------------------------------------------------------------------------
     async def start(self) -> str:
@@ -157,6 +170,8 @@ class CentrePage:
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
         await self.uplinks.start()
+        if self.media is not None:
+            await self.media.start()
         self.feed.start()
         return self.url
 
@@ -164,6 +179,8 @@ class CentrePage:
         self.stopping.set()
         await self.feed.close()
         await self.uplinks.close()
+        if self.media is not None:
+            await self.media.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -303,20 +320,58 @@ class CentrePage:
             got = request.headers.get("Content-Type", "no Content-Type")
             raise Refused(415, f"the offer must be sent as Content-Type: application/sdp "
                                f"(got {got[:80]})", {"Accept-Post": "application/sdp"})
+        camera = request.match_info["camera"]
+        offer = await request.read()
+        note = ""
+        if self.media is not None and self._pushed_live(vehicle, camera):
+            try:
+                relayed = await self.media.offer(vehicle, camera, offer)
+            except MediaRefused as e:
+                # The operator still gets the camera, the long way round, and is told.
+                note = str(e)
+                log.info("roll-call %s/%s through the tunnel: %s", vehicle, camera, note)
+            else:
+                response = self._relay(relayed.status, relayed.body, relayed.headers)
+                response.headers["X-Edge-Via"] = "media"
+                return response
         relayed = await self.uplinks.whep(
-            "POST", vehicle, request.match_info["camera"], query=request.query_string,
-            body=await request.read(), content_type="application/sdp")
-        return self._relay(relayed.status, relayed.body, relayed.headers)
+            "POST", vehicle, camera, query=request.query_string,
+            body=offer, content_type="application/sdp")
+        response = self._relay(relayed.status, relayed.body, relayed.headers)
+        response.headers["X-Edge-Via"] = "tunnel"
+        if note:
+            # A header is one line of Latin-1: the note is one line, made ASCII here.
+            response.headers["X-Edge-Via-Note"] = note.encode("ascii", "replace").decode()
+        return response
+
+    def _pushed_live(self, vehicle: str, camera: str) -> bool:
+        return any(f.camera_id == camera and f.state == "live"
+                   for f in self.state.vehicles[vehicle].push)
+
+    def _media_session(self, request: web.Request, vehicle: str) -> bool:
+        return self.media is not None and self.media.owns(
+            vehicle, request.match_info["camera"], request.match_info["session"])
 
     async def whep_delete(self, request: web.Request) -> web.StreamResponse:
         self._require_auth(request)
         vehicle = self._vehicle(request)
-        relayed = await self.uplinks.whep("DELETE", vehicle, request.match_info["camera"],
-                                          request.match_info["session"])
+        if self.media is not None and self._media_session(request, vehicle):
+            relayed = await self.media.session("DELETE", vehicle, request.match_info["camera"],
+                                               request.match_info["session"])
+        else:
+            relayed = await self.uplinks.whep("DELETE", vehicle, request.match_info["camera"],
+                                              request.match_info["session"])
         return self._relay(relayed.status, relayed.body, relayed.headers)
 
     async def whep_patch(self, request: web.Request) -> web.StreamResponse:
         self._require_auth(request)
+        vehicle = self._vehicle(request)
+        if self.media is not None and self._media_session(request, vehicle):
+            # Trickle ICE or an ICE restart is the media server's to take or refuse.
+            relayed = await self.media.session(
+                "PATCH", vehicle, request.match_info["camera"], request.match_info["session"],
+                await request.read(), request.headers.get("Content-Type"))
+            return self._relay(relayed.status, relayed.body, relayed.headers)
         raise Refused(405, "this endpoint takes the complete offer in the POST; trickle ICE "
                            "and ICE restarts are not supported (start a new session)",
                       {"Allow": "DELETE, OPTIONS"})

@@ -92,8 +92,10 @@ def test_push_config_names_the_bad_field() -> None:
     assert ok.uplink.push is not None and ok.uplink.push.cameras == []
     assert ok.uplink.push.profile == "auto"
     assert "uplink.push.whip_url: required" in problem({})
-    assert 'uplink.push.whip_url: expected an http:// or https:// URL, got "rtsp://x"' in \
+    assert 'uplink.push.whip_url: expected an http:// or https:// URL like' in \
         problem({"whip_url": "rtsp://x"})
+    assert '"{feed}" is not a placeholder: only {vehicle} and {camera} are' in \
+        problem({"whip_url": "https://centre/{feed}/whip"})
     assert "uplink.push.whip_url: no user or password" in \
         problem({"whip_url": "https://me:secret@centre/whip"})
     assert "secret" not in problem({"whip_url": "ftp://me:secret@centre/whip"})

@@ -381,7 +381,8 @@ function gathered(pc) {
 async function rollCall(vehicle, camera, profile) {
   await stop();
   const session = { vehicle, camera, profile: profile || "auto", pc: null, location: null,
-                    stream: "", retry: null, state: "starting", error: "" };
+                    stream: "", retry: null, state: "starting", error: "", via: "",
+                    viaNote: "" };
   app.playing = session;
   app.lastBytes = null;
   $("player").hidden = false;
@@ -418,6 +419,8 @@ async function rollCall(vehicle, camera, profile) {
     if (resp.status !== 201) throw new Error(`${resp.status}: ${text}`);
     session.location = resp.headers.get("Location");
     session.stream = resp.headers.get("X-Edge-Stream") || "";
+    session.via = resp.headers.get("X-Edge-Via") || "tunnel";
+    session.viaNote = resp.headers.get("X-Edge-Via-Note") || "";
     await pc.setRemoteDescription({ type: "answer", sdp: text });
     session.state = "connecting";
   } catch (e) {
@@ -475,6 +478,22 @@ function renderPlaying() {
   $("overlay").textContent = overlay;
   $("s-state").textContent = s.state;
   $("s-stream").textContent = s.stream || "–";
+  renderVia(s);
+}
+
+// Which way the picture comes: a pushed feed from the centre's media server costs the
+// satellite nothing more per operator; through the tunnel, each viewer is one more copy.
+function renderVia(s) {
+  let el = $("via");
+  if (!el) {
+    el = document.createElement("p");
+    el.id = "via";
+    el.className = "meta";
+    $("player-title").after(el);
+  }
+  el.textContent = !s.via ? ""
+    : s.via === "media" ? "from the centre's media server"
+    : "through the tunnel" + (s.viaNote ? ` (${s.viaNote})` : "");
 }
 
 async function pollStats() {
