@@ -27,8 +27,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers, each module on one of them (its module-scoped fixtures built once).
 pytest: $(STAMP) $(WHIP_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
 
 # werift declares node >= 22 but runs on Node 20 (npm's EBADENGINE warning is hushed).
 # Without npm the WHIP push tests skip (and fail on CI, where .ci/run installs Node).
