@@ -30,12 +30,13 @@ RULES: dict[str, tuple[str, ...]] = {
     # The service table (edge/services/__init__.py, lazy imports) tells the supervisor
     # what to run; the services themselves are never imported by the runtime.
     "edge/runtime": ("edge.bus", "edge.config", "edge.services="),
-    "edge/uplink": ("edge.bus", "edge.media", "edge.config"),
+    "edge/web": (),
+    "edge/uplink": ("edge.bus", "edge.media", "edge.config", "edge.web"),
     "edge/recorder": ("edge.bus", "edge.media", "edge.config"),
     "edge/export": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/replay": ("edge.bus", "edge.media", "edge.config", "edge.recorder"),
     "edge/links": ("edge.bus", "edge.config"),
-    "edge/centre": ("edge.bus", "edge.config", "edge.links", "edge.sync"),
+    "edge/centre": ("edge.bus", "edge.config", "edge.links", "edge.sync", "edge.web"),
     "edge/sync": ("edge.bus", "edge.config"),
     "edge/services": ("edge", "drivers"),
     "edge/cli": ("edge", "drivers", "ui"),

@@ -43,6 +43,7 @@ from edge.uplink.auth import bearer_ok
 from edge.uplink.session import SessionManager
 from edge.uplink.state import UplinkState
 from edge.uplink.streams import Refusal
+from edge.web import web_file
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class UplinkHttp:
                                    client_max_size=256 * 1024)
         r = self.app.router
         r.add_get("/", self.page)
-        r.add_get("/{name:viewer\\.(?:js|css)}", self.static)
+        r.add_get("/{name:viewer\\.(?:js|css)|page_kit\\.js}", self.static)
         r.add_route("OPTIONS", "/whep/{path:.*}", self.options)
         r.add_route("OPTIONS", "/api/{path:.*}", self.options)
         r.add_post("/whep/{camera}", self.whep_post)
@@ -146,10 +147,11 @@ class UplinkHttp:
         return self._file(request.match_info["name"])
 
     def _file(self, name: str) -> web.StreamResponse:
-        path = WEB_DIR / name
-        if name not in STATIC or not path.is_file():
+        found = web_file(name, WEB_DIR, STATIC)
+        if found is None:
             raise Refusal(404, "no such file")
-        return web.FileResponse(path, headers={"Content-Type": STATIC[name],
+        path, content_type = found
+        return web.FileResponse(path, headers={"Content-Type": content_type,
                                                "Cache-Control": "no-cache"})
 
     # -- WHEP ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from edge.config import ConfigError
 from edge.config.centre_page import CentrePageConfig
 from edge.config.centre_site import CentreVehicleConfig
 from edge.config.secrets import bearer_ok
+from edge.web import web_file
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class CentrePage:
                                    client_max_size=MAX_OFFER_BYTES)
         r = self.app.router
         r.add_get("/", self.page)
-        r.add_get("/{name:centre\\.(?:js|css)}", self.static)
+        r.add_get("/{name:centre\\.(?:js|css)|page_kit\\.js}", self.static)
         r.add_get("/api/state", self.api_state)
         r.add_get("/api/events", self.api_events)
         r.add_get("/api/vehicles/{vehicle}/cameras/{camera}/thumbnail", self.api_thumbnail)
@@ -228,10 +229,11 @@ class CentrePage:
         return self._file(request.match_info["name"])
 
     def _file(self, name: str) -> web.StreamResponse:
-        path = WEB_DIR / name
-        if name not in STATIC or not path.is_file():
+        found = web_file(name, WEB_DIR, STATIC)
+        if found is None:
             raise Refused(404, "no such file")
-        return web.FileResponse(path, headers={"Content-Type": STATIC[name],
+        path, content_type = found
+        return web.FileResponse(path, headers={"Content-Type": content_type,
                                                "Cache-Control": "no-cache"})
 
     # -- state --------------------------------------------------------------------------

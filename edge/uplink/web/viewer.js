@@ -3,12 +3,9 @@
 // Everything but this page needs the bearer token, entered once per tab.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "edge-uplink-token";
-const ICE_GATHER_MS = 1000;  // a non-trickle offer waits at most this for candidates
 
 const app = {
-  token: sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "",
   state: null,            // the last /api/state snapshot, kept current by SSE
   cameras: new Map(),     // id -> camera JSON
   drones: new Map(),      // id -> drone JSON
@@ -22,72 +19,21 @@ const app = {
 };
 
 // -- token --------------------------------------------------------------------------
-function askToken(message) {
-  $("token-error").hidden = !message;
-  $("token-error").textContent = message || "";
-  $("token").value = "";
-  if (!$("token-dialog").open) $("token-dialog").showModal();
-}
+const auth = tokenKeeper(TOKEN_KEY, () => startEvents());
 
-$("token-form").addEventListener("submit", () => {
-  app.token = $("token").value.trim();
-  sessionStorage.setItem(TOKEN_KEY, app.token);
-  if ($("remember").checked) localStorage.setItem(TOKEN_KEY, app.token);
-  else localStorage.removeItem(TOKEN_KEY);
-  startEvents();
-});
-$("change-token").addEventListener("click", () => askToken(""));
+function askToken(message) { auth.ask(message); }
 
-function authHeaders(extra) {
-  return Object.assign({ Authorization: "Bearer " + app.token }, extra || {});
-}
+function authHeaders(extra) { return auth.headers(extra); }
 
-// -- state over server-sent events (fetch, because EventSource cannot send a token) ----
+// -- state over server-sent events --------------------------------------------------
 async function startEvents() {
   if (app.events) app.events.abort();
   const ctl = new AbortController();
   app.events = ctl;
-  let delay = 500;
-  while (!ctl.signal.aborted) {
-    try {
-      const resp = await fetch("/api/events", { headers: authHeaders(), signal: ctl.signal });
-      if (resp.status === 401) {
-        setLink("token refused", "down");
-        askToken("The vehicle refused this token.");
-        return;
-      }
-      if (!resp.ok) throw new Error(resp.status + " " + (await resp.text()));
-      setLink("connected", "live");
-      delay = 500;
-      await readEvents(resp.body.getReader(), ctl.signal);
-    } catch (e) {
-      if (ctl.signal.aborted) return;
-      setLink("vehicle unreachable, retrying", "down");
-    }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 5000);
-  }
-}
-
-async function readEvents(reader, signal) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  while (!signal.aborted) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let kind = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) kind = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(kind, JSON.parse(data));
-    }
-  }
+  await followEvents("/api/events", authHeaders, ctl, {
+    status: setLink, event: onEvent, unreachable: "vehicle unreachable, retrying",
+    refused: () => askToken("The vehicle refused this token."),
+  });
 }
 
 function onEvent(kind, value) {
@@ -234,27 +180,6 @@ function renderSessions(sessions) {
 }
 
 // -- playing over WHEP --------------------------------------------------------------
-async function iceServers(endpoint) {
-  // WHEP announces STUN/TURN servers in Link headers; ask before gathering.
-  try {
-    const resp = await fetch(endpoint, { method: "OPTIONS", headers: authHeaders() });
-    const links = (resp.headers.get("Link") || "").split(/,(?=\s*<)/);
-    return links.filter((l) => /rel="ice-server"/.test(l))
-      .map((l) => ({ urls: l.match(/<([^>]+)>/)[1] }));
-  } catch (e) {
-    return [];
-  }
-}
-
-function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, ICE_GATHER_MS);
-  });
-}
-
 async function play(camera, profile) {
   await stop();
   const cam = app.cameras.get(camera);
@@ -267,7 +192,7 @@ async function play(camera, profile) {
   renderCameras();
   renderPlaying();
   const endpoint = `/whep/${encodeURIComponent(camera)}?profile=${encodeURIComponent(profile)}`;
-  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint) });
+  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint, authHeaders) });
   session.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (ev) => {
@@ -360,10 +285,6 @@ function renderPlaying() {
   renderTelemetry(cam);
 }
 
-function fmt(v, digits, unit) {
-  return v == null ? "–" : `${Number(v).toFixed(digits)}${unit || ""}`;
-}
-
 function renderTelemetry(cam) {
   const drone = cam && cam.drone ? app.drones.get(cam.drone) : null;
   $("telemetry").hidden = !(cam && cam.drone);
@@ -416,7 +337,6 @@ async function pollStats() {
 }
 setInterval(() => { pollStats().catch(() => {}); }, 1000);
 
-function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 // For operators' scripts and the tests: the same actions the mouse has.
 window.edgeViewer = {
@@ -424,10 +344,10 @@ window.edgeViewer = {
   get playing() { return app.playing; },
   get stats() { return app.stats; },
   get cameras() { return [...app.cameras.values()]; },
-  setToken(token) { app.token = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
+  setToken(token) { auth.value = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
 };
 
-if (app.token) startEvents(); else askToken("");
+if (auth.value) startEvents(); else askToken("");
 
 // -- a replay (`edge replay --uplink`): its clock and controls, as the dashboard has ------
 // The controls go to the replay vehicle through the uplink (POST /api/replay), so this

@@ -5,13 +5,10 @@
 // a vehicle out of contact shows how old what we know of it is, not a frozen "live".
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "edge-centre-token";
-const ICE_GATHER_MS = 1000;  // a non-trickle offer waits at most this for candidates
 const THUMB_EVERY_MS = 10000;  // a live camera's picture, at most this often (thin links)
 
 const app = {
-  token: sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "",
   offset: 0,              // the centre's clock minus ours (ms)
   rules: { stale_s: 3, silent_s: 5, old_s: 10, contact_s: 12 },
   vehicles: new Map(),    // id -> vehicle JSON
@@ -26,72 +23,21 @@ const app = {
 const now = () => Date.now() + app.offset;
 
 // -- token --------------------------------------------------------------------------
-function askToken(message) {
-  $("token-error").hidden = !message;
-  $("token-error").textContent = message || "";
-  $("token").value = "";
-  if (!$("token-dialog").open) $("token-dialog").showModal();
-}
+const auth = tokenKeeper(TOKEN_KEY, () => startEvents());
 
-$("token-form").addEventListener("submit", () => {
-  app.token = $("token").value.trim();
-  sessionStorage.setItem(TOKEN_KEY, app.token);
-  if ($("remember").checked) localStorage.setItem(TOKEN_KEY, app.token);
-  else localStorage.removeItem(TOKEN_KEY);
-  startEvents();
-});
-$("change-token").addEventListener("click", () => askToken(""));
+function askToken(message) { auth.ask(message); }
 
-function authHeaders(extra) {
-  return Object.assign({ Authorization: "Bearer " + app.token }, extra || {});
-}
+function authHeaders(extra) { return auth.headers(extra); }
 
-// -- events (fetch, because EventSource cannot send a token) --------------------------
+// -- state over server-sent events --------------------------------------------------
 async function startEvents() {
   if (app.events) app.events.abort();
   const ctl = new AbortController();
   app.events = ctl;
-  let delay = 500;
-  while (!ctl.signal.aborted) {
-    try {
-      const resp = await fetch("/api/events", { headers: authHeaders(), signal: ctl.signal });
-      if (resp.status === 401) {
-        setConn("token refused", "down");
-        askToken("The centre refused this token.");
-        return;
-      }
-      if (!resp.ok) throw new Error(resp.status + " " + (await resp.text()));
-      setConn("connected", "live");
-      delay = 500;
-      await readEvents(resp.body.getReader(), ctl.signal);
-    } catch (e) {
-      if (ctl.signal.aborted) return;
-      setConn("centre unreachable, retrying", "down");
-    }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 5000);
-  }
-}
-
-async function readEvents(reader, signal) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  while (!signal.aborted) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let kind = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) kind = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(kind, JSON.parse(data));
-    }
-  }
+  await followEvents("/api/events", authHeaders, ctl, {
+    status: setConn, event: onEvent, unreachable: "centre unreachable, retrying",
+    refused: () => askToken("The centre refused this token."),
+  });
 }
 
 function onEvent(kind, value) {
@@ -281,10 +227,6 @@ async function loadThumbnail(vehicle, camera, el) {
   } catch (e) { /* the next round will try again */ }
 }
 
-function fmt(v, digits, unit) {
-  return v == null ? "–" : `${Number(v).toFixed(digits)}${unit || ""}`;
-}
-
 function renderDrones(v, body) {
   body.textContent = "";
   for (const d of v.drones) {
@@ -358,26 +300,6 @@ function renderTimeline() {
 }
 
 // -- roll-call over WHEP (through the centre, which holds each vehicle's token) ------------
-async function iceServers(endpoint) {
-  try {
-    const resp = await fetch(endpoint, { method: "OPTIONS", headers: authHeaders() });
-    const links = (resp.headers.get("Link") || "").split(/,(?=\s*<)/);
-    return links.filter((l) => /rel="ice-server"/.test(l))
-      .map((l) => ({ urls: l.match(/<([^>]+)>/)[1] }));
-  } catch (e) {
-    return [];
-  }
-}
-
-function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, ICE_GATHER_MS);
-  });
-}
-
 async function rollCall(vehicle, camera, profile) {
   await stop();
   const session = { vehicle, camera, profile: profile || "auto", pc: null, location: null,
@@ -391,7 +313,7 @@ async function rollCall(vehicle, camera, profile) {
   renderPlaying();
   const endpoint = `/whep/${encodeURIComponent(vehicle)}/${encodeURIComponent(camera)}` +
     `?profile=${encodeURIComponent(session.profile)}`;
-  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint) });
+  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint, authHeaders) });
   session.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (ev) => { $("video").srcObject = ev.streams[0] || new MediaStream([ev.track]); };
@@ -535,7 +457,6 @@ setInterval(() => {
   pollStats().catch(() => {});
 }, 1000);
 
-function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 // For operators' scripts and the tests: the same actions the mouse has.
 window.edgeCentre = {
@@ -544,7 +465,7 @@ window.edgeCentre = {
   get stats() { return app.stats; },
   get vehicles() { return [...app.vehicles.values()]; },
   get timeline() { return app.timeline.slice(); },
-  setToken(token) { app.token = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
+  setToken(token) { auth.value = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
 };
 
-if (app.token) startEvents(); else askToken("");
+if (auth.value) startEvents(); else askToken("");
