@@ -193,8 +193,10 @@ def check_demo(tmux: Tmux, config_path: Path, demo_dir: Path) -> None:
     assert before is not None and before["mode"] != COPTER_HOLD_MODE, before
     tmux("send-keys", "-t", "demo", "2")  # the drone pane
     tmux("send-keys", "-t", "demo", "h")
+    # Functional bounds: the demo's 20-odd processes and another test on a 2-core
+    # machine can hold a key press up for seconds.
     wait_for("the confirmation dialog",
-             lambda: f"Hold position: drone {target}?" in tmux.screen(), 10, tmux.screen)
+             lambda: f"Hold position: drone {target}?" in tmux.screen(), 30, tmux.screen)
     tmux("send-keys", "-t", "demo", "y")
     # The event log keeps the reply (a notification fades); 15 s: the bus request's own
     # timeout is 3 s, so by then any reply or timeout is on the screen.
@@ -205,7 +207,7 @@ def check_demo(tmux: Tmux, config_path: Path, demo_dir: Path) -> None:
     assert re.search(rf"{re.escape(target)}\s+hold position accepted", screen), screen
     wait_for(f"{target}'s mode to become {COPTER_HOLD_MODE}",
              lambda: (drone_row(tmux.screen(), target) or {}).get("mode") == COPTER_HOLD_MODE,
-             10, tmux.screen)
+             30, tmux.screen)
 
     tmux("send-keys", "-t", "demo", "q")
     wait_for("the demo to exit", lambda: "EDGE-DEMO-EXIT=" in tmux.screen(), 40, tmux.screen)
