@@ -1,7 +1,7 @@
 // What the vehicle's viewer page and the centre page share: the bearer token asked once
-// per tab, server-sent events read with fetch (EventSource cannot send a token), and a
-// WHEP offer's ICE servers and candidates. Plain JS, loaded before each page's own
-// script; nothing is fetched from the internet.
+// per tab, server-sent events read with fetch (EventSource cannot send a token), a WHEP
+// offer's ICE servers and candidates, the player's figures and hanging up. Plain JS,
+// loaded before each page's own script; nothing is fetched from the internet.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -108,4 +108,51 @@ function gathered(pc) {
     pc.addEventListener("icegatheringstatechange", done);
     setTimeout(resolve, ICE_GATHER_MS);
   });
+}
+
+// The playing session's figures from getStats: what the stats panel shows, and what
+// `window.edgeViewer.stats` / `edgeCentre.stats` give scripts. `last` is the previous
+// byte count ({t, bytes}), for the bit rate; the new one is returned with the figures.
+async function playerStats(pc, last) {
+  const report = await pc.getStats();
+  let inbound = null, pair = null;
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+  });
+  const out = { framesDecoded: 0 };
+  if (inbound) {
+    out.framesDecoded = inbound.framesDecoded || 0;
+    out.width = inbound.frameWidth;
+    out.height = inbound.frameHeight;
+    out.fps = inbound.framesPerSecond;
+    out.packetsLost = inbound.packetsLost;
+    const codec = inbound.codecId ? report.get(inbound.codecId) : null;
+    out.codec = codec ? codec.mimeType + " " + (codec.sdpFmtpLine || "") : "";
+    const t = inbound.timestamp, bytes = inbound.bytesReceived || 0;
+    if (last) out.kbps = (bytes - last.bytes) * 8 / (t - last.t);
+    last = { t, bytes };
+  }
+  if (pair && pair.currentRoundTripTime != null) out.rttMs = pair.currentRoundTripTime * 1000;
+  return { out, last };
+}
+
+function showPlayerStats(out) {
+  $("s-res").textContent = out.width ? `${out.width}×${out.height}` : "–";
+  $("s-fps").textContent = fmt(out.fps, 0);
+  $("s-kbps").textContent = fmt(out.kbps, 0, " kbit/s");
+  $("s-rtt").textContent = fmt(out.rttMs, 0, " ms");
+  $("s-lost").textContent = out.packetsLost == null ? "–" : String(out.packetsLost);
+  $("s-decoded").textContent = String(out.framesDecoded);
+}
+
+// Ends a WHEP session: its resource deleted (even as the page goes away), its
+// connection closed.
+function hangUp(session, headers) {
+  clearTimeout(session.retry);
+  if (session.location) {
+    fetch(session.location, { method: "DELETE", headers: headers(), keepalive: true })
+      .catch(() => {});
+  }
+  if (session.pc) session.pc.close();
 }

@@ -367,12 +367,7 @@ async function stop() {
   app.playing = null;
   app.stats = null;
   if (!session) return;
-  clearTimeout(session.retry);
-  if (session.location) {
-    fetch(session.location, { method: "DELETE", headers: authHeaders(), keepalive: true })
-      .catch(() => {});
-  }
-  if (session.pc) session.pc.close();
+  hangUp(session, authHeaders);
   $("video").srcObject = null;
   $("player").hidden = true;
   renderVehicles();
@@ -421,32 +416,11 @@ function renderVia(s) {
 async function pollStats() {
   const s = app.playing;
   if (!s || !s.pc) return;
-  const report = await s.pc.getStats();
-  let inbound = null, pair = null;
-  report.forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
-    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
-  });
-  const out = { framesDecoded: 0 };
-  if (inbound) {
-    out.framesDecoded = inbound.framesDecoded || 0;
-    out.width = inbound.frameWidth;
-    out.height = inbound.frameHeight;
-    out.fps = inbound.framesPerSecond;
-    out.packetsLost = inbound.packetsLost;
-    const t = inbound.timestamp, bytes = inbound.bytesReceived || 0;
-    if (app.lastBytes) out.kbps = (bytes - app.lastBytes.bytes) * 8 / (t - app.lastBytes.t);
-    app.lastBytes = { t, bytes };
-  }
-  if (pair && pair.currentRoundTripTime != null) out.rttMs = pair.currentRoundTripTime * 1000;
+  const { out, last } = await playerStats(s.pc, app.lastBytes);
+  app.lastBytes = last;
   if (app.playing !== s) return;
   app.stats = out;
-  $("s-res").textContent = out.width ? `${out.width}×${out.height}` : "–";
-  $("s-fps").textContent = fmt(out.fps, 0);
-  $("s-kbps").textContent = fmt(out.kbps, 0, " kbit/s");
-  $("s-rtt").textContent = fmt(out.rttMs, 0, " ms");
-  $("s-lost").textContent = out.packetsLost == null ? "–" : String(out.packetsLost);
-  $("s-decoded").textContent = String(out.framesDecoded);
+  showPlayerStats(out);
 }
 
 // The clock moves ages, contact and conditions even when nothing arrives.
