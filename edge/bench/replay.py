@@ -380,7 +380,13 @@ async def _measure(config: Path, session: int, start_ns: int, end_ns: int, play_
             if status.state != "ended":
                 status = await command(action="pause")  # the part to play is played
             cpu, played = proc_cpu_s(proc.pid) - cpu0, time.monotonic() - t0
-            await asyncio.sleep(1.0)  # the last units reach the subscribers
+            # The last units reach the subscribers: until none has come for a second (a
+            # loaded machine delivers the tail late; a fixed second once counted one lost).
+            settle_by, seen = time.monotonic() + DRAIN_TIMEOUT_S, -1
+            while seen != (now_seen := sum(received.values())) \
+                    and time.monotonic() < settle_by:
+                seen = now_seen
+                await asyncio.sleep(1.0)
             viewer_frames = viewer.stats.frames
             await viewer.close()
             viewer = None
