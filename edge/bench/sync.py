@@ -385,7 +385,8 @@ def _pid(server: Any) -> int:
     return pid
 
 
-def _text(value: object) -> str:
+def figure_text(value: object) -> str:
+    """A figure in a bench table: "n/a" for none, floats without trailing zeros."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -400,28 +401,28 @@ def print_table(r: dict[str, Any]) -> None:
         return "met" if met[key] else "MISSED"
 
     rows = [
-        ("published (vehicle stream)", _text(r["published"]), ""),
-        ("delivered (centre, distinct)", _text(r["delivered"]),
+        ("published (vehicle stream)", figure_text(r["published"]), ""),
+        ("delivered (centre, distinct)", figure_text(r["delivered"]),
          f"missing {r['missing']}; goal = published: {verdict('delivered')}"),
-        ("duplicates", _text(r["duplicates"]), f"out of order {r['out_of_order']}"),
-        ("arrived during the outage", _text(r["arrived_during_outage"]), "should be 0"),
-        ("backlog at link-up", _text(r["backlog"]), "messages"),
-        ("leaf reconnected", _text(r["leaf_reconnected_s"]), "s after link-up"),
-        ("first backlog message", _text(r["first_backlog_s"]), "s after link-up"),
-        ("centre's watch restarted the source", _text(r["centre_kicks"]), "time(s)"),
-        ("catch-up (centre complete)", _text(r["catchup_s"]),
+        ("duplicates", figure_text(r["duplicates"]), f"out of order {r['out_of_order']}"),
+        ("arrived during the outage", figure_text(r["arrived_during_outage"]), "should be 0"),
+        ("backlog at link-up", figure_text(r["backlog"]), "messages"),
+        ("leaf reconnected", figure_text(r["leaf_reconnected_s"]), "s after link-up"),
+        ("first backlog message", figure_text(r["first_backlog_s"]), "s after link-up"),
+        ("centre's watch restarted the source", figure_text(r["centre_kicks"]), "time(s)"),
+        ("catch-up (centre complete)", figure_text(r["catchup_s"]),
          f"s; goal <= {CATCHUP_GOAL_S:g} s: {verdict('catchup_s')}"),
-        ("baseline: same backlog, link up", _text(r["baseline_transfer_s"]),
-         f"s (catch-up is {_text(r['catchup_over_transfer'])}x)"),
-        ("steady delay p50 / p95", f"{_text(r['steady_delay_ms_p50'])} / "
-         f"{_text(r['steady_delay_ms_p95'])}", "ms, bus stamp to centre consumer"),
-        ("bridge CPU (edge run sync)", _text(r["bridge_cpu_pct"]),
+        ("baseline: same backlog, link up", figure_text(r["baseline_transfer_s"]),
+         f"s (catch-up is {figure_text(r['catchup_over_transfer'])}x)"),
+        ("steady delay p50 / p95", f"{figure_text(r['steady_delay_ms_p50'])} / "
+         f"{figure_text(r['steady_delay_ms_p95'])}", "ms, bus stamp to centre consumer"),
+        ("bridge CPU (edge run sync)", figure_text(r["bridge_cpu_pct"]),
          f"% of a core; goal <= {BRIDGE_CPU_GOAL_PCT:g}: {verdict('bridge_cpu_pct')}"),
-        ("  outage and catch-up", _text(r["bridge_cpu_pct_outage"]), "% of a core"),
-        ("baseline: bare bus subscriber", _text(r["subscriber_cpu_pct"]),
-         f"% of a core (bridge is {_text(r['bridge_over_subscriber'])}x)"),
-        ("vehicle / centre nats-server", f"{_text(r['vehicle_nats_cpu_pct'])} / "
-         f"{_text(r['centre_nats_cpu_pct'])}", "% of a core, steady"),
+        ("  outage and catch-up", figure_text(r["bridge_cpu_pct_outage"]), "% of a core"),
+        ("baseline: bare bus subscriber", figure_text(r["subscriber_cpu_pct"]),
+         f"% of a core (bridge is {figure_text(r['bridge_over_subscriber'])}x)"),
+        ("vehicle / centre nats-server", f"{figure_text(r['vehicle_nats_cpu_pct'])} / "
+         f"{figure_text(r['centre_nats_cpu_pct'])}", "% of a core, steady"),
     ]
     print(f"edge bench sync: one vehicle, the demo's bus load ({r['bus_msgs_per_s']:g} msg/s "
           f"on the bus, {r['bridged_msgs_per_s']:g} msg/s bridged), {r['steady_s']:g} s "

@@ -43,6 +43,7 @@ from typing import Any
 
 from edge.bench.leaf_relay import free_port
 from edge.bench.record import proc_cpu_s
+from edge.bench.sync import figure_text as _text
 from edge.bench.sync import until
 from edge.bench.sync_tap import StreamTap, percentile
 
@@ -302,14 +303,6 @@ async def run(n: int, seconds: float, keep: bool) -> dict[str, Any]:
             and last.delay_ms_p95 <= DELAY_GOAL_MS,
             "centre_cpu_pct": last.centre_cpu_pct <= 100 * CENTRE_CORES_GOAL},
     }
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def print_table(r: dict[str, Any]) -> None:
