@@ -118,6 +118,17 @@ class SimVehicle:
             k += 1
 
 
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel `task` until it is done. A publisher waits for its ack with nats-py's
+    `asyncio.wait_for`, whose Python 3.11 form can swallow a cancel that lands as the ack
+    arrives: awaited once, such a task ran on and the bench hung (once in CI)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 @dataclass
 class Step:
     vehicles: int
@@ -235,9 +246,7 @@ async def run(n: int, seconds: float, keep: bool) -> dict[str, Any]:
         # -- the end: stop publishing; every vehicle's stream against its centre stream
         for v in fleet:
             if v.task is not None:
-                v.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await v.task
+                await _cancelled(v.task)
         published: dict[str, int] = {}
         for v in fleet:
             published[v.vid] = (await v.nc.jsm().stream_info(VEHICLE_STREAM)).state.messages
@@ -249,10 +258,8 @@ async def run(n: int, seconds: float, keep: bool) -> dict[str, Any]:
         late_max_ms = round(1000 * max((v.late_max_s for v in fleet), default=0.0), 1)
     finally:
         for v in fleet:
-            if v.task is not None and not v.task.done():
-                v.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await v.task
+            if v.task is not None:
+                await _cancelled(v.task)
             with contextlib.suppress(Exception):
                 await v.tap.stop()
             if v.nc is not None:
