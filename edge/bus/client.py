@@ -176,9 +176,15 @@ class BusClient:
         monitor = self._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         readable = Readable(monitor)
         events: deque[list[bytes]] = deque()
+        # The first round needs no event: the handshake may have come before this
+        # monitor existed (a state published a moment after connecting), and then
+        # that first send could have met no subscription upstream yet.
+        first_round = True
         try:
             while True:
-                await readable.wait()
+                if not first_round:
+                    await readable.wait()
+                first_round = False
                 drain(monitor, events, RECV_BATCH)
                 events.clear()
                 done = 0.0

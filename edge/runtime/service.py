@@ -81,11 +81,8 @@ class _Runner:
         expected = time.monotonic()
         last_status = ""
         while True:
-            expected += HEALTH_EVERY_S
-            await asyncio.sleep(max(0.0, expected - time.monotonic()))
-            self.lag_s = max(0.0, time.monotonic() - expected)
-            if self.lag_s > HEALTH_EVERY_S:
-                expected = time.monotonic()  # do not burst to catch up after a stall
+            # The first report goes out at once: a supervisor stopped a moment after a
+            # start (a short demo) still knows the service came up.
             state, detail = self.service.health()
             bus.publish(topic, ServiceHealth(
                 service=name, pid=os.getpid(), state=state, detail=detail,
@@ -98,6 +95,11 @@ class _Runner:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
+            expected += HEALTH_EVERY_S
+            await asyncio.sleep(max(0.0, expected - time.monotonic()))
+            self.lag_s = max(0.0, time.monotonic() - expected)
+            if self.lag_s > HEALTH_EVERY_S:
+                expected = time.monotonic()  # do not burst to catch up after a stall
 
     async def watchdog_loop(self, every_s: float) -> None:
         while True:

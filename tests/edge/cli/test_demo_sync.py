@@ -11,15 +11,17 @@ import pytest
 
 from edge.bus import topics
 from edge.bus.client import BusClient
-from edge.bus.messages import Alert
+from edge.bus.messages import Alert, ServiceHealth
 from edge.cli.demo_sync import SYNC_DIR
 from edge.config.centre_site import CentreSiteConfig
 from edge.config.loader import load_as
 from edge.sync.streams import centre_stream_name
-from tests.support import eventually, running_demo
+from tests.support import Inbox, eventually, running_demo
 
 pytestmark = pytest.mark.timeout(120)
 
+# The vehicle's services report health on its bus; the centre's side are plain children.
+SYNC_SERVICES = ("nats", "sync")
 SMALL = 'vehicle = "t"\n[uplink]\nenabled = false\n'
 # Functional bound: a demo's start, the leaf link and a possible kick of a stalled source
 # (`stall_after_s` is 3 s in the demo) on a loaded machine.
@@ -52,6 +54,7 @@ async def test_the_demo_with_sync_brings_the_bus_to_a_local_centre(tmp_path: Pat
         centre_toml = demo.runtime_dir / SYNC_DIR / "centre.toml"
         await eventually(centre_toml.is_file, within=ARRIVE_S, what="the centre's config")
         bus = BusClient(demo.endpoints, source="test")
+        health = Inbox(bus.subscribe(topics.SVC))
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + ARRIVE_S
@@ -62,10 +65,15 @@ async def test_the_demo_with_sync_brings_the_bus_to_a_local_centre(tmp_path: Pat
                 bus.publish(topics.alert("gate"), Alert(text=f"{sent}"))
                 sent += 1
                 await asyncio.sleep(0.5)
+            # The demo's summary counts a service as started once its health is seen.
+            seen: set[str] = set()
+            while not seen.issuperset(SYNC_SERVICES):
+                seen.add((await health.expect(ServiceHealth, lambda m: m.service not in seen,
+                                              within=ARRIVE_S)).service)
         finally:
             await bus.close()
     assert demo.summary is not None
     services = demo.summary["services"]
-    for name in ("nats", "sync", "centre-nats", "centre-sync"):
+    for name in (*SYNC_SERVICES, "centre-nats", "centre-sync"):
         assert services[name]["started"] and services[name]["restarts"] == 0, services[name]
 
