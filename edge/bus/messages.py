@@ -249,6 +249,50 @@ class KeyframeRequest(Message):
     reason: str = ""  # who asks and why, for the log
 
 
+PTZ_ACTIONS = ("move", "stop", "zoom", "preset", "set_preset", "home", "release")
+# Who steers: the on-scene commander's dashboard always may and comes first; the city
+# centre's viewer page only where the camera's config allows.
+PTZ_CONTROLLERS = ("commander", "centre")
+
+
+@message("camera.ptz")
+@dataclass(slots=True, kw_only=True)
+class PtzCommand(Message):
+    """A request to a camera's service: steer it, an ONVIF or a GB/T 28181 camera alike.
+
+    `move`: `pan` (-1 left .. +1 right) and `tilt` (-1 down .. +1 up), the sign the
+    direction and the size the speed, until `stop`, or until `move` has not been sent
+    again for a second (a lost stop must not leave a camera turning). `zoom`: one
+    relative step, in (+) or out (-), its size in -1..1. `preset` goes to and
+    `set_preset` stores preset number `preset` (1..255); `home`; `release` gives
+    control back. Answered with a `Reply`: rejected with the reason when the camera
+    cannot be steered, another controller holds it, or the device said no."""
+
+    action: str = ""  # one of PTZ_ACTIONS
+    pan: float = 0.0
+    tilt: float = 0.0
+    zoom: float = 0.0
+    preset: int = 0
+    controller: str = "commander"  # one of PTZ_CONTROLLERS
+    who: str = ""  # shown to the other side: "dashboard", "centre page 10.8.0.2"
+
+
+@message("cam.control")
+@dataclass(slots=True, kw_only=True)
+class PtzStatus(Message):
+    """`cam/<id>/control` (state): whether the camera can be steered, and who holds it."""
+
+    camera_id: str = ""
+    kind: str = ""  # how it is steered: "onvif" | "gb28181" | "" (it cannot be)
+    reason: str = ""  # why it cannot be, or the device's last refusal
+    centre_allowed: bool = False
+    holder: str = ""  # "" (nobody) or one of PTZ_CONTROLLERS
+    holder_who: str = ""
+    held_until_ns: int = 0  # wall clock: when the holder's hold lapses without a command
+    moving: bool = False
+    last_action: str = ""
+
+
 # ---------------------------------------------------------------------------
 # Drones
 # ---------------------------------------------------------------------------

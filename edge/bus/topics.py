@@ -18,7 +18,7 @@ SEP = "/"
 # times a second, but its latest sample is where the drone is: a dashboard that joins
 # late (or re-subscribes after a replay's seek) shows it at once.
 STATE_LEAVES = frozenset({"status", "health", "info", "sessions", "thumbnail", "stream",
-                          "telemetry"})
+                          "telemetry", "control"})
 _STATE_LEAVES_B = frozenset(leaf.encode() for leaf in STATE_LEAVES)
 
 
@@ -53,6 +53,11 @@ def cam_status(camera_id: str) -> str:
 
 def cam_thumbnail(camera_id: str) -> str:
     return f"cam/{camera_id}/thumbnail"
+
+
+def cam_control(camera_id: str) -> str:
+    """Who steers a camera (`PtzStatus`); its steering is asked of `camera_service`."""
+    return f"cam/{camera_id}/control"
 
 
 def cam_stream(camera_id: str, profile: str) -> str:

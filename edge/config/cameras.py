@@ -179,6 +179,15 @@ SourceConfig = Annotated[
 ]
 
 
+class PtzConfig(Model):
+    """Steering an ONVIF or GB/T 28181 camera: the commander always may; the centre if allowed."""
+
+    # Whether the city centre's viewer page may steer this camera.
+    centre: bool = False
+    # How long a controller keeps the camera after its last command: the other side waits.
+    hold_s: float = Field(default=30.0, gt=0, le=600)
+
+
 class CameraConfig(Model):
     id: DeviceId
     name: str = Field(min_length=1, max_length=64)
@@ -193,6 +202,7 @@ class CameraConfig(Model):
     position: Position | None = None
     # Which stream the uplink sends when asked for `auto` over a constrained link.
     uplink_profile: Literal["main", "sub"] = "sub"
+    ptz: PtzConfig = PtzConfig()
 
     @model_validator(mode="after")
     def _one_main(self) -> CameraConfig:
