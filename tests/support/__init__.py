@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -119,12 +120,24 @@ class Inbox:
         return [m for _, m, _ in self.seen if isinstance(m, kind)]
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out as the source
+# of some process's outgoing connection is free when checked and taken when a server
+# binds it a moment later (it failed a 3-node NATS test in CI). Not 30000+: the gb28181
+# tests' RTP range.
+FREE_PORTS = range(20000, 30000)
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port nothing listens on right now (TCP by default, or `socket.SOCK_DGRAM`)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    for _ in range(200):
+        port = random.choice(FREE_PORTS)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS}")
 
 
 async def run_edge(*args: str, env: dict[str, str] | None = None,
@@ -178,7 +191,7 @@ def demo_config_copy(dest: Path, *, cameras: list[str] | None = None,
     and WAN links (with their simulators). The WAN links are emulated (namespaces, a local
     `edge centre`, as `make demo` does as root) only when asked: most tests are about
     something else, or build their own emulated world. The token file is copied beside
-    it. Returns its path."""
+    it, as is every other secret file it names. Returns its path."""
     data: dict[str, Any] = tomllib.loads(DEMO_CONFIG.read_text())
     demo = data.setdefault("demo", {})
     if not emulate_links:
@@ -191,6 +204,13 @@ def demo_config_copy(dest: Path, *, cameras: list[str] | None = None,
     if cameras is not None:
         data["cameras"] = [c for c in data.get("cameras", []) if c["id"] in cameras]
         demo["sim_cameras"] = [c for c in demo.get("sim_cameras", []) if c["name"] in cameras]
+        # A GB/T 28181 device's simulator, and the platform, only for a camera that reads it.
+        gb_devices = {str(source["gb28181"]).partition("/")[0]
+                      for c in data["cameras"] for key in ("main", "sub")
+                      if isinstance(source := c.get(key), dict) and "gb28181" in source}
+        demo["sim_gb28181"] = [d for d in demo.get("sim_gb28181", []) if d["id"] in gb_devices]
+        if not gb_devices:
+            data.pop("gb28181", None)
     if drones is not None:
         data["drones"] = [d for d in data.get("drones", []) if d["id"] in drones]
         connections = {d["connection"] for d in data["drones"]}
@@ -221,14 +241,27 @@ def demo_config_copy(dest: Path, *, cameras: list[str] | None = None,
 
     data = walk(data)
     for sim in data.get("demo", {}).get("sim_cameras", []):
-        sim["port"] = int(remap(str(sim["port"])))
+        for key in ("port", "onvif_port"):
+            if key in sim:
+                sim[key] = int(remap(str(sim[key])))
     dest.mkdir(parents=True, exist_ok=True)
-    token = data.get("uplink", {}).get("token", {})
-    if isinstance(token, dict) and "file" in token:
-        shutil.copy(DEMO_CONFIG.parent / token["file"], dest / token["file"])
+    for secret in _secret_files(data):
+        shutil.copy(DEMO_CONFIG.parent / secret, dest / secret)
     path = dest / "demo.toml"
     path.write_text(toml_text(data))
     return path
+
+
+def _secret_files(value: Any) -> set[str]:
+    """The relative files of every secret reference (`{ file = "…" }`) in config data."""
+    if isinstance(value, dict):
+        if set(value) == {"file"} and isinstance(value["file"], str) \
+                and not Path(value["file"]).is_absolute():
+            return {value["file"]}
+        return set().union(*map(_secret_files, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_secret_files, value))
+    return set()
 
 
 def _proc_items() -> Iterator[tuple[int, bytes, list[bytes], str]]:
