@@ -20,6 +20,10 @@ It answers ``camera.keyframe`` requests addressed to ``camera@<id>`` (the
 uplink's, when a viewer lost a picture that NACK could not repair) by asking
 the stream's source for a keyframe, at most once a second per stream; a
 source that cannot (the camera said so) is rejected with its reason.
+
+It answers ``camera.ptz`` requests (:class:`PtzCommand`: steering, from the
+dashboard or the centre) through its :class:`~edge.services.camera_ptz.PtzController`,
+which publishes who steers the camera on ``cam/<id>/control``.
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ from edge.bus.messages import (
     CameraThumbnail,
     KeyframeRequest,
     Message,
+    PtzCommand,
     Reply,
 )
 from edge.config import CameraConfig, SourceSpec
 from edge.media.publisher import MediaPublisher
 from edge.runtime.service import Service, ServiceContext
+from edge.services.camera_ptz import PtzController, steering_for
 from edge.services.camera_sources import SourceSetup, build_source
 
 STATUS_EVERY_S = 1.0
@@ -153,6 +159,7 @@ class CameraService(Service):
         # When each stream last asked its camera for a keyframe (monotonic s).
         self._keyframe_asked: dict[str, float] = {}
         self.keyframes_asked = 0
+        self.ptz: PtzController | None = None
 
     async def run(self) -> None:
         assert self.ctx.instance is not None
@@ -166,6 +173,10 @@ class CameraService(Service):
         try:
             for profile, spec in self.camera.streams.items():
                 self.streams[profile] = _Stream(self, profile, spec, creds)
+            self.ptz = PtzController(
+                self.camera, steering_for(self.camera, creds, self.ctx.bus, self.ctx.config),
+                self.ctx.bus, self.ctx.log, self.ctx.name)
+            self.ptz.start()
             self.ctx.bus.serve(topics.camera_service(self.camera.id), self._handle)
             tasks = [asyncio.create_task(self._status_loop(), name="status"),
                      asyncio.create_task(self._thumbnail_loop(), name="thumbnails")]
@@ -179,15 +190,19 @@ class CameraService(Service):
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if self.ptz is not None:  # a moving camera is told to stop before we go
+                await self.ptz.close()
             for stream in self.streams.values():
                 await stream.stop()
 
     # -- requests --------------------------------------------------------------
     async def _handle(self, env: Envelope) -> Message:
         req = env.message
+        if isinstance(req, PtzCommand) and self.ptz is not None:
+            return await self.ptz.handle(req, env.header.source)
         if not isinstance(req, KeyframeRequest):
-            return Reply(status="error", detail=f"expected a camera.keyframe request, got "
-                                                f"{env.header.type}")
+            return Reply(status="error", detail=f"expected a camera.keyframe or camera.ptz "
+                                                f"request, got {env.header.type}")
         stream = self.streams.get(req.profile)
         if stream is None:
             return Reply(status="rejected", detail=f"camera {self.camera.id} has no "
