@@ -19,6 +19,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import ReplayCommand, ReplayStatus, SchemaError
 from edge.bus.mirror import Clock
 from edge.config import VehicleConfig
+from ui.adopt import AdoptDialog, adopt_command, adoptable
 from ui.bridge import BusBridge
 from ui.commands import (
     CommandFlow,
@@ -42,6 +43,7 @@ from ui.requests import (
     OpenDrone,
     OpenEvent,
     OpenLink,
+    SteerCamera,
 )
 from ui.screens.camera import CameraScreen
 from ui.screens.drone import DroneScreen
@@ -49,7 +51,9 @@ from ui.screens.help import HelpScreen
 from ui.screens.main import MainScreen
 from ui.severity import SEVERITY_SHORT
 from ui.state import DashboardState
+from ui.steering import steer
 from ui.widgets import parts
+from ui.widgets.gb_devices import AdoptGbChannel, OpenGbDevice, device_name, gb_device_text
 from ui.widgets.links import link_text
 
 STYLES = Path(__file__).parent / "styles"
@@ -210,6 +214,36 @@ class DashboardApp(App[None]):
             self.notify(command.text, severity=command.severity)
             return
         await self.command_flow.run(command)
+
+    @on(SteerCamera)
+    def steer_camera(self, message: SteerCamera) -> None:
+        self.run_worker(steer(self.command_flow, message), group="ptz",
+                        name=f"ptz-{message.request.action}")
+
+    @on(OpenGbDevice)
+    def open_gb_device(self, message: OpenGbDevice) -> None:
+        heard = self.state.gb_devices.get(message.device_id)
+        if heard is not None:
+            self.push_screen(TextDialog(f"GB/T 28181 device {device_name(heard.message)}",
+                                        gb_device_text(self.state, message.device_id)))
+
+    @on(AdoptGbChannel)
+    def adopt_gb_channel(self, message: AdoptGbChannel) -> None:
+        self.run_worker(self._adopt_flow(message.device_id, message.channel_id),
+                        group="dialogs", name="gb-adopt")
+
+    async def _adopt_flow(self, device_id: str, channel_id: str) -> None:
+        """Propose an id and name, let the commander change them, confirm, ask gb28181."""
+        found = adoptable(self.state, device_id, channel_id)
+        if isinstance(found, Refusal):
+            self.notify(found.text, severity=found.severity)
+            return
+        choice = await self.push_screen_wait(AdoptDialog(found))
+        if choice is None:
+            return
+        reply = await self.command_flow.run(adopt_command(found, choice))
+        if reply is not None and reply.status == "accepted":
+            self.state.gb_adopted(device_id, channel_id, choice.camera_id)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

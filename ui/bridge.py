@@ -48,7 +48,7 @@ STALL_S = 1.0  # a check round this late means our loop, not the bus, was stuck
 # Alerts this severe or worse also pop up as a notification, not only in the log.
 POPUP_SEVERITY: Severity = "error"
 PREFIXES = (topics.SVC, topics.CAM, topics.DRONE, topics.LINK, topics.UPLINK, topics.ALERT,
-            topics.EVENT, topics.RECORDER, topics.REPLAY)
+            topics.EVENT, topics.RECORDER, topics.REPLAY, topics.GB)
 _BUS_HEALTH = topics.svc_health(topics.BUS_SERVICE)
 
 

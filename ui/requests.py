@@ -7,11 +7,13 @@ so a widget or screen never calls the app, and nothing under ``ui/screens`` or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from textual.message import Message
 
+from edge.bus.messages import PtzCommand, Reply
 from ui.state import Event
 
 Pane = Literal["cameras", "drones", "links", "uplink", "events"]
@@ -71,3 +73,18 @@ class CommandPush(Message):
     not doing now); the app confirms, sends and shows the answer."""
 
     camera_id: str
+
+
+@dataclass
+class SteerCamera(Message):
+    """A steering request for a camera (`PtzCommand`, :mod:`ui.ptz`) from its detail view.
+
+    The app sends it as this dashboard's (the commander's), first confirmed when
+    `confirm` is (storing a preset), and hands the reply to `done` (None: cancelled,
+    nothing sent), so the view sends its next request only then: see
+    :class:`ui.ptz.Outbox`."""
+
+    camera_id: str
+    request: PtzCommand
+    done: Callable[[Reply | None], None]
+    confirm: bool = False

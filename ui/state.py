@@ -29,8 +29,10 @@ from edge.bus.messages import (
     DroneStatus,
     DroneTelemetry,
     EventMark,
+    GbDeviceStatus,
     LinkStatus,
     Message,
+    PtzStatus,
     PushFeed,
     ReplayStatus,
     ReplyStatus,
@@ -39,6 +41,8 @@ from edge.bus.messages import (
     ViewerSession,
 )
 from edge.bus.mirror import (
+    MAX_DEVICES,
+    MAX_ID_CHARS,
     CameraCondition,
     CameraRecord,
     Change,
@@ -57,11 +61,13 @@ from edge.bus.mirror import (
 )
 from edge.bus.replay_clock import ReplayTime
 from edge.config import VehicleConfig
+from edge.config.camera_append import gb_channel_cameras
 from ui import geo
 from ui.format import age_text, clean, finite
 from ui.severity import EVENT_SEVERITIES, REPLY_SEVERITY, EventSeverity
 
 MAX_EVENTS = 500
+MAX_GB_CHANNELS = 64  # of one GB/T 28181 device (an NVR's catalog may list many)
 # alert, mark and command: heard on the bus; local: this dashboard's own.
 EventKind = Literal["alert", "mark", "command", "local"]
 
@@ -222,7 +228,7 @@ class Update:
     """What one message changed; the bridge turns these into Textual messages."""
 
     kind: Literal["camera", "thumbnail", "drone", "link", "uplink", "service", "event",
-                  "heartbeat", "recorder", "replay"]
+                  "heartbeat", "recorder", "replay", "gb"]
     key: str
     new: bool = False
 
@@ -250,6 +256,16 @@ class DashboardState:
         # None until heard (no [uplink.push], or no uplink running).
         self.push: UplinkPushStatus | None = None
         self.push_ts: float | None = None
+        # Who steers each camera (`cam/<id>/control`), by camera id: kept apart from the
+        # camera's view, as it may be heard before the camera's first status.
+        self.controls: dict[str, Heard[PtzStatus]] = {}
+        # The GB/T 28181 devices the gb28181 service reports (`gb/<id>/status`), and which
+        # of their channels are cameras: by the config's sources, and those adopted since.
+        self.gb_devices: dict[str, Heard[GbDeviceStatus]] = {}
+        self.gb_expected = config.gb28181.enabled if config else False
+        self.gb_cameras: dict[tuple[str, str], str] = (
+            gb_channel_cameras(config) if config else {})
+        self.gb_rev = 0
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.events_rev = 0
         self.bus = BusView()
@@ -351,6 +367,10 @@ class DashboardState:
             now = self.clock()
             self.push_ts = now if ts_ns <= 0 else min(now, ts_ns / 1e9)
             return Update("uplink", "")
+        if isinstance(message, PtzStatus):
+            return self._control(topic, message, ts_ns)
+        if isinstance(message, GbDeviceStatus):
+            return self._gb_device(topic, message, ts_ns)
         if isinstance(message, Alert | EventMark | CommandEvent):
             if isinstance(message, CommandEvent) and message.by == self.own_source:
                 return None
@@ -406,6 +426,45 @@ class DashboardState:
             view.name = clean(msg.name, 64)
         view.rev += 1
         return Update("camera", cam_id, new)
+
+    def _control(self, topic: str, msg: PtzStatus, ts_ns: int) -> Update | None:
+        parts = topic.split(topics.SEP)
+        cam_id = parts[1] if len(parts) >= 3 and parts[1] else msg.camera_id
+        if (not cam_id or len(cam_id) > MAX_ID_CHARS or not cam_id.isprintable()
+                or cam_id not in self.controls and len(self.controls) >= MAX_DEVICES):
+            self.bus.odd += 1
+            return None
+        now = self.clock()
+        self.controls[cam_id] = Heard(msg, now if ts_ns <= 0 else min(now, ts_ns / 1e9))
+        view = self.cameras.get(cam_id)
+        if view is None:
+            return None
+        view.rev += 1
+        return Update("camera", cam_id)
+
+    def control(self, cam_id: str) -> PtzStatus | None:
+        """Who steers camera `cam_id`, as its service last said (None: not heard)."""
+        heard = self.controls.get(cam_id)
+        return None if heard is None else heard.message
+
+    def _gb_device(self, topic: str, msg: GbDeviceStatus, ts_ns: int) -> Update | None:
+        parts = topic.split(topics.SEP)
+        device_id = parts[1] if len(parts) >= 3 and parts[1] else msg.device_id
+        if (not device_id or len(device_id) > MAX_ID_CHARS or not device_id.isprintable()
+                or device_id not in self.gb_devices and len(self.gb_devices) >= MAX_DEVICES):
+            self.bus.odd += 1
+            return None
+        del msg.channels[MAX_GB_CHANNELS:]
+        new = device_id not in self.gb_devices
+        now = self.clock()
+        self.gb_devices[device_id] = Heard(msg, now if ts_ns <= 0 else min(now, ts_ns / 1e9))
+        self.gb_rev += 1
+        return Update("gb", device_id, new)
+
+    def gb_adopted(self, device_id: str, channel_id: str, camera_id: str) -> None:
+        """The gb28181 service made the channel camera `camera_id` (our config predates it)."""
+        self.gb_cameras[(device_id, channel_id)] = camera_id
+        self.gb_rev += 1
 
     def set_thumbnail(self, cam_id: str, pixels: Any, captured_ns: int) -> None:
         view = self.cameras.get(cam_id)

@@ -778,6 +778,24 @@ class GbPtzCommand(Message):
     preset: int = 0
 
 
+@message("gb.adopt")
+@dataclass(slots=True, kw_only=True)
+class GbAdopt(Message):
+    """A request to `gb28181`: make `device_id`'s channel a camera, `camera_id` named
+    `name` ("": the channel's own name), by appending its `[[cameras]]` table
+    (`main = { gb28181 = "<device>/<channel>" }`) to the service's config file; the rest of
+    the file is kept as written. Answered `accepted` (data: `camera_id`, `path`,
+    `device_id`, `channel_id`) or `rejected` with the reason: the device or
+    channel unknown, the channel a camera already, the id taken, the file not writable or
+    not parsing with the camera added. Also told on `event/command` (action `adopt`, the
+    camera id as subject), which is how the demo knows to start the new camera."""
+
+    device_id: str = ""
+    channel_id: str = ""
+    camera_id: str = ""
+    name: str = ""
+
+
 # ---------------------------------------------------------------------------
 # Bench
 # ---------------------------------------------------------------------------

@@ -13,10 +13,13 @@ listen`) and puts what it learns on the bus:
 - ``alert/gb/<device>``: registered, offline, back online, refused.
 
 Requests to ``gb28181``: :class:`GbInvite` (a channel's live video to a host and
-port: the session id and the device's answer), :class:`GbBye` (end a session) and
+port: the session id and the device's answer), :class:`GbBye` (end a session),
 :class:`GbPtzCommand`, each answered with a :class:`Reply` within the device's
-answer time (`request_timeout_s`). PTZ commands are also told to everyone on
-``event/command``.
+answer time (`request_timeout_s`), and :class:`GbAdopt` (a channel made a camera:
+its `[[cameras]]` table appended to the config file this service was started with,
+`edge.config.camera_append`). PTZ commands and adoptions are also told to everyone
+on ``event/command``; an adoption's event (action `adopt`, the camera id as its
+subject) is what the demo starts the new camera on.
 
 Passwords are secret references read when the service is built: an unreadable one
 is a one-line config error before anything listens.
@@ -43,6 +46,7 @@ from edge.bus.messages import (
     GB_PTZ_ACTIONS,
     Alert,
     CommandEvent,
+    GbAdopt,
     GbBye,
     GbChannel,
     GbDeviceStateName,
@@ -54,7 +58,13 @@ from edge.bus.messages import (
     Reply,
     Severity,
 )
-from edge.config import ConfigError
+from edge.config import ConfigError, VehicleConfig
+from edge.config.camera_append import (
+    AppendError,
+    TomlValue,
+    append_camera,
+    gb_channel_cameras,
+)
 from edge.config.gb28181 import Gb28181Config, check_gb_id
 from edge.config.secrets import SecretRef
 from edge.runtime.service import Service, ServiceContext
@@ -66,6 +76,7 @@ OPEN_RETRY_MAX_S = 30.0
 # so that a scan of the SIP port with made-up ids cannot grow the bus's topics forever.
 MAX_DEVICES = 256
 _TRANSPORTS: tuple[MediaTransport, ...] = ("udp", "tcp-passive", "tcp-active")
+MAX_NAME_CHARS = 64  # a camera's name (`[[cameras]] name`)
 
 
 class BadRequest(Exception):
@@ -107,6 +118,8 @@ class Gb28181Service(Service):
         self.refused = 0  # devices refused for wrong passwords since the start
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_sent: dict[str, GbDeviceStatus] = {}
+        # One adoption at a time: each reads the file, checks it and replaces it whole.
+        self._adopting = asyncio.Lock()
 
     def _secret(self, where: str, ref: SecretRef | None) -> str | None:
         if ref is None:
@@ -323,8 +336,11 @@ class Gb28181Service(Service):
                 reply = await self._bye(req)
             elif isinstance(req, GbPtzCommand):
                 reply = await self._ptz(req, env.header.source)
+            elif isinstance(req, GbAdopt):
+                reply = await self._adopt(req, env.header.source)
             else:
-                raise BadRequest(f"expected gb.invite, gb.bye or gb.ptz, got {env.header.type}")
+                raise BadRequest(f"expected gb.invite, gb.bye, gb.ptz or gb.adopt, got "
+                                 f"{env.header.type}")
         except BadRequest as e:
             reply = Reply(status="rejected", detail=str(e))
         except GbError as e:
@@ -333,11 +349,12 @@ class Gb28181Service(Service):
             self.ctx.log.exception("request %s failed", env.header.type)
             reply = Reply(status="error", detail=f"internal error: {type(e).__name__}: {e}")
         reply.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-        if isinstance(req, GbPtzCommand):
+        if isinstance(req, GbPtzCommand | GbAdopt):
+            subject, action = ((f"{req.device_id}/{req.channel_id}", f"ptz {req.action}")
+                               if isinstance(req, GbPtzCommand) else (req.camera_id, "adopt"))
             self.ctx.bus.publish(topics.EVENT_COMMAND, CommandEvent(
-                service=self.ctx.name, subject=f"{req.device_id}/{req.channel_id}",
-                action=f"ptz {req.action}", by=env.header.source, status=reply.status,
-                detail=reply.detail, elapsed_ms=reply.elapsed_ms))
+                service=self.ctx.name, subject=subject, action=action, by=env.header.source,
+                status=reply.status, detail=reply.detail, elapsed_ms=reply.elapsed_ms))
         return reply
 
     def _online(self, device_id: str) -> None:
@@ -422,6 +439,60 @@ class Gb28181Service(Service):
                          f"PTZ command within {self.cfg.request_timeout_s:g} s")
         self.ctx.log.info("PTZ %s on %s/%s for %s", req.action, req.device_id, req.channel_id, by)
         return Reply(status="accepted", data={"ptz_cmd": command.hex()})
+
+    async def _adopt(self, req: GbAdopt, by: str) -> Reply:
+        """Channel `req.channel_id` of a device we know becomes camera `req.camera_id`."""
+        try:
+            check_gb_id(req.device_id, "device_id")
+            check_gb_id(req.channel_id, "channel_id")
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        record = self.records.get(req.device_id)
+        if record is None:
+            raise BadRequest(f"unknown device {req.device_id}: it is not configured and has "
+                             "not registered")
+        channels = self.status(record).channels
+        channel = next((c for c in channels if c.channel_id == req.channel_id), None)
+        if channel is None:
+            raise BadRequest(f"device {req.device_id} has no channel {req.channel_id}" + (
+                f" (its catalog lists {len(channels)})" if channels else
+                " (it has not sent its catalog yet)"))
+        # The device's own name for the channel is whatever it sent: made printable and short.
+        own = " ".join("".join(c if c.isprintable() else " " for c in channel.name).split())
+        name = " ".join(req.name.split()) or own[:MAX_NAME_CHARS].strip() or \
+            f"GB channel {req.channel_id}"
+        if not name.isprintable():
+            raise BadRequest("name: control characters are not allowed in a camera's name")
+        if len(name) > MAX_NAME_CHARS:
+            raise BadRequest(f"name is {len(name)} characters long; at most {MAX_NAME_CHARS}")
+        path = self.ctx.config_path
+        key = (req.device_id, req.channel_id)
+
+        def refuse(config: VehicleConfig) -> str | None:
+            camera = gb_channel_cameras(config).get(key)
+            if camera is None:
+                return None
+            return (f"channel {req.channel_id} of device {req.device_id} is camera {camera} "
+                    f"already (in {path})")
+
+        comment = (f"Adopted by {by or 'a bus client'} on "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}: GB/T 28181 device {req.device_id}, "
+                   f"channel {req.channel_id}.")
+        fields: dict[str, TomlValue] = {
+            "name": name, "main": {"gb28181": f"{req.device_id}/{req.channel_id}"}}
+        async with self._adopting:
+            try:
+                await asyncio.to_thread(append_camera, path, req.camera_id, fields,
+                                        comment=comment, refuse=refuse)
+            except AppendError as e:
+                raise BadRequest(str(e)) from None
+        self.ctx.log.info("camera %s (%s/%s) added to %s for %s", req.camera_id,
+                          req.device_id, req.channel_id, path, by)
+        return Reply(status="accepted", detail=(
+            f"camera {req.camera_id} added to {path}; start it with "
+            f"`systemctl start edge-camera@{req.camera_id}` (the demo starts it now)"),
+            data={"camera_id": req.camera_id, "path": str(path),
+                  "device_id": req.device_id, "channel_id": req.channel_id})
 
     # -- health ----------------------------------------------------------------------------
 

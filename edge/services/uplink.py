@@ -35,6 +35,7 @@ from edge.bus.messages import (
     CommandEvent,
     KeyframeRequest,
     Message,
+    PtzCommand,
     PushCommand,
     ReplayCommand,
     Reply,
@@ -78,7 +79,8 @@ class UplinkService(Service):
             "worst_rtt_ms": cfg.worst_rtt_ms, "redundancy": cfg.redundancy,
             "keyframe_requests": dict(self.manager.keyframes.outcomes)},
             "push": self.pushes.to_json() if self.pushes is not None else None}
-        self.http = UplinkHttp(self.manager, self.state, token, ice, replay=self._replay)
+        self.http = UplinkHttp(self.manager, self.state, token, ice, replay=self._replay,
+                               ptz=self._ptz)
         self._publish_due = asyncio.Event()
         self._push_due = asyncio.Event()
         tasks = [asyncio.create_task(self.state.follow(self.ctx.bus), name="uplink-state"),
@@ -204,6 +206,19 @@ class UplinkService(Service):
         reply = env.message
         if not isinstance(reply, Reply):
             return Reply(status="error", detail=f"the replay answered {env.header.type}")
+        return reply
+
+    async def _ptz(self, camera_id: str, command: PtzCommand) -> Reply:
+        """Steering from the centre's viewer page, asked of the camera's service."""
+        service = topics.camera_service(camera_id)
+        try:
+            env = await self.ctx.bus.request(service, command)
+        except (RequestTimeout, RequestError) as e:
+            return Reply(status="timeout" if isinstance(e, RequestTimeout) else "error",
+                         detail=f"{service} did not answer: {e}")
+        reply = env.message
+        if not isinstance(reply, Reply):
+            return Reply(status="error", detail=f"{service} answered {env.header.type}")
         return reply
 
     def _sessions_changed(self) -> None:

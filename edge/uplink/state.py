@@ -33,6 +33,7 @@ from edge.bus.messages import (
     DroneStatus,
     DroneTelemetry,
     LinkStatus,
+    PtzStatus,
     ReplayStatus,
 )
 from edge.bus.mirror import (
@@ -46,6 +47,7 @@ from edge.bus.mirror import (
     LinkRecord,
     Mirror,
     Stamp,
+    is_news,
 )
 from edge.bus.replay_clock import ReplayTime
 from edge.config import CameraConfig, VehicleConfig, WanLinkConfig
@@ -81,6 +83,8 @@ class CameraState(_View[CameraRecord]):
         super().__init__(record, clock)
         self.name = name
         self.config = config
+        # Who steers it (`cam/<id>/control`), as its camera service last said.
+        self.control: PtzStatus | None = None
 
     @property
     def status_mono(self) -> float:
@@ -165,7 +169,21 @@ class CameraState(_View[CameraRecord]):
                             "fps": st.fps, "profile_level_id": st.profile_level_id}
                         for p, st in sorted(self.streams.items())},
             "thumbnail_ns": self.thumbnail_ns or None,
+            "control": self.control_json(),
         }
+
+    def control_json(self) -> Json | None:
+        """Who steers the camera and whether the centre may (None: not heard, so the page
+        offers no steering). The config has the last word on the centre's right."""
+        c = self.control
+        if c is None:
+            return None
+        allowed = bool(c.kind) and c.centre_allowed and (
+            self.config is None or self.config.ptz.centre)
+        return {"kind": c.kind, "reason": c.reason, "centre_allowed": allowed,
+                "holder": c.holder, "holder_who": c.holder_who,
+                "held_until_ns": c.held_until_ns or None, "moving": c.moving,
+                "last_action": c.last_action}
 
 
 class DroneState(_View[DroneRecord]):
@@ -439,6 +457,10 @@ class UplinkState:
                 sub.close()
 
     def apply(self, env: Envelope) -> None:
+        if isinstance(env.message, PtzStatus):
+            if is_news(env):
+                self._control(env.topic, env.message)
+            return
         change = self.mirror.take(env)
         if change is None:
             return
@@ -467,3 +489,12 @@ class UplinkState:
                 self.links[key] = LinkState(key, record=self.mirror.links[key], clock=self.clock)
             self.changed("link", key)
             self.on_link(key)
+
+    def _control(self, topic: str, msg: PtzStatus) -> None:
+        """A camera's steering state: kept for a camera the uplink shows (the config's, or
+        one heard of), else dropped: its status brings the camera first."""
+        parts = topic.split(topics.SEP)
+        cam = self.cameras.get(parts[1] if len(parts) >= 3 else msg.camera_id)
+        if cam is not None:
+            cam.control = msg
+            self.changed("camera", cam.id)

@@ -21,6 +21,13 @@ holds no secret, and everything it shows comes from the authenticated API:
 ``GET /api/state`` (JSON), ``GET /api/events`` (server-sent events),
 ``GET /api/cameras/<id>/thumbnail`` (JPEG). CORS allows any origin: access
 is by bearer token, never by cookie, so a foreign page gains nothing.
+
+``POST /api/cameras/<id>/ptz`` steers a camera for the centre where its config
+allows (``ptz = { centre = true }``): JSON ``{action, pan, tilt, zoom, preset}``
+becomes a ``PtzCommand`` of the ``centre`` controller, asked of the camera's
+service, whose reply comes back as JSON: 200 carried out, 403 refused (with the
+reason: not allowed, the commander holds it, the device said no), 409 busy, 502
+or 504 when the camera service could not be asked; 400 names the bad field.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,7 +45,15 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from edge.bus.messages import REPLAY_ACTIONS, ReplayCommand, Reply, SchemaError
+from edge.bus.messages import (
+    PTZ_ACTIONS,
+    REPLAY_ACTIONS,
+    PtzCommand,
+    ReplayCommand,
+    Reply,
+    ReplyStatus,
+    SchemaError,
+)
 from edge.config import ConfigError, SecretRef
 from edge.uplink.auth import bearer_ok
 from edge.uplink.session import SessionManager
@@ -82,11 +98,46 @@ def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> we
 
 
 ReplayControl = Callable[[ReplayCommand], Awaitable[Reply]]
+# Asks a camera's service (`camera@<id>`) to steer it: (camera id, request) -> its reply.
+PtzControl = Callable[[str, PtzCommand], Awaitable[Reply]]
+# The HTTP status of a camera service's answer to the centre's steering.
+PTZ_HTTP_STATUS: dict[ReplyStatus, int] = {
+    "accepted": 200, "rejected": 403, "busy": 409, "timeout": 504, "error": 502}
+PTZ_FIELDS = ("action", "pan", "tilt", "zoom", "preset")
+PRESET_RANGE = range(1, 256)
+
+
+def ptz_request(body: Any) -> PtzCommand | str:
+    """The centre's steering request from its JSON, or what is wrong with it (one line,
+    naming the field)."""
+    if not isinstance(body, dict):
+        return 'the request must be a JSON object, like {"action": "move", "pan": 0.5}'
+    unknown = sorted(str(k)[:40] for k in body if k not in PTZ_FIELDS)
+    if unknown:
+        return f"unknown field {unknown[0]!r} (the fields are {', '.join(PTZ_FIELDS)})"
+    action = body.get("action")
+    if action not in PTZ_ACTIONS:
+        return f"action must be one of {', '.join(PTZ_ACTIONS)}"
+    command = PtzCommand(action=action, controller="centre")
+    for axis in ("pan", "tilt", "zoom"):
+        value = body.get(axis, 0.0)
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not -1.0 <= value <= 1.0):
+            return f"{axis} must be a number from -1 to 1"
+        setattr(command, axis, float(value))
+    preset = body.get("preset", 0)
+    needs_preset = action in ("preset", "set_preset")
+    if (isinstance(preset, bool) or not isinstance(preset, int)
+            or not (preset in PRESET_RANGE or preset == 0 and not needs_preset)):
+        return "preset must be a whole number from 1 to 255"
+    command.preset = preset
+    return command
 
 
 class UplinkHttp:
     def __init__(self, manager: SessionManager, state: UplinkState, token: bytes,
-                 ice_servers: list[RTCIceServer], replay: ReplayControl | None = None) -> None:
+                 ice_servers: list[RTCIceServer], replay: ReplayControl | None = None,
+                 ptz: PtzControl | None = None) -> None:
         self.manager = manager
         self.state = state
         self._token = token
@@ -94,6 +145,8 @@ class UplinkHttp:
         # Asks the replay vehicle (`replay.command` on the bus), so the page drives the
         # same replay the dashboard and a script do.
         self.replay = replay
+        # Steers a camera for the centre's page (through its camera service, on the bus).
+        self.ptz = ptz
         self.stopping = asyncio.Event()
         self.app = web.Application(middlewares=[self._cors_and_errors],
                                    client_max_size=256 * 1024)
@@ -109,6 +162,7 @@ class UplinkHttp:
         r.add_get("/api/events", self.api_events)
         r.add_get("/api/cameras/{camera}/thumbnail", self.api_thumbnail)
         r.add_post("/api/replay", self.api_replay)
+        r.add_post("/api/cameras/{camera}/ptz", self.api_ptz)
 
     # -- plumbing -----------------------------------------------------------------------
     @web.middleware
@@ -240,6 +294,33 @@ class UplinkHttp:
                                   "replay": reply.data or None},
                                  status=200 if reply.status == "accepted" else 409,
                                  dumps=_dumps)
+
+    async def api_ptz(self, request: web.Request) -> web.StreamResponse:
+        """Steering from the centre's page: see the module's docstring."""
+        self._require_auth(request)
+        camera_id = request.match_info["camera"]
+        cam = self.state.camera(camera_id)
+        if cam is None:
+            raise Refusal(404, f"no camera {camera_id[:64]!r} on this vehicle")
+        if self.ptz is None or self.state.replay_json() is not None:
+            raise Refusal(404, "this uplink steers no camera (a replay is only watched)")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Refusal(400, 'the request must be JSON, like {"action": "move", "pan": 0.5}'
+                          ) from None
+        command = ptz_request(body)
+        if isinstance(command, str):
+            raise Refusal(400, command)
+        command.who = f"centre page {request.remote or '?'}"
+        # The camera service decides (ptz.centre, who holds it, the device): one rule.
+        reply = await self.ptz(camera_id, command)
+        if command.action not in ("move", "stop") or reply.status != "accepted":
+            log.info("ptz %s on %s by %s: %s %s", command.action, camera_id, command.who,
+                     reply.status, reply.detail)
+        return web.json_response({"status": reply.status, "detail": reply.detail,
+                                  "elapsed_ms": reply.elapsed_ms, "data": reply.data},
+                                 status=PTZ_HTTP_STATUS.get(reply.status, 502), dumps=_dumps)
 
     async def api_thumbnail(self, request: web.Request) -> web.StreamResponse:
         self._require_auth(request)

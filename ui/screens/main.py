@@ -19,6 +19,7 @@ from ui.state import DashboardState
 from ui.widgets.cameras import CameraGrid
 from ui.widgets.drones import DroneTable
 from ui.widgets.events import EventTable
+from ui.widgets.gb_devices import GbDeviceTable
 from ui.widgets.links import LinkTable
 from ui.widgets.status_bar import StatusBar
 from ui.widgets.timeline import Timeline
@@ -33,6 +34,10 @@ REFRESH_HZ = 4  # the issue's ceiling for any widget
 HALF_RATE = frozenset({"cameras", "links", "uplink"})
 TITLES = {"cameras": "Cameras", "drones": "Drones", "links": "Links", "uplink": "Uplink",
           "events": "Alerts and events"}
+# The GB/T 28181 pane is not one of PANES (ui/requests.py): it is shown only on a vehicle
+# with dome cameras, so its key follows theirs.
+GB_KEY = str(len(PANES) + 1)
+GB_TITLE = "GB/T 28181 devices"
 
 
 class Syncable(Protocol):
@@ -41,8 +46,9 @@ class Syncable(Protocol):
 
 class MainScreen(Screen[None]):
     BINDINGS = [
-        Binding(str(i + 1), f"focus_pane('{name}')", TITLES[name], show=False)
-        for i, name in enumerate(PANES)
+        *(Binding(str(i + 1), f"focus_pane('{name}')", TITLES[name], show=False)
+          for i, name in enumerate(PANES)),
+        Binding(GB_KEY, "focus_gb", GB_TITLE, show=False),
     ]
 
     def __init__(self, state: DashboardState, unsent_marks: Callable[[], int]) -> None:
@@ -62,6 +68,7 @@ class MainScreen(Screen[None]):
                 with Horizontal(id="wan"):
                     yield LinkTable(id="links", classes="pane")
                     yield UplinkTable(id="uplink", classes="pane")
+                yield GbDeviceTable(f"{GB_KEY} {GB_TITLE}", id="gb", classes="pane")
                 yield EventTable(id="events", classes="pane")
         yield Footer()
 
@@ -87,6 +94,8 @@ class MainScreen(Screen[None]):
                 continue
             widget: Syncable = self.query_one(f"#{name}")  # type: ignore[assignment]
             self._sync(name, partial(widget.sync, state, now))
+        if not self._ticks % 2:  # devices report at 1 Hz, like cameras and links
+            self._sync("gb", partial(self.query_one(GbDeviceTable).sync, state, now))
         self._sync("drones", partial(self._show_last_command, state))
 
     def _sync(self, name: str, fn: Callable[[], None]) -> None:
@@ -115,3 +124,11 @@ class MainScreen(Screen[None]):
 
     def action_focus_pane(self, name: str) -> None:
         self.query_one(f"#{name}").focus()
+
+    def action_focus_gb(self) -> None:
+        pane = self.query_one(GbDeviceTable)
+        if pane.display:
+            pane.focus()
+        else:
+            self.notify("No GB/T 28181 devices: [gb28181] is not enabled in the vehicle's "
+                        "config and no device has been heard.", timeout=4)

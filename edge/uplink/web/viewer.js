@@ -251,6 +251,7 @@ function retryLater(session, seconds, why) {
 
 async function stop() {
   const session = app.playing;
+  ptzRelease();
   app.playing = null;
   if (!session) return;
   hangUp(session, authHeaders);
@@ -278,6 +279,7 @@ function renderPlaying() {
   $("s-state").textContent = s.state;
   $("s-stream").textContent = s.stream || "–";
   renderTelemetry(cam);
+  renderPtz(cam);
 }
 
 function renderTelemetry(cam) {
@@ -311,6 +313,7 @@ setInterval(() => { pollStats().catch(() => {}); }, 1000);
 window.edgeViewer = {
   play, stop,
   get playing() { return app.playing; },
+  get ptz() { return { holding: !!ptz.timer, sent: ptz.sent, error: ptz.error }; },
   get stats() { return app.stats; },
   get cameras() { return [...app.cameras.values()]; },
   setToken(token) { auth.value = token; sessionStorage.setItem(TOKEN_KEY, token); startEvents(); },
@@ -379,3 +382,145 @@ $("replay-seek").addEventListener("change", () => {
   replayControl({ action: "seek", time_ns: Math.round(at) });
 });
 setInterval(() => { if (app.replay) renderReplay(app.replay); }, 500);
+
+// -- steering the camera played, where the vehicle lets the centre (ptz.centre) ---------
+// An arrow held with the mouse moves the camera: the move is sent again every 250 ms while
+// held (the camera service stops a camera whose move is not renewed within a second) and
+// a stop when the button is let go or the pointer leaves it. Requests go one at a time, in
+// order: a stop must never overtake the move before it. The commander's dashboard comes
+// first; who holds the camera is shown under the buttons.
+const PTZ_SPEED = 0.5;
+const PTZ_ZOOM_STEP = 0.2;
+const PTZ_RESEND_MS = 250;
+const ptz = {
+  camera: null,   // the camera the buttons steer
+  timer: null,    // the held arrow's renewal
+  move: null,     // the held arrow's request
+  busy: false,    // a request in flight
+  queue: [],      // what waits behind it
+  sent: 0,        // requests answered (for tests and the curious)
+  error: "",      // the last refusal, in words
+};
+
+function ptzPanel() {
+  let panel = $("ptz");
+  if (panel) return panel;
+  panel = document.createElement("div");
+  panel.id = "ptz";
+  panel.hidden = true;
+  panel.setAttribute("aria-label", "steering");
+  panel.innerHTML =
+    '<div class="ptz-pad">' +
+    '<button type="button" id="ptz-up" data-pan="0" data-tilt="1" title="tilt up (hold)">▲</button>' +
+    '<button type="button" id="ptz-left" data-pan="-1" data-tilt="0" title="pan left (hold)">◀</button>' +
+    '<button type="button" id="ptz-home" title="home position">⌂</button>' +
+    '<button type="button" id="ptz-right" data-pan="1" data-tilt="0" title="pan right (hold)">▶</button>' +
+    '<button type="button" id="ptz-down" data-pan="0" data-tilt="-1" title="tilt down (hold)">▼</button>' +
+    "</div>" +
+    '<div class="ptz-zoom">' +
+    '<button type="button" id="ptz-zoom-in" title="zoom in one step">+</button>' +
+    '<button type="button" id="ptz-zoom-out" title="zoom out one step">−</button>' +
+    "</div>" +
+    '<div class="ptz-info"><div id="ptz-holder"></div>' +
+    '<div id="ptz-error" class="error" hidden></div></div>';
+  document.querySelector("#player .screen").after(panel);
+  for (const b of panel.querySelectorAll("button[data-pan]")) {
+    b.addEventListener("pointerdown", (ev) => {
+      if (ev.button !== 0) return;
+      ptzHold(Number(b.dataset.pan), Number(b.dataset.tilt));
+    });
+    for (const kind of ["pointerup", "pointerleave", "pointercancel"]) {
+      b.addEventListener(kind, () => ptzRelease());
+    }
+    b.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  }
+  $("ptz-home").addEventListener("click", () => ptzSend({ action: "home" }));
+  $("ptz-zoom-in").addEventListener("click", () => ptzSend({ action: "zoom", zoom: PTZ_ZOOM_STEP }));
+  $("ptz-zoom-out").addEventListener("click", () => ptzSend({ action: "zoom", zoom: -PTZ_ZOOM_STEP }));
+  return panel;
+}
+
+function ptzAllowed(cam) {
+  return !!(cam && cam.control && cam.control.centre_allowed && !app.replay);
+}
+
+function renderPtz(cam) {
+  const panel = ptzPanel();
+  const allowed = ptzAllowed(cam);
+  if (!allowed && ptz.timer) ptzRelease();
+  panel.hidden = !allowed;
+  ptz.camera = allowed ? cam.id : null;
+  if (!allowed) return;
+  $("ptz-holder").textContent = holderText(cam.control);
+  $("ptz-error").hidden = !ptz.error;
+  $("ptz-error").textContent = ptz.error;
+}
+
+function holderText(c) {
+  const until = c.held_until_ns;
+  const now = Date.now() * 1e6;
+  let text;
+  if (!c.holder || (until && until <= now)) {
+    text = "control: free";
+  } else {
+    const who = c.holder === "commander" ? "the commander" : "the centre";
+    text = `control: ${who}` + (c.holder_who ? ` (${c.holder_who})` : "") +
+      (until ? ` until ${clockText(until)}` : "");
+  }
+  return text + (c.moving ? ", moving" : "");
+}
+
+function ptzHold(pan, tilt) {
+  ptzRelease();
+  ptz.move = { action: "move", pan: pan * PTZ_SPEED, tilt: tilt * PTZ_SPEED };
+  ptzSend(ptz.move);
+  ptz.timer = setInterval(() => { if (ptz.move) ptzSend(ptz.move); }, PTZ_RESEND_MS);
+}
+
+function ptzRelease() {
+  if (!ptz.timer) return;
+  clearInterval(ptz.timer);
+  ptz.timer = null;
+  ptz.move = null;
+  ptzSend({ action: "stop" });
+}
+
+function ptzSend(body) {
+  const camera = ptz.camera;
+  if (!camera) return;
+  const item = { camera, body };
+  const last = ptz.queue[ptz.queue.length - 1];
+  const continuous = (b) => b.action === "move" || b.action === "stop";
+  if (last && last.camera === camera && continuous(last.body) && continuous(body)) {
+    ptz.queue[ptz.queue.length - 1] = item;  // only the latest direction matters
+  } else {
+    ptz.queue.push(item);
+  }
+  if (!ptz.busy) ptzNext();
+}
+
+async function ptzNext() {
+  const item = ptz.queue.shift();
+  if (!item) { ptz.busy = false; return; }
+  ptz.busy = true;
+  let error = "";
+  try {
+    const resp = await fetch(`/api/cameras/${encodeURIComponent(item.camera)}/ptz`, {
+      method: "POST", headers: authHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify(item.body) });
+    const text = await resp.text();
+    let detail = text.trim();
+    try { detail = JSON.parse(text).detail || detail; } catch (e) { /* a plain-text refusal */ }
+    if (resp.status === 401) askToken("The vehicle refused this token.");
+    if (!resp.ok) error = `${item.body.action}: ${detail || resp.status}`;
+  } catch (e) {
+    error = `${item.body.action}: vehicle unreachable`;
+  }
+  ptz.sent += 1;
+  ptz.error = error;
+  const cam = app.cameras.get(item.camera);
+  if (app.playing && app.playing.camera === item.camera) renderPtz(cam);
+  ptzNext();
+}
+
+window.addEventListener("blur", () => ptzRelease());
