@@ -11,14 +11,17 @@ import shutil
 import signal
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from edge.cli.common import load
 from edge.cli.dashboard import run_demo_dashboard
+from edge.cli.demo_config import toml_text, with_absolute_paths
 from edge.cli.demo_links import DemoLinks
+from edge.config import load_config
 from edge.recorder.layout import RECORDINGS_DIR_ENV
 from edge.runtime.logs import setup_logging
-from edge.runtime.supervisor import Supervisor
+from edge.runtime.supervisor import Supervisor, plan
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +37,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also sync to a local centre: the vehicle's NATS and bridge, the "
                         "centre's NATS and `edge centre` sourcing it")
     p.set_defaults(func=cmd_demo)
+
+
+def runtime_copy(config_path: Path, runtime_dir: Path) -> Path:
+    """`config_path` as `runtime_dir/vehicle.toml`, its relative secret paths made absolute."""
+    data = with_absolute_paths(tomllib.loads(config_path.read_text()),
+                               config_path.resolve().parent)
+    copy = runtime_dir / "vehicle.toml"
+    copy.write_text(toml_text(data))
+    return copy
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -52,6 +64,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         links = await DemoLinks.start(config, path.resolve(), runtime_dir)
         try:
             vehicle, vehicle_path = links.config, links.config_path
+            if not vehicle_path.is_relative_to(runtime_dir):
+                plan(vehicle, vehicle_path)  # its mistakes named in the operator's file
+                # The services get a copy: what they write to their config (a GB/T 28181
+                # channel adopted as a camera) stays with this demo, not in the checkout.
+                vehicle_path = runtime_copy(vehicle_path, runtime_dir)
+                vehicle = load_config(vehicle_path)
             sync = None
             if args.sync:
                 from edge.cli.demo_sync import DemoSync

@@ -61,9 +61,21 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML for a {type(value).__name__}")
 
 
+def _is_tables(value: Any) -> bool:
+    return (isinstance(value, Sequence) and not isinstance(value, str | bytes) and bool(value)
+            and all(isinstance(v, Mapping) for v in value))
+
+
 def toml_text(data: Mapping[str, Any]) -> str:
-    """A TOML document holding `data`, one top-level key a line."""
-    return "".join(f"{_key(key)} = {toml_value(value)}\n" for key, value in data.items())
+    """A TOML document holding `data`, one top-level key a line, and each top-level list
+    of tables (`cameras`, ...) as `[[key]]` tables last: a service that appends one (a
+    GB/T 28181 channel adopted as a camera) can, where an inline array would be closed."""
+    plain = "".join(f"{_key(key)} = {toml_value(value)}\n" for key, value in data.items()
+                    if not _is_tables(value))
+    tables = "".join(f"\n[[{_key(key)}]]\n" + "".join(f"{_key(k)} = {toml_value(v)}\n"
+                                                    for k, v in table.items())
+                     for key, value in data.items() if _is_tables(value) for table in value)
+    return plain + tables
 
 
 # -- paths relative to the config's folder ---------------------------------------------------

@@ -52,6 +52,9 @@ def register_camera(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--onvif-user", help="ONVIF (WS-UsernameToken) user; RTSP then asks for "
                                         "the same user and password unless --user is given")
     p.add_argument("--onvif-password-file", help="read the ONVIF user's password from this file")
+    p.add_argument("--onvif-credentials-file", metavar="FILE",
+                   help="read the ONVIF user and password from this file as \"user:password\" "
+                        "(a camera's `credentials` file) instead of the two flags above")
     p.add_argument("--discovery-port", type=int, default=3702, metavar="PORT",
                    help="WS-Discovery UDP port with --onvif (default 3702; 0: no responder)")
     p.set_defaults(func=cmd_sim_camera)
@@ -105,8 +108,10 @@ def _onvif_options(args: argparse.Namespace) -> dict[str, Any] | None:
     from edge.cli import OperatorError
 
     if args.onvif is None:
-        if args.onvif_user is not None or args.onvif_password_file is not None:
-            raise OperatorError("--onvif-user and --onvif-password-file need --onvif PORT")
+        if args.onvif_user is not None or args.onvif_password_file is not None \
+                or args.onvif_credentials_file is not None:
+            raise OperatorError("--onvif-user, --onvif-password-file and "
+                                "--onvif-credentials-file need --onvif PORT")
         return None
     if not 1 <= args.onvif <= 65535:
         raise OperatorError(f"--onvif must be a port 1..65535, got {args.onvif}")
@@ -116,10 +121,19 @@ def _onvif_options(args: argparse.Namespace) -> dict[str, Any] | None:
         raise OperatorError(f"--discovery-port must be 0..65535, got {args.discovery_port}")
     if (args.onvif_user is None) != (args.onvif_password_file is None):
         raise OperatorError("--onvif-user and --onvif-password-file go together")
-    password = None
-    if args.onvif_password_file is not None:
+    user, password = args.onvif_user, None
+    if args.onvif_credentials_file is not None:
+        if args.onvif_user is not None:
+            raise OperatorError("--onvif-credentials-file replaces --onvif-user and "
+                                "--onvif-password-file: give one or the other")
+        text = _read_password_file("--onvif-credentials-file", args.onvif_credentials_file)
+        user, sep, password = text.partition(":")
+        if not sep or not user or not password:
+            raise OperatorError(f"--onvif-credentials-file {args.onvif_credentials_file}: "
+                                'expected "user:password"')
+    elif args.onvif_password_file is not None:
         password = _read_password_file("--onvif-password-file", args.onvif_password_file)
-    return {"onvif_port": args.onvif, "onvif_user": args.onvif_user,
+    return {"onvif_port": args.onvif, "onvif_user": user,
             "onvif_password": password, "discovery_port": args.discovery_port or None}
 
 

@@ -27,8 +27,11 @@ from typing import Any
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import RUNTIME_DIR_ENV, Endpoints
-from edge.bus.messages import ServiceHealth
-from edge.config import VehicleConfig
+from edge.bus.messages import CommandEvent, ServiceHealth
+from edge.config import ConfigError, VehicleConfig, load_config
+from edge.config.demo import gb_platform_address
+from edge.config.secrets import SecretRef
+from edge.config.toml_lines import key_lines
 from edge.services import SERVICES
 
 log = logging.getLogger("supervisor")
@@ -39,7 +42,9 @@ HEALTHY_RUN_S = 30.0  # a child that ran this long restarts quickly again
 STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 CAMERA_SIM = "drivers.sim.camera"
+ONVIF_SIM = "drivers.sim.onvif"
 DRONE_SIM = "drivers.sim.drone"
+GB_SIM = "drivers.sim.gb28181"
 SIM_CLI = "edge.cli.sim"
 
 
@@ -88,22 +93,35 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def simulator_children(config: VehicleConfig) -> list[Child]:
-    """The simulated devices `config.demo` asks for, as `edge sim ...` processes."""
+def simulator_children(config: VehicleConfig, config_path: Path) -> list[Child]:
+    """The simulated devices `config.demo` asks for, as `edge sim ...` processes: one
+    process a device (an ONVIF camera's RTSP and ONVIF services are one simulator)."""
     children: list[Child] = []
+    demo = config.demo
     if not _have(SIM_CLI):
-        if config.demo.sim_cameras or config.demo.sim_drones:
+        if demo.sim_cameras or demo.sim_drones or demo.sim_gb28181:
             log.warning("config asks for simulators, but `edge sim` is not installed")
         return children
-    if config.demo.sim_cameras and not _have(CAMERA_SIM):
-        log.warning("config asks for simulated cameras but %s is not installed", CAMERA_SIM)
-    if config.demo.sim_drones and not _have(DRONE_SIM):
-        log.warning("config asks for simulated drones but %s is not installed", DRONE_SIM)
-    for cam in config.demo.sim_cameras if _have(CAMERA_SIM) else []:
-        children.append(Child(f"sim-camera@{cam.name}", edge_argv(
-            "sim", "camera", "--name", cam.name, "--port", str(cam.port),
-            "--codec", cam.codec, "--profile", cam.profile), "simulator"))
-    for drone in config.demo.sim_drones if _have(DRONE_SIM) else []:
+    for wanted, module, what in ((demo.sim_cameras, CAMERA_SIM, "cameras"),
+                                 ([c for c in demo.sim_cameras if c.onvif_port], ONVIF_SIM,
+                                  "ONVIF cameras"),
+                                 (demo.sim_drones, DRONE_SIM, "drones"),
+                                 (demo.sim_gb28181, GB_SIM, "GB/T 28181 devices")):
+        if wanted and not _have(module):
+            log.warning("config asks for simulated %s but %s is not installed", what, module)
+    base = config_path.parent
+    for cam in demo.sim_cameras if _have(CAMERA_SIM) else []:
+        argv = edge_argv("sim", "camera", "--name", cam.name, "--port", str(cam.port),
+                         "--codec", cam.codec, "--profile", cam.profile)
+        if cam.onvif_port is not None and _have(ONVIF_SIM):
+            # No WS-Discovery responder: its fixed UDP port would keep a second demo (or
+            # a second simulated camera) from starting.
+            argv += ["--onvif", str(cam.onvif_port), "--discovery-port", "0"]
+            if cam.credentials is not None:
+                argv += ["--onvif-credentials-file",
+                         str(_secret_path(cam.credentials, base, config_path))]
+        children.append(Child(f"sim-camera@{cam.name}", argv, "simulator"))
+    for drone in demo.sim_drones if _have(DRONE_SIM) else []:
         argv = edge_argv("sim", "drone", "--connection", drone.connection,
                          "--sysid", str(drone.sysid))
         if drone.home is not None:
@@ -111,6 +129,48 @@ def simulator_children(config: VehicleConfig) -> list[Child]:
         if drone.camera:
             argv += ["--camera", drone.camera]
         children.append(Child(f"sim-drone@{drone.sysid}", argv, "simulator"))
+    children += _gb_device_children(config, config_path) if _have(GB_SIM) else []
+    return children
+
+
+def _secret_path(ref: SecretRef, base: Path, config_path: Path) -> Path:
+    # The simulator reads the file itself: a secret never goes on a command line.
+    try:
+        return ref.path(base)
+    except ConfigError as e:
+        raise ConfigError(str(config_path), e.problems) from None
+
+
+def _gb_device_children(config: VehicleConfig, config_path: Path) -> list[Child]:
+    """`edge sim gb28181` for each `[demo] sim_gb28181` device, registering to the demo's
+    own `[gb28181]` platform with the password it asks of that device."""
+    gb = config.gb28181
+    children: list[Child] = []
+    problems: list[str] = []
+    for i, device in enumerate(config.demo.sim_gb28181):
+        where = f"demo.sim_gb28181[{i}]"
+        try:
+            platform = gb_platform_address(gb, device.transport)
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        password = device.password_ref(gb)
+        if password is None:
+            problems.append(f"{where}.password: [gb28181] gives device {device.id} no "
+                            "password; give it one here or there")
+            continue
+        children.append(Child(f"sim-gb28181@{device.id}", edge_argv(
+            "sim", "gb28181", "--id", device.id, "--platform", platform,
+            "--platform-id", gb.platform_id,
+            "--password-file", str(_secret_path(password, config_path.parent, config_path)),
+            "--channels", str(device.channels), "--codec", device.codec,
+            "--keepalive-s", f"{gb.keepalive_interval_s:g}"), "simulator"))
+    if problems:
+        try:
+            line = key_lines(config_path.read_text()).get(("demo", "sim_gb28181"))
+        except (OSError, UnicodeDecodeError):
+            line = None
+        raise ConfigError(str(config_path), [f"{line}: {p}" if line else p for p in problems])
     return children
 
 
@@ -123,7 +183,7 @@ def plan(config: VehicleConfig, config_path: Path) -> list[Child]:
     ]
     bus = [c for c in services if c.name == "bus"]
     rest = [c for c in services if c.name != "bus"]
-    return bus + simulator_children(config) + rest
+    return bus + simulator_children(config, config_path) + rest
 
 
 class Supervisor:
@@ -156,6 +216,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.bus = BusClient(self.endpoints, source="supervisor")
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health-watch"))
+        self._tasks.append(asyncio.create_task(self._watch_adoptions(), name="adopt-watch"))
         for child in self.children:
             self._tasks.append(asyncio.create_task(self._keep(child), name=f"keep-{child.name}"))
             if child.name == "bus":
@@ -196,12 +257,47 @@ class Supervisor:
             await asyncio.sleep(child.backoff)
             child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
 
+    async def _watch_adoptions(self) -> None:
+        """Start the camera of a GB/T 28181 channel adopted from the dashboard, as systemd
+        would be told to on a vehicle: the gb28181 service wrote it to our config."""
+        assert self.bus is not None
+        async for env in self.bus.subscribe(topics.EVENT_COMMAND):
+            event = env.message
+            if not (isinstance(event, CommandEvent) and event.service == "gb28181"
+                    and event.action == "adopt" and event.status == "accepted"):
+                continue
+            name = topics.camera_service(event.subject)
+            if any(c.name == name for c in self.children):
+                continue
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as e:
+                log.error("camera %s was adopted, but the config no longer loads: %s",
+                          event.subject, e)
+                continue
+            if not any(c.id == event.subject for c in config.cameras):
+                log.error("camera %s was adopted, but it is not in %s", event.subject,
+                          self.config_path)
+                continue
+            # In the same network namespace as the platform that invites its device.
+            gb = next((c for c in self.children if c.name == "gb28181"), None)
+            prefix = gb.argv[:gb.argv.index(sys.executable)] if gb is not None \
+                and sys.executable in gb.argv else []
+            child = Child(name, [*prefix, *edge_argv("run", name, "--config",
+                                                     str(self.config_path))], "service")
+            self.config = config
+            self.children.append(child)
+            log.info("starting %s: adopted from the dashboard", name)
+            self._tasks.append(asyncio.create_task(self._keep(child), name=f"keep-{name}"))
+
     async def _watch_health(self) -> None:
         assert self.bus is not None
-        by_name = {c.name: c for c in self.children}
         async for env in self.bus.subscribe(topics.SVC):
-            if isinstance(env.message, ServiceHealth) and env.message.service in by_name:
-                by_name[env.message.service].health = env.message
+            if isinstance(env.message, ServiceHealth):
+                # Looked up each time: an adopted camera joins the children later.
+                child = next((c for c in self.children if c.name == env.message.service), None)
+                if child is not None:
+                    child.health = env.message
 
     async def stop(self) -> None:
         """Services first, then simulators, the broker last; SIGKILL after the grace."""
