@@ -363,7 +363,8 @@ class GbPlatform:
                     raise GbError(f"no answer from {peer} to {request.method} within "
                                   f"{self.transaction_timeout:g} s")
                 with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(transaction.future), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: see edge.bus.client
+                        return await asyncio.shield(transaction.future)
                 if peer.transport == "udp" and loop.time() < deadline:
                     await self.transport.send(request, peer)
                     interval = T2 if transaction.proceeding else min(interval * 2, T2)
@@ -396,7 +397,8 @@ class GbPlatform:
             await self._send_manscdp(device, device_id, build(sn, device_id),
                                      f"{cmd_type} query")
             try:
-                return await asyncio.wait_for(asyncio.shield(pending.future), limit)
+                async with asyncio.timeout(limit):
+                    return await asyncio.shield(pending.future)
             except TimeoutError:
                 got = (f" ({len(pending.channels)} of {pending.sum_num} channels)"
                        if pending.sum_num is not None else "")
@@ -499,7 +501,8 @@ class GbPlatform:
                         "did not answer"
                     raise GbError(f"{peer} {state} the INVITE within {deadline - start:g} s")
                 with contextlib.suppress(TimeoutError):
-                    response = await asyncio.wait_for(asyncio.shield(transaction.future), wait)
+                    async with asyncio.timeout(wait):
+                        response = await asyncio.shield(transaction.future)
                     break
                 if peer.transport == "udp" and not transaction.proceeding:
                     await self.transport.send(request, peer)

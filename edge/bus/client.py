@@ -236,7 +236,10 @@ class BusClient:
         topic, header, body = envelope.encode("", message, self.source, int(reqid.hex(), 16))
         try:
             await self._dealer.send_multipart([b"", REQ, service.encode(), reqid, header, body])
-            frames = await asyncio.wait_for(fut, timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # lands as the reply does, and the caller runs on as if never cancelled.
+            async with asyncio.timeout(timeout):
+                frames = await fut
         except TimeoutError:
             raise RequestTimeout(f"no reply from {service} within {timeout:g} s") from None
         finally:

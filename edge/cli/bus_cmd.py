@@ -8,11 +8,12 @@ import contextlib
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.bus.client import BusClient
-from edge.bus.envelope import Envelope
 from edge.cli.common import add_bus_arg, add_config_arg, endpoints_for, load
+
+if TYPE_CHECKING:  # every `edge` process imports this module; only `bus tail` needs these
+    from edge.bus.envelope import Envelope
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +53,8 @@ def format_line(env: Envelope) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from edge.bus.client import BusClient
+
     config, _ = load(args)
     endpoints = endpoints_for(args, config)
 
@@ -66,7 +69,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 if timeout is not None and timeout <= 0:
                     break
                 try:
-                    env = await asyncio.wait_for(sub.recv(), timeout)
+                    async with asyncio.timeout(timeout):
+                        env = await sub.recv()
                 except TimeoutError:
                     break
                 if args.json:

@@ -188,7 +188,8 @@ class ReplayVehicle:
             while True:
                 self.publish_status()
                 try:
-                    await asyncio.wait_for(sub.recv(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await sub.recv()
                     return
                 except TimeoutError:
                     if time.monotonic() > deadline:

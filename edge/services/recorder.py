@@ -360,7 +360,8 @@ class RecorderService(Service):
                                              disk_full=full)
             self._alert_pruning(report)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._disk_full.wait(), self.RETENTION_EVERY_S)
+                async with asyncio.timeout(self.RETENTION_EVERY_S):
+                    await self._disk_full.wait()
 
     def _open_paths(self) -> set[Path]:
         """Files being written, not yet in the catalog: never pruned."""

@@ -231,7 +231,8 @@ class Fanout:
             return True
         self._live_unit.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._live_unit.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._live_unit.wait()
         return self._live_unit.is_set()
 
     def stalled_for(self) -> float | None:

@@ -279,7 +279,9 @@ class SimGbDevice:
                 if self.platform.transport == "udp":
                     wait = min(wait, interval)
                 with contextlib.suppress(TimeoutError):
-                    response = await asyncio.wait_for(asyncio.shield(future), wait)
+                    # Not wait_for: on Python 3.11 it can swallow the cancel that stops us.
+                    async with asyncio.timeout(wait):
+                        response = await asyncio.shield(future)
                     if response.status >= 200:
                         return response
                     future = loop.create_future()  # a provisional: wait for the final
