@@ -7,8 +7,6 @@ import importlib
 import os
 import sys
 
-from edge.config import ConfigError
-
 # Modules that add subcommands, in the order `edge --help` lists them.
 COMMAND_MODULES = (
     "edge.cli.run",
@@ -42,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Here, not at the top: `edge --help` and a mistyped command need no config schema.
+    from edge.config import ConfigError
+
     try:
         code: int = args.func(args)
         return code

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.bus.endpoints import Endpoints
-from edge.config import VehicleConfig, load_config
+if TYPE_CHECKING:  # loaded by the commands that read a config, not by every `edge` process
+    from edge.bus.endpoints import Endpoints
+    from edge.config import VehicleConfig
 
 CONFIG_ENV = "EDGE_CONFIG"
 DEFAULT_CONFIG = "/etc/edge/vehicle.toml"
@@ -21,12 +23,16 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> tuple[VehicleConfig, Path]:
+    from edge.config import load_config
+
     path = Path(args.config)
     return load_config(path), path
 
 
 def endpoints_for(args: argparse.Namespace, config: VehicleConfig) -> Endpoints:
     """Endpoints from config, or a runtime dir given on the command line (`--bus DIR`)."""
+    from edge.bus.endpoints import Endpoints
+
     bus_dir = getattr(args, "bus", None)
     return Endpoints.from_config(config.bus, Path(bus_dir) if bus_dir else None)
 

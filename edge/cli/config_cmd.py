@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from edge.config import load_config
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("config", help="vehicle config tools")
@@ -16,6 +14,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from edge.config import load_config  # here: every `edge` process imports this module
+
     cfg = load_config(args.file)  # ConfigError → exit 2 with one line per problem
     print(f"{args.file}: ok ({len(cfg.cameras)} cameras, {len(cfg.drones)} drone links, "
           f"{len(cfg.links)} WAN links)")

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from edge.bus.endpoints import Endpoints
 from edge.cli.common import add_bus_arg, add_config_arg, endpoints_for, load
-from edge.config import VehicleConfig
 
 if TYPE_CHECKING:
+    from edge.bus.endpoints import Endpoints
+    from edge.config import VehicleConfig
     from edge.runtime.supervisor import Supervisor
     from ui.state import DashboardState
 

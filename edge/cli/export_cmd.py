@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,8 @@ TIMES = ("T is ISO 8601 (2026-12-01T14:03:22 local, or ...Z / +01:00), session:N
 def _guarded(func: Command) -> Command:
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
+        import sqlite3  # here: every `edge` process imports this module, few read a catalog
+
         from edge.cli import OperatorError
         from edge.export import ExportError
 

@@ -24,7 +24,6 @@ import datetime as dt
 import functools
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +53,8 @@ Command = Callable[[argparse.Namespace], int]
 def _guarded(func: Command) -> Command:
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
+        import sqlite3  # here: every `edge` process imports this module, few read a catalog
+
         try:
             return func(args)
         except RecordError as e:

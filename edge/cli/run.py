@@ -6,10 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from edge.bus.client import BusClient
 from edge.cli.common import add_bus_arg, add_config_arg, endpoints_for, load
-from edge.runtime.logs import setup_logging
-from edge.runtime.service import ServiceContext, host
 from edge.services import SERVICES, split_name
 
 
@@ -26,7 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Here, not at the top: every `edge` process registers this command.
+    from edge.bus.client import BusClient
     from edge.cli import OperatorError
+    from edge.runtime.logs import setup_logging
+    from edge.runtime.service import ServiceContext, host
 
     kind, instance = split_name(args.service)
     spec = SERVICES.get(kind)
