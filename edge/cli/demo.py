@@ -14,15 +14,6 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from edge.cli.common import load
-from edge.cli.dashboard import run_demo_dashboard
-from edge.cli.demo_config import toml_text, with_absolute_paths
-from edge.cli.demo_links import DemoLinks
-from edge.config import load_config
-from edge.recorder.layout import RECORDINGS_DIR_ENV
-from edge.runtime.logs import setup_logging
-from edge.runtime.supervisor import Supervisor, plan
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the whole vehicle on simulated devices")
@@ -41,6 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def runtime_copy(config_path: Path, runtime_dir: Path) -> Path:
     """`config_path` as `runtime_dir/vehicle.toml`, its relative secret paths made absolute."""
+    from edge.cli.demo_config import toml_text, with_absolute_paths
+
     data = with_absolute_paths(tomllib.loads(config_path.read_text()),
                                config_path.resolve().parent)
     copy = runtime_dir / "vehicle.toml"
@@ -49,6 +42,15 @@ def runtime_copy(config_path: Path, runtime_dir: Path) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: every `edge` process builds the parser that registers this command.
+    from edge.cli.common import load
+    from edge.cli.dashboard import run_demo_dashboard
+    from edge.cli.demo_links import DemoLinks
+    from edge.config import load_config
+    from edge.recorder.layout import RECORDINGS_DIR_ENV
+    from edge.runtime.logs import setup_logging
+    from edge.runtime.supervisor import Supervisor, plan
+
     config, path = load(args)
     setup_logging("demo", force_json=False)
     runtime_dir = Path(tempfile.mkdtemp(prefix="edge-demo-"))

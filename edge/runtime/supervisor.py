@@ -32,6 +32,7 @@ from edge.config import ConfigError, VehicleConfig, load_config
 from edge.config.demo import gb_platform_address
 from edge.config.secrets import SecretRef
 from edge.config.toml_lines import key_lines
+from edge.runtime import memory
 from edge.services import SERVICES
 
 log = logging.getLogger("supervisor")
@@ -64,6 +65,10 @@ class Child:
     last_start: float = 0.0
     backoff: float = field(default_factory=lambda: BACKOFF_FIRST_S)  # per child: patchable
     last_exit: int | None = None
+    # Sampled as the demo stops (the summary is printed after): resident MB, and its
+    # proportional share (shared libraries divided among the processes mapping them).
+    rss_mb: float | None = None
+    pss_mb: float | None = None
     health: ServiceHealth | None = None
     log_path: Path | None = None
 
@@ -82,6 +87,8 @@ class Child:
             "state": self.health.state if self.health else ("running" if self.running else
                                                              "stopped"),
             "last_exit": self.last_exit,
+            "rss_mb": self.rss_mb,
+            "pss_mb": self.pss_mb,
         }
 
 
@@ -204,6 +211,7 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self.bus: BusClient | None = None
         self.started_at = time.monotonic()
+        self._own_pss_mb: float | None = None
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -302,6 +310,10 @@ class Supervisor:
     async def stop(self) -> None:
         """Services first, then simulators, the broker last; SIGKILL after the grace."""
         self._stopping = True
+        for c in self.children:
+            if c.running and c.proc is not None:
+                c.rss_mb, c.pss_mb = memory.rss_mb(c.proc.pid), memory.pss_mb(c.proc.pid)
+        self._own_pss_mb = memory.pss_mb(os.getpid())
         order = ([c for c in self.children if c.kind == "service" and c.name != "bus"],
                  [c for c in self.children if c.kind == "simulator"],
                  [c for c in self.children if c.name == "bus"])
@@ -341,4 +353,8 @@ class Supervisor:
             "runtime_dir": str(self.runtime_dir),
             "seconds": round(time.monotonic() - self.started_at, 1),
             "services": {c.name: c.summary() for c in self.children},
+            # The whole demo's memory: proportional shares add up, resident sizes would
+            # count every shared library once per process.
+            "memory_pss_mb": round(sum(c.pss_mb or 0.0 for c in self.children)
+                                   + (self._own_pss_mb or 0.0), 1),
         }

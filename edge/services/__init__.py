@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.config import VehicleConfig
-
 if TYPE_CHECKING:
+    from edge.config import VehicleConfig
     from edge.runtime.service import Service
 
 
