@@ -14,6 +14,11 @@ A source is constructed with the two callbacks it reports through:
   is a keyframe, and a keyframe begins with its parameter sets.
 * ``on_state(state, reason)``: on the event loop, at every change of state
   or reason.
+
+A source whose camera costs something while it sends (a GB/T 28181 device
+streams over its SIM's data) may let it go while nobody consumes the stream:
+it is an :class:`OnDemandSource`, told how many consume it and for how long
+an unwatched stream is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Codec = Literal["h264", "h265"]
 
@@ -77,6 +82,7 @@ class SourceState(enum.StrEnum):
     CONNECTING = "connecting"  # never been live yet (includes a camera answering 5xx)
     LIVE = "live"
     DOWN = "down"  # was live or failed to connect; retrying with backoff
+    STANDBY = "standby"  # let go while nobody consumes the stream; fetched again when one does
     STOPPED = "stopped"
 
 
@@ -130,3 +136,18 @@ class Source(Protocol):
 
     async def request_keyframe(self) -> str | None:
         """Ask the camera for a keyframe now: None once asked, else why it cannot be."""
+
+
+@runtime_checkable
+class OnDemandSource(Protocol):
+    """A source that lets its camera go while nobody consumes its stream (`STANDBY`).
+
+    `linger_s` is how long an unwatched stream is kept before it is let go (0: never);
+    set before `start`. `consumers_changed` is called on the event loop whenever the
+    number of consumers changes, and once a consumer comes the camera is fetched at once.
+    """
+
+    linger_s: float
+
+    def consumers_changed(self, count: int) -> None:
+        """`count` consumers now (0: nobody watches, and the linger time runs)."""

@@ -24,6 +24,7 @@ PART: dict[str, str] = {
     # a device's state: cameras, drones, links
     "live": "ok", "up": "ok",
     "connecting": "warn", "degraded": "warn",
+    "standby": "muted",  # a camera let go while nobody watches: as it should be
     "down": "down", "lost": "down", "silent": "down",
     "unknown": "muted",
     # a feed pushed to the centre (live and connecting as above)

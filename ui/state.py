@@ -112,7 +112,8 @@ class CameraView:
         return max(0.0, reported) + (self.status_age(now) or 0.0)
 
     def condition(self, now: float) -> tuple[CameraCondition, str]:
-        """(state, reason): live | connecting | down | silent (no status lately) | unknown."""
+        """(state, reason): live | connecting | standby | down | silent (no status lately) |
+        unknown."""
         state = self.record.condition(now)
         s = self.status
         if s is None:

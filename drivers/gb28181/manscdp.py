@@ -297,6 +297,22 @@ def ptz_control(sn: int, channel_id: str, ptz_cmd_hex: str, priority: int = 5) -
                  extra=[info])
 
 
+def keyframe_control(sn: int, channel_id: str) -> bytes:
+    """DeviceControl asking for an I-frame now (A.2.3: `IFameCmd` `Send`, the 2016 text's own
+    spelling, which devices and platforms such as WVP use; 2022 writes `IFrameCmd`)."""
+    return build("Control", "DeviceControl", sn, channel_id, [("IFameCmd", "Send")])
+
+
+def keyframe_requested(message: Manscdp) -> bool:
+    """Whether a DeviceControl asks for an I-frame, in either spelling."""
+    if message.root != "Control" or message.cmd_type != "DeviceControl":
+        return False
+    value = _text(message.element, "IFameCmd")
+    if value is None:
+        value = _text(message.element, "IFrameCmd")
+    return value is not None and value.lower() == "send"
+
+
 def catalog_response(sn: int, device_id: str, sum_num: int, channels: list[Channel],
                      encoding: str = "GB2312") -> bytes:
     """One part of a Catalog response (for simulators and tests)."""

@@ -35,7 +35,13 @@ from drivers.gb28181.sip_message import (
     new_tag,
     response_to,
 )
-from drivers.gb28181.sip_transport import Peer, SipTransport, SipTransportError
+from drivers.gb28181.sip_transport import (
+    MAX_TCP_CONNECTIONS,
+    TCP_IDLE_TIMEOUT,
+    Peer,
+    SipTransport,
+    SipTransportError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +113,9 @@ class GbPlatform:
                  keepalive_interval: float = 60.0, keepalive_misses: int = 3,
                  max_auth_failures: int = 3, qop: bool = True, t1: float = T1,
                  transaction_timeout: float | None = None,
-                 query_timeout: float = QUERY_TIMEOUT) -> None:
+                 query_timeout: float = QUERY_TIMEOUT,
+                 max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+                 tcp_idle_timeout: float | None = TCP_IDLE_TIMEOUT) -> None:
         if len(platform_id) != 20 or not platform_id.isdigit():
             raise ValueError(f"platform id {platform_id!r} is not a 20-digit GB/T 28181 id")
         self.platform_id = platform_id
@@ -121,7 +129,11 @@ class GbPlatform:
             realm=self.realm, password=password, device_passwords=device_passwords,
             on_event=on_event, keepalive_interval=keepalive_interval,
             keepalive_misses=keepalive_misses, max_auth_failures=max_auth_failures, qop=qop)
-        self.transport = SipTransport(self._received, self._bad_input)
+        # A connection a registered device speaks on is never idle: its keepalives may be
+        # minutes apart, and the platform can reach it only there.
+        self.transport = SipTransport(self._received, self._bad_input,
+                                      max_connections=max_tcp_connections,
+                                      idle_timeout=tcp_idle_timeout, in_use=self._device_on)
         self.errors: Counter[str] = Counter()
         """Bad input by kind (`sip`, `manscdp`, `unregistered`, `unmatched`)."""
         self.last_error: str | None = None
@@ -185,6 +197,9 @@ class GbPlatform:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _device_on(self, peer: Peer) -> bool:
+        return any(d.peer == peer for d in self.registrar.devices.values())
 
     def _bad_input(self, reason: str, peer: Peer, kind: str = "sip") -> None:
         self.errors[kind] += 1
@@ -434,6 +449,12 @@ class GbPlatform:
         body = manscdp.ptz_control(next(self._sn), channel_id, command.hex())
         await self._send_manscdp(device, channel_id, body, "PTZ command")
 
+    async def keyframe(self, device_id: str, channel_id: str) -> None:
+        """Ask a channel for an I-frame now (DeviceControl `IFameCmd`); done once the device
+        took it (200). The standard makes obeying optional: the picture tells."""
+        device = self._device(device_id)
+        body = manscdp.keyframe_control(next(self._sn), channel_id)
+        await self._send_manscdp(device, channel_id, body, "keyframe request")
 
     # -- INVITE, ACK, BYE -------------------------------------------------------------------
 

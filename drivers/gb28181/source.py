@@ -20,6 +20,14 @@ but no picture: PS garbage, a foreign SSRC) is lost, its reason names which,
 a BYE ends it, and the channel is invited again with backoff. Stopping sends
 BYE. Everything runs on the event loop: one camera process per camera, and
 the RTP/PS work is light beside decoding, which nothing here does.
+
+Linger (an `OnDemandSource`): a device streams over its SIM's data, so with
+`linger_s` set, a live session nobody has consumed for that long is ended
+(BYE) and the source waits in `standby`, saying why; the first consumer to
+come has the channel invited again at once. The channel is invited at start
+all the same: the stream's announcement (codec, parameter sets, which the
+uplink answers viewers with), a thumbnail and the camera's state need one
+session, and every session lasts at least `linger_s` once live.
 """
 
 from __future__ import annotations
@@ -61,8 +69,16 @@ BYE_WITHIN_S = 3.0
 WAITING = "waiting for the gb28181 service"
 
 
+def standby_reason(linger_s: float) -> str:
+    return f"nobody has watched for {linger_s:g} s; invited again when someone does"
+
+
 class GbSourceError(Exception):
     """Why a session could not start or ended; `str()` is one line for the camera's status."""
+
+
+class _Released(Exception):
+    """Nobody consumed the stream for `linger_s`: the session ends by choice, not by fault."""
 
 
 @dataclass(frozen=True)
@@ -222,12 +238,13 @@ class _Media:
 
 
 class GbSource:
-    """One channel of a GB/T 28181 device, invited while the source runs."""
+    """One channel of a GB/T 28181 device, invited while the source runs (and, with
+    `linger_s`, while someone consumes it)."""
 
     def __init__(self, *, name: str, plan: PlanFn, invite: InviteFn, bye: ByeFn,
                  sink: AccessUnitSink, on_state: StateCallback | None = None,
                  retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
-                 waiting: str = WAITING) -> None:
+                 waiting: str = WAITING, linger_s: float = 0.0) -> None:
         self.name = name
         self.sink = sink
         self._plan = plan
@@ -250,6 +267,13 @@ class GbSource:
         self._sink_failed = False
         self.session_id: str | None = None
         self.sessions = 0  # INVITEs the device accepted
+        self.linger_s = linger_s  # 0: never released
+        self.releases = 0  # sessions ended because nobody watched
+        self._consumers = 0
+        # Since when nobody has consumed the stream (monotonic); None while someone does.
+        self._idle_since: float | None = time.monotonic()
+        self._live_since = 0.0  # when the current session's first unit came
+        self._wanted = asyncio.Event()  # set while someone consumes the stream
 
     # -- Source ----------------------------------------------------------------------------
 
@@ -264,6 +288,8 @@ class GbSource:
     async def start(self) -> None:
         if self._task is not None:
             return
+        if not self._consumers:
+            self._idle_since = time.monotonic()
         self._set_state(SourceState.CONNECTING, self._waiting)
         self._task = asyncio.create_task(self._run(), name=f"gb28181 {self.name}")
 
@@ -275,8 +301,31 @@ class GbSource:
                 await task
         self._set_state(SourceState.STOPPED, "stopped")
 
+    def consumers_changed(self, count: int) -> None:
+        """`count` consume the stream now; on the event loop (`OnDemandSource`)."""
+        self._consumers = max(0, count)
+        if self._consumers:
+            self._idle_since = None
+            self._wanted.set()
+        else:
+            if self._idle_since is None:
+                self._idle_since = time.monotonic()
+            self._wanted.clear()
+
+    keyframe: Callable[[], Awaitable[None]] | None = None
+    """Asks the device for a keyframe now (DeviceControl `IFameCmd`), `GbSourceError` if it
+    cannot: set by whoever builds the source, since the request goes the INVITE's way."""
+
     async def request_keyframe(self) -> str | None:
-        return "a GB/T 28181 channel sends keyframes at its own interval (no request yet)"
+        if self.keyframe is None:
+            return "a GB/T 28181 channel sends keyframes at its own interval (no way to ask)"
+        if self.session_id is None:
+            return "the channel is not invited: no stream to ask a keyframe of"
+        try:
+            await self.keyframe()
+        except GbSourceError as exc:
+            return str(exc)
+        return None
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -287,6 +336,14 @@ class GbSource:
                 plan = await self._plan()
                 await self._session(plan)
                 reason = "the session ended"
+            except _Released:
+                self._stats.connection_lost()
+                # Not lost: coming back from standby is no reconnect.
+                self._been_live = False
+                delay = self.retry_first_s
+                await self._wanted.wait()
+                log.info("%s: someone watches; inviting the channel again", self.name)
+                continue
             except GbSourceError as exc:
                 reason = str(exc)
             except Exception as exc:  # a bug must not end the camera: say so and retry
@@ -354,10 +411,29 @@ class GbSource:
                 units = receiver.skip_missing()
                 if units:
                     self._deliver(units)
+            if self._live_this_session and self._unwatched_long_enough(now):
+                self._release()
             since = max(started, self._last_unit if self._live_this_session else started)
             if now - since < plan.no_media_s:
                 continue
             raise GbSourceError(self._silence_reason(media, plan, now))
+
+    def _unwatched_long_enough(self, now: float) -> bool:
+        idle = self._idle_since
+        if self.linger_s <= 0 or idle is None:
+            return False
+        # A session, once live, is kept `linger_s` whatever came before it.
+        return now - max(idle, self._live_since) >= self.linger_s
+
+    def _release(self) -> None:
+        # Standby before the BYE, not after: the camera service clears its GOP cache on the
+        # change, so a consumer subscribing while the BYE is under way is not handed a
+        # picture from before the release (and brings the channel back at once).
+        self.releases += 1
+        reason = standby_reason(self.linger_s)
+        log.info("%s: %s; ending the session", self.name, reason)
+        self._set_state(SourceState.STANDBY, reason)
+        raise _Released
 
     def _silence_reason(self, media: _Media, plan: MediaPlan, now: float) -> str:
         receiver = media.receiver
@@ -401,6 +477,7 @@ class GbSource:
                             sequence=self._sequence)
             if not self._live_this_session:
                 self._live_this_session = True
+                self._live_since = self._last_unit
                 if self._been_live:
                     self._stats.add(reconnects=1)
                 self._been_live = True

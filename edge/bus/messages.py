@@ -186,7 +186,8 @@ class EventMark(Message):
 # ---------------------------------------------------------------------------
 # Cameras
 # ---------------------------------------------------------------------------
-CameraStateName = Literal["live", "connecting", "down"]
+# standby: an on-demand stream (GB/T 28181) let go while nobody watches; fine, not down.
+CameraStateName = Literal["live", "connecting", "standby", "down"]
 CAMERA_STATES: tuple[CameraStateName, ...] = get_args(CameraStateName)
 
 
@@ -693,6 +694,22 @@ class GbChannel(Message):
     lon: float | None = None
 
 
+@nested
+@dataclass(slots=True, kw_only=True)
+class GbSessionEnd(Message):
+    """A live-video session the gb28181 service ended, or saw ended, without its requester
+    asking: the device's own BYE, or the requester gone (no health) or restarted."""
+
+    session_id: str = ""  # its Call-ID, as `GbInvite`'s reply gave it
+    channel_id: str = ""
+    requester: str = ""  # the bus client that asked for it (`camera@<id>`)
+    reason: str = ""  # one line: "the device ended the stream (BYE)", ...
+    ended_ns: int = 0  # wall clock
+
+
+GB_ENDED_KEPT = 16  # `GbDeviceStatus.ended`: the newest, enough to outlast any reader's wait
+
+
 @message("gb.status")
 @dataclass(slots=True, kw_only=True)
 class GbDeviceStatus(Message):
@@ -713,6 +730,9 @@ class GbDeviceStatus(Message):
     firmware: str = ""
     channels: list[GbChannel] = field(default_factory=list)
     sessions: int = 0  # live-video sessions open with it
+    # Sessions ended lately without their requester asking, oldest first (GB_ENDED_KEPT):
+    # how a camera process learns at once that the device ended its stream.
+    ended: list[GbSessionEnd] = field(default_factory=list)
 
 
 GbTransportName = Literal["udp", "tcp-passive", "tcp-active"]
@@ -748,6 +768,12 @@ class GbInvite(Message):
     host: str = ""
     port: int = 0
     transport: GbTransportName = "udp"
+    # Who asks, beyond the header's source (the session's requester, `camera@<id>`): its
+    # bus epoch (`BusClient.epoch`; 0 unknown), so a new one is a restarted process whose
+    # old sessions are ended, and which of its streams ("dome/main"), so a stream's new
+    # INVITE ends that stream's earlier session should its BYE have been lost.
+    epoch: int = 0
+    stream: str = ""
 
 
 @message("gb.bye")
@@ -756,6 +782,17 @@ class GbBye(Message):
     """A request to `gb28181`: end the live-video session `session_id` (its Call-ID)."""
 
     session_id: str = ""
+
+
+@message("gb.keyframe")
+@dataclass(slots=True, kw_only=True)
+class GbKeyframe(Message):
+    """A request to `gb28181`: ask `device_id`'s channel for a keyframe now (DeviceControl
+    `IFameCmd`, GB/T 28181-2016 A.2.3), answered `accepted` once the device took it (200);
+    a device may ignore it (the standard makes it optional), so a caller never relies on it."""
+
+    device_id: str = ""
+    channel_id: str = ""
 
 
 GB_PTZ_ACTIONS = ("move", "stop", "preset_call", "preset_set", "preset_delete")

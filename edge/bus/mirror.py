@@ -72,7 +72,7 @@ MAX_ID_CHARS = 64
 
 Clock = Callable[[], float]
 Freshness = Literal["fresh", "stale", "old", "none"]
-CameraCondition = Literal["live", "connecting", "down", "silent", "unknown"]
+CameraCondition = Literal["live", "connecting", "standby", "down", "silent", "unknown"]
 DroneCondition = Literal["live", "connecting", "lost", "silent", "unknown"]
 # What one message changed: a device's kind, or the uplink's sessions.
 Kind = Literal["camera", "drone", "link", "service", "sessions", "recorder"]
@@ -177,8 +177,8 @@ class CameraRecord:
     jpeg: bytes = b""  # the latest thumbnail's picture
 
     def condition(self, now: float) -> CameraCondition:
-        """live | connecting | down | silent (no status lately) | unknown (none, or a word
-        this reader does not know)."""
+        """live | connecting | standby | down | silent (no status lately) | unknown (none, or
+        a word this reader does not know)."""
         return _condition(now, CAMERA_STATES, self.status)
 
 

@@ -130,7 +130,8 @@ RECORDER_SESSIONS = "recorder/sessions"
 
 # --- GB/T 28181 devices (the gb28181 service) --------------------------------
 GB = "gb/"
-# The gb28181 service's bus name: `GbInvite`, `GbBye` and `GbPtzCommand` are asked of it.
+# The gb28181 service's bus name: `GbInvite`, `GbBye`, `GbKeyframe`, `GbPtzCommand` and
+# `GbAdopt` are asked of it.
 GB28181_SERVICE = "gb28181"
 
 

@@ -100,9 +100,17 @@ class Gb28181Config(Model):
     request_timeout_s: float = Field(default=8.0, gt=0, le=60)
     # A live stream without a packet this long is lost (and invited again).
     no_media_s: float = Field(default=10.0, gt=0, le=600)
-    # Seconds a channel stays invited after its last consumer; not acted on yet: the
-    # camera service pulls every stream continuously (the recorder records them all).
+    # Seconds a channel stays invited after its last media-plane consumer (0: always);
+    # it costs the device's SIM data. The recorder is a consumer of what it records.
     linger_s: float = Field(default=30.0, ge=0, le=3600)
+    # A session's requester (a camera process) without a `svc/<name>/health` this long is
+    # gone (killed, its host hung): its sessions are ended (BYE), since the device would
+    # otherwise send to a dead port on the SIM's data until it noticed. Health is 1 Hz.
+    owner_silent_s: float = Field(default=10.0, ge=2, le=600)
+    # SIP over TCP: connections opened to the vehicle at a time (one per device; more are
+    # refused), and how long one may stay silent with no registered device on it.
+    max_tcp_connections: int = Field(default=256, ge=1, le=65536)
+    tcp_idle_s: float = Field(default=120.0, gt=0, le=86400)
 
     @field_validator("realm")
     @classmethod

@@ -7,7 +7,7 @@ in its own thread; the service publishes them on that stream's media-plane
 socket (:class:`~edge.media.publisher.MediaPublisher`, which keeps the current
 GOP for late joiners). On the control bus it publishes:
 
-- ``cam/<id>/status`` at 1 Hz: state (live | connecting | down with reason),
+- ``cam/<id>/status`` at 1 Hz: state (live | connecting | standby | down with reason),
   codec, resolution, fps, kbit/s, GOP, last-frame age, reconnects (the main
   stream's; it is what the centre and the recorder see);
 - ``cam/<id>/<profile>/stream`` whenever a stream (re)connects: its media
@@ -15,6 +15,13 @@ GOP for late joiners). On the control bus it publishes:
 - ``cam/<id>/thumbnail`` at most every 2 s: a 160x90 JPEG of the latest
   keyframe, from the sub stream when there is one (it is cheaper to decode);
 - an alert when the camera goes down and when it comes back.
+
+A stream whose source is on demand (:class:`drivers.source.OnDemandSource`: a
+GB/T 28181 channel, whose video costs the device's SIM data) is told how many
+consume it: the subscribers of its media-plane socket (the uplink's viewers and
+pushes, the recorder, anyone else). Unwatched for ``[gb28181] linger_s`` it is
+let go and the camera is ``standby``, which is neither down nor an alert; the
+next subscriber brings it back. RTSP streams are pulled always.
 
 It answers ``camera.keyframe`` requests addressed to ``camera@<id>`` (the
 uplink's, when a viewer lost a picture that NACK could not repair) by asking
@@ -33,7 +40,7 @@ import contextlib
 import time
 from typing import Literal
 
-from drivers.source import AccessUnit, SourceState
+from drivers.source import AccessUnit, OnDemandSource, SourceState
 from edge.bus import topics
 from edge.bus.envelope import Envelope
 from edge.bus.messages import (
@@ -61,8 +68,9 @@ ANNOUNCE_EVERY_S = 60.0
 # At most one keyframe request per stream per interval reaches the camera.
 KEYFRAME_EVERY_S = 1.0
 # A stopped source is "down" to the camera's viewers.
-_STATE_WORDS: dict[SourceState, Literal["live", "connecting"]] = {
-    SourceState.LIVE: "live", SourceState.CONNECTING: "connecting"}
+_STATE_WORDS: dict[SourceState, Literal["live", "connecting", "standby"]] = {
+    SourceState.LIVE: "live", SourceState.CONNECTING: "connecting",
+    SourceState.STANDBY: "standby"}
 
 
 def _thumbnail(data: bytes, codec: str) -> bytes | str:
@@ -97,10 +105,20 @@ class _Stream:
         self.source = build_source(spec, SourceSetup(
             name=f"{cam.id}/{profile}", camera=cam, credentials=credentials, bus=ctx.bus,
             log=ctx.log, sink=self.on_access_unit, on_state=self.on_state))
-        self.publisher = MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(cam.id, profile))
+        # Consumers are media-plane subscribers only. The recorder subscribes to every
+        # stream it records, so with it on a GB/T 28181 stream is never let go: right,
+        # recording is consumption. The thumbnails are not a consumer (they decode the
+        # keyframes handed to on_keyframe): if they were, every stream would stay invited
+        # for a picture nobody may be looking at.
+        self.on_demand = self.source if isinstance(self.source, OnDemandSource) else None
+        if self.on_demand is not None:
+            self.on_demand.linger_s = ctx.config.gb28181.linger_s
+        self.publisher = MediaPublisher(ctx.bus.sync_ctx, ctx.endpoints.media(cam.id, profile),
+                                        on_consumers=self.on_consumers)
         self.latest_keyframe: AccessUnit | None = None
         self.announced = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     def on_access_unit(self, au: AccessUnit) -> None:
         """In the source's own thread: straight onto the media plane, no loop hop.
@@ -120,9 +138,20 @@ class _Stream:
         if not self.announced:
             self.announce()
 
+    def on_consumers(self) -> None:
+        """In whichever thread served the (un)subscription: the count goes to the loop."""
+        if self.on_demand is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
+                self._loop.call_soon_threadsafe(self._tell_consumers)
+
+    def _tell_consumers(self) -> None:
+        if self.on_demand is not None:
+            self.on_demand.consumers_changed(self.publisher.consumers)
+
     def on_state(self, state: SourceState, reason: str) -> None:
         if state is not SourceState.LIVE:
-            # After a reconnect the old GOP belongs to another session of the camera.
+            # After a reconnect the old GOP belongs to another session of the camera;
+            # after a release (standby), to a time before the next consumer came.
             self.publisher.reset()
             self.announced = False
         if self.profile == "main":
@@ -142,9 +171,17 @@ class _Stream:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.on_demand is not None:
+            # A released stream publishes nothing: its subscriptions are served here.
+            self._watch = asyncio.create_task(self.publisher.watch(),
+                                              name=f"consumers {self.profile}")
         await self.source.start()
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self.source.stop()
         self.publisher.close()
 
@@ -293,4 +330,6 @@ class CameraService(Service):
         st = self.streams["main"].source.stats
         if st.state is SourceState.LIVE:
             return ("running", f"live {st.fps:.0f} fps {st.kbps:.0f} kbit/s")
+        if st.state is SourceState.STANDBY:
+            return ("running", f"standby: {st.reason}")
         return ("degraded", f"{st.state.value}: {st.reason}")

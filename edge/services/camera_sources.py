@@ -11,8 +11,9 @@ is a config variant, a driver and a factory, and no edit to the service.
   ``rtsp``'s, and `drivers.resolved_source.ResolvedSource` joins the two.
 - ``gb28181``: `drivers.gb28181.source.GbSource`, a device's channel invited by the
   gb28181 service: the source opens the media socket, and :class:`GbServiceLink`
-  (the bus part) reads the service's media settings on ``gb/platform/info`` and
-  asks it for INVITE and BYE.
+  (the bus part) reads the service's media settings on ``gb/platform/info``, asks it
+  for INVITE, BYE and keyframes, and follows the device's status to learn at once that
+  the device ended the session (its BYE) rather than waiting for the media's silence.
 - ``onvif``: `drivers.onvif.source.OnvifSource`: RTSP at the URI the device gives
   (GetStreamUri) for the configured profile, asked again when the RTSP source
   keeps failing; the RTSP part is the same factory as ``rtsp``'s.
@@ -20,6 +21,7 @@ is a config variant, a driver and a factory, and no edit to the service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -32,7 +34,15 @@ from drivers.rtsp.source import RtspSource
 from drivers.source import AccessUnitSink, Source, StateCallback
 from edge.bus import topics
 from edge.bus.client import BusClient, RequestError
-from edge.bus.messages import DroneVideo, GbBye, GbInvite, GbPlatformInfo, Reply
+from edge.bus.messages import (
+    DroneVideo,
+    GbBye,
+    GbDeviceStatus,
+    GbInvite,
+    GbKeyframe,
+    GbPlatformInfo,
+    Reply,
+)
 from edge.config import CameraConfig, ConfigError, DroneSourceConfig, RtspSourceConfig, SourceSpec
 from edge.config.cameras import Gb28181SourceConfig, OnvifSourceConfig
 
@@ -120,9 +130,40 @@ async def drone_stream_urls(bus: BusClient, drone_id: str,
 
 @source_kind(Gb28181SourceConfig)
 def _gb28181(spec: Gb28181SourceConfig, setup: SourceSetup) -> Source:
-    link = GbServiceLink(setup.bus, spec, setup.log)
-    return GbSource(name=setup.name, plan=link.plan, invite=link.invite, bye=link.bye,
-                    sink=setup.sink, on_state=setup.on_state)
+    link = GbServiceLink(setup.bus, spec, setup.log, stream=setup.name)
+    return LinkedGbSource(link, name=setup.name, plan=link.plan, invite=link.invite,
+                          bye=link.bye, sink=setup.sink, on_state=setup.on_state)
+
+
+class LinkedGbSource(GbSource):
+    """A `GbSource` whose session also ends the moment the gb28181 service says the device
+    ended it (its BYE), with that reason, instead of after `no_media_s` of silence; and
+    whose keyframe requests go to the service (`IFameCmd`)."""
+
+    def __init__(self, link: GbServiceLink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self.keyframe = link.keyframe
+
+    # GbSource's own watch (silence, garbage, linger) with the service's word beside it:
+    # GbSource takes no "ended" callable, and the bus is this module's business, not its.
+    async def _watch(self, media: Any, plan: MediaPlan) -> None:
+        session_id = self.session_id
+        if session_id is None:
+            await super()._watch(media, plan)
+            return
+        watching = asyncio.ensure_future(super()._watch(media, plan))
+        told = asyncio.ensure_future(self.link.ended(session_id))
+        try:
+            await asyncio.wait({watching, told}, return_when=asyncio.FIRST_COMPLETED)
+            if not watching.done() and told.done() and not told.cancelled() \
+                    and told.exception() is None and (reason := told.result()) is not None:
+                raise GbSourceError(reason)
+            await watching  # its own end: silence, garbage, or linger's release
+        finally:
+            for task in (watching, told):
+                task.cancel()
+            await asyncio.gather(watching, told, return_exceptions=True)
 
 
 # Beyond the service's own limit for a device's answer: the bus round trip and its work.
@@ -130,18 +171,19 @@ GB_REPLY_MARGIN_S = 2.0
 
 
 class GbServiceLink:
-    """A gb28181 camera's bus side: the service's settings, INVITE and BYE by request.
+    """A gb28181 camera's bus side: the service's settings, INVITE, BYE and keyframes by
+    request, and the device's status for the sessions it ended.
 
-    Linger ("released a while after the last consumer") is not done: the camera
-    service pulls every stream for as long as it runs (the recorder records them
-    all), so a channel is invited while its camera process runs and BYE'd when it
-    stops; `[gb28181] linger_s` waits for consumer tracking on the media plane.
+    Each INVITE names this process (its bus epoch) and `stream`, so the service can end
+    what a killed or restarted camera process left open (see `edge.services.gb28181`).
     """
 
-    def __init__(self, bus: BusClient, spec: Gb28181SourceConfig, log: logging.Logger) -> None:
+    def __init__(self, bus: BusClient, spec: Gb28181SourceConfig, log: logging.Logger, *,
+                 stream: str = "") -> None:
         self.bus = bus
         self.spec = spec
         self.log = log
+        self.stream = stream
         self.request_timeout_s = 8.0
 
     async def plan(self) -> MediaPlan:
@@ -165,7 +207,8 @@ class GbServiceLink:
 
     async def invite(self, plan: MediaPlan, port: int) -> Invited:
         request = GbInvite(device_id=self.spec.device_id, channel_id=self.spec.channel_id,
-                           port=port, transport=plan.transport)
+                           port=port, transport=plan.transport, epoch=self.bus.epoch,
+                           stream=self.stream)
         reply = await self._ask(request, self.request_timeout_s + GB_REPLY_MARGIN_S)
         data = reply.data
         session_id = data.get("session_id")
@@ -180,7 +223,30 @@ class GbServiceLink:
     async def bye(self, session_id: str) -> None:
         await self._ask(GbBye(session_id=session_id), self.request_timeout_s + GB_REPLY_MARGIN_S)
 
-    async def _ask(self, request: GbInvite | GbBye, timeout: float) -> Reply:
+    async def keyframe(self) -> None:
+        """Ask the channel for a keyframe now; `GbSourceError` with the reason if not taken."""
+        await self._ask(GbKeyframe(device_id=self.spec.device_id,
+                                   channel_id=self.spec.channel_id),
+                        self.request_timeout_s + GB_REPLY_MARGIN_S)
+
+    async def ended(self, session_id: str) -> str | None:
+        """Once the service lists `session_id` as ended without our asking (the device's
+        BYE, ...): why. None if the bus client closes first. The device's status is a
+        state topic, so an end that came before this call is in the cached one."""
+        sub = self.bus.subscribe(topics.gb_status(self.spec.device_id))
+        try:
+            async for env in sub:
+                msg = env.message
+                if not isinstance(msg, GbDeviceStatus):
+                    continue
+                for end in msg.ended:
+                    if end.session_id == session_id:
+                        return end.reason or "the gb28181 service ended the session"
+        finally:
+            sub.close()
+        return None
+
+    async def _ask(self, request: GbInvite | GbBye | GbKeyframe, timeout: float) -> Reply:
         try:
             env = await self.bus.request(topics.GB28181_SERVICE, request, timeout=timeout)
         except RequestError as exc:  # includes the timeout

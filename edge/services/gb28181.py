@@ -14,12 +14,22 @@ listen`) and puts what it learns on the bus:
 
 Requests to ``gb28181``: :class:`GbInvite` (a channel's live video to a host and
 port: the session id and the device's answer), :class:`GbBye` (end a session),
-:class:`GbPtzCommand`, each answered with a :class:`Reply` within the device's
-answer time (`request_timeout_s`), and :class:`GbAdopt` (a channel made a camera:
+:class:`GbPtzCommand`, :class:`GbKeyframe` (DeviceControl `IFameCmd`), each answered
+with a :class:`Reply` within the device's answer time (`request_timeout_s`), and
+:class:`GbAdopt` (a channel made a camera:
 its `[[cameras]]` table appended to the config file this service was started with,
 `edge.config.camera_append`). PTZ commands and adoptions are also told to everyone
 on ``event/command``; an adoption's event (action `adopt`, the camera id as its
 subject) is what the demo starts the new camera on.
+
+Every session belongs to the bus client that asked for it (the request's header source,
+a `camera@<id>`), because a device streams to a port until told to stop, on the SIM's
+data: it is ended (BYE) when that requester is gone, its ``svc/<name>/health`` silent for
+`owner_silent_s`, or restarted, its health or a new INVITE coming from another process
+(`GbInvite.epoch`); a stream's new INVITE ends that stream's earlier session too. A session
+the device ends (its BYE) is answered 200 and forgotten at once. Either way, and with a
+log line saying why, it is listed on the device's status (`GbDeviceStatus.ended`), which
+is how the camera process learns of it without waiting for silence.
 
 Passwords are secret references read when the service is built: an unreadable one
 is a one-line config error before anything listens.
@@ -30,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +48,19 @@ from typing import Any
 from drivers.gb28181 import ptz_cmd
 from drivers.gb28181.gb_sdp import MediaTransport
 from drivers.gb28181.manscdp import Channel
-from drivers.gb28181.platform import GbError, GbPlatform, PlatformEvent, SessionEnded
+from drivers.gb28181.platform import (
+    GbError,
+    GbPlatform,
+    MediaSession,
+    PlatformEvent,
+    SessionEnded,
+)
 from drivers.gb28181.ptz_cmd import PtzCmd, PtzCmdError
 from drivers.gb28181.registrar import AuthRefused, ChannelsChanged, DeviceOffline, DeviceOnline
 from edge.bus import topics
 from edge.bus.envelope import Envelope
 from edge.bus.messages import (
+    GB_ENDED_KEPT,
     GB_PTZ_ACTIONS,
     Alert,
     CommandEvent,
@@ -52,10 +70,13 @@ from edge.bus.messages import (
     GbDeviceStateName,
     GbDeviceStatus,
     GbInvite,
+    GbKeyframe,
     GbPlatformInfo,
     GbPtzCommand,
+    GbSessionEnd,
     Message,
     Reply,
+    ServiceHealth,
     Severity,
 )
 from edge.config import ConfigError, VehicleConfig
@@ -77,6 +98,9 @@ OPEN_RETRY_MAX_S = 30.0
 MAX_DEVICES = 256
 _TRANSPORTS: tuple[MediaTransport, ...] = ("udp", "tcp-passive", "tcp-active")
 MAX_NAME_CHARS = 64  # a camera's name (`[[cameras]] name`)
+DEVICE_BYE = "the device ended the stream (BYE)"
+# Requesters whose health we keep: a scan of the bus's service names cannot grow it further.
+MAX_REQUESTERS = 1024
 
 
 class BadRequest(Exception):
@@ -96,6 +120,21 @@ class _Record:
     alerted_offline: bool = False
     ever_online: bool = False
     channels: list[Channel] = field(default_factory=list)
+    ended: deque[GbSessionEnd] = field(default_factory=lambda: deque(maxlen=GB_ENDED_KEPT))
+
+
+@dataclass
+class _Owner:
+    """Who asked for a session: a bus client (its header source), which process of it (its
+    bus epoch, 0 unknown) and which of its streams."""
+
+    requester: str
+    epoch: int
+    stream: str
+    since_ns: int  # wall clock of the INVITE's answer: its health is looked for after it
+
+    def of(self) -> str:
+        return f"{self.requester} ({self.stream})" if self.stream else self.requester
 
 
 class Gb28181Service(Service):
@@ -120,6 +159,12 @@ class Gb28181Service(Service):
         self._last_sent: dict[str, GbDeviceStatus] = {}
         # One adoption at a time: each reads the file, checks it and replaces it whole.
         self._adopting = asyncio.Lock()
+        self.owners: dict[str, _Owner] = {}
+        """Who asked for each media session, by Call-ID."""
+        # The newest health of each bus client: (its epoch, the producer's stamp in ns).
+        self._health: dict[str, tuple[int, int]] = {}
+        self._ending: set[str] = set()  # Call-IDs we are ending on our own account
+        self._checked = time.monotonic()  # the last look at the requesters' health
 
     def _secret(self, where: str, ref: SecretRef | None) -> str | None:
         if ref is None:
@@ -138,6 +183,7 @@ class Gb28181Service(Service):
 
     async def run(self) -> None:
         self.ctx.bus.serve(topics.GB28181_SERVICE, self._handle)
+        self._spawn(self._follow_health())
         try:
             await self._open()
             assert self.platform is not None
@@ -147,6 +193,7 @@ class Gb28181Service(Service):
             self.ctx.ready(f"SIP on {self.cfg.listen} (UDP and TCP)")
             while True:
                 await asyncio.sleep(STATUS_EVERY_S)
+                self._check_owners()
                 for record in list(self.records.values()):
                     self._publish(record, force=True)
         finally:
@@ -173,7 +220,8 @@ class Gb28181Service(Service):
                 device_passwords=self.device_passwords, host=cfg.sip_host, port=cfg.sip_port,
                 on_event=self._on_event, keepalive_interval=cfg.keepalive_interval_s,
                 keepalive_misses=cfg.keepalive_misses, max_auth_failures=cfg.max_auth_failures,
-                query_timeout=cfg.request_timeout_s)
+                query_timeout=cfg.request_timeout_s, max_tcp_connections=cfg.max_tcp_connections,
+                tcp_idle_timeout=cfg.tcp_idle_s)
             try:
                 await platform.start()
             except OSError as e:
@@ -212,11 +260,12 @@ class Gb28181Service(Service):
 
     def _event(self, event: PlatformEvent) -> None:
         if isinstance(event, SessionEnded):
-            self.ctx.log.info("device %s ended the stream of channel %s", event.device_id,
-                              event.channel_id)
-            record = self.records.get(event.device_id)
-            if record is not None:
-                self._publish(record)
+            owner = self.owners.pop(event.call_id, None)
+            self.ctx.log.info("device %s ended the stream of channel %s%s (its BYE, answered "
+                              "200)", event.device_id, event.channel_id,
+                              f" for {owner.of()}" if owner is not None else "")
+            self._note_ended(event.device_id, event.channel_id, event.call_id, owner,
+                             DEVICE_BYE)
             return
         record = self._record(event.device_id)
         if record is None:
@@ -313,6 +362,7 @@ class Gb28181Service(Service):
         if platform is not None:
             msg.sessions = sum(1 for s in platform.sessions.values()
                                if s.device_id == record.device_id)
+        msg.ended = list(record.ended)
         return msg
 
     def _publish(self, record: _Record, *, force: bool = False) -> None:
@@ -331,16 +381,18 @@ class Gb28181Service(Service):
             if self.platform is None:
                 raise BadRequest(f"not listening yet: {self.open_error or 'starting'}")
             if isinstance(req, GbInvite):
-                reply = await self._invite(req)
+                reply = await self._invite(req, env.header.source)
             elif isinstance(req, GbBye):
                 reply = await self._bye(req)
+            elif isinstance(req, GbKeyframe):
+                reply = await self._keyframe(req)
             elif isinstance(req, GbPtzCommand):
                 reply = await self._ptz(req, env.header.source)
             elif isinstance(req, GbAdopt):
                 reply = await self._adopt(req, env.header.source)
             else:
-                raise BadRequest(f"expected gb.invite, gb.bye, gb.ptz or gb.adopt, got "
-                                 f"{env.header.type}")
+                raise BadRequest(f"expected gb.invite, gb.bye, gb.ptz, gb.keyframe or "
+                                 f"gb.adopt, got {env.header.type}")
         except BadRequest as e:
             reply = Reply(status="rejected", detail=str(e))
         except GbError as e:
@@ -371,7 +423,7 @@ class Gb28181Service(Service):
                 "not registered"
             raise BadRequest(f"device {device_id} is offline: {why}")
 
-    async def _invite(self, req: GbInvite) -> Reply:
+    async def _invite(self, req: GbInvite, by: str) -> Reply:
         self._online(req.device_id)
         try:
             check_gb_id(req.channel_id, "channel_id")
@@ -383,10 +435,18 @@ class Gb28181Service(Service):
                              "tcp-active")
         if not 1 <= req.port <= 65535:
             raise BadRequest(f"port {req.port} is not in 1-65535")
+        if not 0 <= req.epoch < 1 << 64:
+            raise BadRequest(f"epoch {req.epoch} is not a bus epoch (0 to 2**64-1)")
+        stream = req.stream.strip()
+        if len(stream) > 200 or not stream.isprintable():
+            raise BadRequest("stream: at most 200 printable characters")
+        owner = _Owner(by, req.epoch, stream, 0)
+        await self._end_superseded(owner)
         platform = self.platform
         assert platform is not None
         device = platform.registrar.get(req.device_id)
-        assert device is not None
+        if device is None:  # it went while we ended what the new INVITE replaces
+            raise BadRequest(f"device {req.device_id} is offline: not registered")
         # Where the device reaches us, unless the operator knows better (a NAT on our side).
         host = req.host or self.cfg.media_host or \
             platform.transport.local_address(device.peer)[0]
@@ -394,11 +454,16 @@ class Gb28181Service(Service):
                                         media_port=req.port, transport=transport,
                                         timeout=self.cfg.request_timeout_s)
         answer = session.answer
+        owner.since_ns = time.time_ns()
+        if session.call_id in platform.sessions:  # not ended already by the device
+            self.owners[session.call_id] = owner
+        if owner.epoch:
+            self._heard(owner.requester, owner.epoch, owner.since_ns)
         # The SSRC the device says it uses; devices that answer none use the offer's.
         ssrc = answer.ssrc_value if answer.ssrc else int(session.offer.ssrc) & 0xFFFFFFFF
-        self.ctx.log.info("device %s channel %s streams to %s:%d over %s (session %s)",
+        self.ctx.log.info("device %s channel %s streams to %s:%d over %s for %s (session %s)",
                           req.device_id, req.channel_id, host, req.port, transport,
-                          session.call_id)
+                          owner.of(), session.call_id)
         record = self.records.get(req.device_id)
         if record is not None:
             self._publish(record)
@@ -408,6 +473,7 @@ class Gb28181Service(Service):
 
     async def _bye(self, req: GbBye) -> Reply:
         assert self.platform is not None
+        self.owners.pop(req.session_id, None)
         session = self.platform.sessions.get(req.session_id)
         if session is None:
             # Ended already (the device's BYE, or ours before): the caller's wish holds.
@@ -439,6 +505,22 @@ class Gb28181Service(Service):
                          f"PTZ command within {self.cfg.request_timeout_s:g} s")
         self.ctx.log.info("PTZ %s on %s/%s for %s", req.action, req.device_id, req.channel_id, by)
         return Reply(status="accepted", data={"ptz_cmd": command.hex()})
+
+    async def _keyframe(self, req: GbKeyframe) -> Reply:
+        self._online(req.device_id)
+        try:
+            check_gb_id(req.channel_id, "channel_id")
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        assert self.platform is not None
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                await self.platform.keyframe(req.device_id, req.channel_id)
+        except TimeoutError:
+            return Reply(status="timeout", detail=f"device {req.device_id} did not answer the "
+                         f"keyframe request within {self.cfg.request_timeout_s:g} s")
+        self.ctx.log.debug("keyframe asked of %s/%s", req.device_id, req.channel_id)
+        return Reply(status="accepted")
 
     async def _adopt(self, req: GbAdopt, by: str) -> Reply:
         """Channel `req.channel_id` of a device we know becomes camera `req.camera_id`."""
@@ -494,6 +576,121 @@ class Gb28181Service(Service):
             data={"camera_id": req.camera_id, "path": str(path),
                   "device_id": req.device_id, "channel_id": req.channel_id})
 
+    # -- who asked for each session ----------------------------------------------------------
+
+    async def _follow_health(self) -> None:
+        """Every service's health: a requester's beat, and which process of it is up."""
+        sub = self.ctx.bus.subscribe(topics.SVC)
+        try:
+            async for env in sub:
+                if isinstance(env.message, ServiceHealth):
+                    self._heard(env.header.source, env.header.epoch, env.header.ts_ns)
+        finally:
+            sub.close()
+
+    def _heard(self, requester: str, epoch: int, stamp_ns: int) -> None:
+        known = self._health.get(requester)
+        if known is not None and known[1] >= stamp_ns:
+            return  # the broker's replay of something older (a dead process's last word)
+        if known is None and len(self._health) >= MAX_REQUESTERS:
+            return
+        self._health[requester] = (epoch, stamp_ns)
+        if not epoch:
+            return
+        for call_id, owner in list(self.owners.items()):
+            # Another process under the same name, heard after the session began: restarted.
+            if owner.requester == requester and owner.epoch and owner.epoch != epoch \
+                    and stamp_ns > owner.since_ns:
+                self._end_later(call_id, f"{requester} restarted (a new process of it is up)")
+
+    def _check_owners(self) -> None:
+        """End the sessions whose requester has gone silent; forget those ended anyway."""
+        platform = self.platform
+        if platform is None:
+            return
+        now = time.monotonic()
+        stalled = now - self._checked > 3 * STATUS_EVERY_S
+        self._checked = now
+        if stalled:
+            # Our own loop stood still: the health that came meanwhile is still queued on
+            # the subscription, so silence now would be ours, not the requester's.
+            return
+        now_ns = time.time_ns()
+        limit_ns = int(self.cfg.owner_silent_s * 1e9)
+        for call_id, owner in list(self.owners.items()):
+            if call_id not in platform.sessions:
+                del self.owners[call_id]
+                continue
+            heard = self._health.get(owner.requester)
+            last_ns = max(owner.since_ns, heard[1] if heard is not None else 0)
+            if now_ns - last_ns > limit_ns:
+                self._end_later(call_id, f"no health from {owner.requester} for "
+                                         f"{self.cfg.owner_silent_s:g} s (its process is gone)")
+
+    async def _end_superseded(self, new: _Owner) -> None:
+        """Before a requester's INVITE: end what it asked for as another process (restarted),
+        or for the same stream before (its BYE was lost), so a device never streams twice."""
+        ending = []
+        for call_id, owner in list(self.owners.items()):
+            if owner.requester != new.requester:
+                continue
+            if new.epoch and owner.epoch and owner.epoch != new.epoch:
+                why = f"{new.requester} restarted (a new process of it asked for video)"
+            elif owner.epoch == new.epoch and new.stream and owner.stream == new.stream:
+                why = f"{new.of()} asked for it again (its earlier session was not ended)"
+            else:
+                continue
+            ending.append(self._end_owned(call_id, why))
+        if ending:
+            await asyncio.gather(*ending)
+
+    def _end_later(self, call_id: str, why: str) -> None:
+        if call_id not in self._ending:
+            self._spawn(self._end_owned(call_id, why))
+
+    async def _end_owned(self, call_id: str, why: str) -> None:
+        """End a session on our own account (its requester cannot): BYE, log and status."""
+        platform = self.platform
+        if platform is None or call_id in self._ending:
+            return
+        owner = self.owners.pop(call_id, None)
+        session = platform.sessions.get(call_id)
+        if session is None:
+            return
+        self._ending.add(call_id)
+        try:
+            self.ctx.log.warning("ending the stream of device %s channel %s%s: %s (session %s)",
+                                 session.device_id, session.channel_id,
+                                 f" for {owner.of()}" if owner is not None else "", why,
+                                 call_id)
+            self._note_ended(session.device_id, session.channel_id, call_id, owner, why)
+            await self._bye_briefly(platform, session)
+        finally:
+            self._ending.discard(call_id)
+
+    async def _bye_briefly(self, platform: GbPlatform, session: MediaSession) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                await platform.bye(session)
+        except (GbError, TimeoutError) as e:
+            # Forgotten either way: the device's own silence detection ends its side.
+            self.ctx.log.info("BYE to device %s: %s", session.device_id,
+                              e or "no answer in time")
+        record = self.records.get(session.device_id)
+        if record is not None:
+            self._publish(record)
+
+    def _note_ended(self, device_id: str, channel_id: str, call_id: str, owner: _Owner | None,
+                    why: str) -> None:
+        record = self.records.get(device_id)
+        if record is None:
+            return
+        record.ended.append(GbSessionEnd(
+            session_id=call_id, channel_id=channel_id,
+            requester=owner.requester if owner is not None else "", reason=why,
+            ended_ns=time.time_ns()))
+        self._publish(record)
+
     # -- health ----------------------------------------------------------------------------
 
     def health(self) -> tuple[str, str]:
@@ -507,6 +704,10 @@ class Gb28181Service(Service):
                   f"{sessions} stream{'s' if sessions != 1 else ''}")
         if refused:
             detail += f", {len(refused)} refused"
+        turned_away = self.platform.transport.refused_connections
+        if turned_away:
+            detail += (f", {turned_away} SIP connection{'s' if turned_away != 1 else ''} "
+                       f"refused (max_tcp_connections)")
         return ("running" if online else "degraded", detail)
 
 

@@ -16,7 +16,9 @@
   announced (409 with ``Retry-After``), sessions and transcoders free (503).
   When the bus cannot vouch for the camera (no fresh status: the camera
   service or the bus may be stalled while video flows), the media plane
-  decides: the request waits briefly for a live unit;
+  decides: the request waits briefly for a live unit. A camera in ``standby``
+  (let go while nobody watched) is admitted at once: the request's own
+  subscription brings it back;
 - the stream's profile-level-id: the one the camera service announced
   (read from the camera's SPS by the ingest), or for a transcoded stream the
   one our encoder wrote. A session on a camera with both streams in H.264
@@ -55,6 +57,9 @@ STALL_S = 2.0  # no unit from the camera for this long: its viewers are waiting
 # Camera states that only say the bus has not told us lately (the bus may be
 # stalled while the camera's media plane flows): the media plane decides.
 MEDIA_DECIDES = ("silent", "unknown")
+# Camera states a subscription ends: a GB/T 28181 stream let go while nobody watched is
+# invited again when its media plane is subscribed to, which this request's fanout does.
+WAKES_ON_SUBSCRIBE = ("standby",)
 # How long a request waits for a live unit when the bus cannot vouch for the camera.
 MEDIA_PROBE_S = 1.5
 TRANSCODE_START_S = 4.0
@@ -193,7 +198,7 @@ class Streams:
         """The stream for this request, if it is announced and (as far as we know) live."""
         key, why = self.decide(cam, requested, viewer_rtt_ms)
         stream = cam.streams.get(key.profile)
-        if stream is None or not (cam.live or cam.state in MEDIA_DECIDES):
+        if stream is None or not (cam.live or cam.state in MEDIA_DECIDES + WAKES_ON_SUBSCRIBE):
             why = cam.reason if stream is not None else \
                 f"its {key.profile} stream is not announced yet"
             raise Refusal(409, f"camera {cam.id} is not live ({cam.state}): {why}", _retry())
@@ -227,7 +232,10 @@ class Streams:
     async def confirm_live(self, choice: Choice, fanout: Fanout) -> None:
         """When the bus cannot vouch for the camera, a live unit must come (else 409)."""
         cam = choice.camera
-        if cam.live or await fanout.wait_live(MEDIA_PROBE_S, STALL_S):
+        # Not waited for in standby: the device's answer and its next keyframe may take
+        # longer than a probe, and the session shows it is waiting for the picture.
+        if cam.live or cam.state in WAKES_ON_SUBSCRIBE or \
+                await fanout.wait_live(MEDIA_PROBE_S, STALL_S):
             return
         raise Refusal(409, f"camera {cam.id} is not live ({cam.state}): {cam.reason}, and no "
                       f"video from it within {MEDIA_PROBE_S:g} s", _retry())

@@ -28,8 +28,8 @@ TILE_MIN_HEIGHT = 6
 AUTO_SHARE = 0.55  # of the screen's height, for a grid sized by its tiles
 TEXT_ROWS = 3
 STATE_LABEL: dict[CameraCondition, str] = {
-    "live": "LIVE", "connecting": "CONNECTING", "down": "DOWN", "silent": "SILENT",
-    "unknown": "NO DATA"}
+    "live": "LIVE", "connecting": "CONNECTING", "standby": "STANDBY", "down": "DOWN",
+    "silent": "SILENT", "unknown": "NO DATA"}
 DOT = "●"
 PUSH_MARK = "↑"
 # A tile's background: (state, selected) as the grid's component styles.
@@ -211,7 +211,9 @@ def tile_content(view: CameraView, now: float, push: str = "") -> TileContent:
         state, view.name, reason,
         NONE if fps is None else f"{fps:.1f}" if 0 <= fps < 10 else number(fps),
         rate_text(st.kbps), age_text(frame_age), freshness(view.status_age(now)),
-        freshness(frame_age), note, push)
+        # A camera let go while nobody watches has no frames by design: dim, not red.
+        "stale" if state == "standby" and frame_age is not None else freshness(frame_age),
+        note, push)
 
 
 class CameraGrid(ScrollableContainer, can_focus=True):

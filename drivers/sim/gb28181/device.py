@@ -4,9 +4,11 @@ It registers to a platform (REGISTER, the platform's 401, REGISTER again with th
 MD5 digest; again before the registration expires), sends a Keepalive MESSAGE
 every `keepalive_s`, answers Catalog (its channels, GB2312), DeviceInfo and
 DeviceStatus queries with MESSAGEs of its own, takes DeviceControl PTZCmd for a
-channel (the picture moves: see `media`), and answers INVITE for live video with
-200 + SDP, then sends PS over RTP (UDP, or TCP connecting or listening per the
-offer's `a=setup`) from the ACK until BYE.
+channel (the picture moves: see `media`) and IFameCmd (its streams of that channel
+send a keyframe next), and answers INVITE for live video with 200 + SDP, then sends
+PS over RTP (UDP, or TCP connecting or listening per the offer's `a=setup`) from the
+ACK until BYE: the platform's, or its own (`hang_up()`, as a device that stops
+streaming does).
 
 All SIP goes to and comes from the one platform address, over UDP or one TCP
 connection the device opens, as a device behind a carrier NAT does. Wrong
@@ -107,6 +109,9 @@ class DeviceCounters:
     queries: dict[str, int] = field(default_factory=dict)  # answered, by CmdType
     ptz_commands: int = 0
     invites: int = 0  # answered 200
+    keyframe_requests: int = 0  # IFameCmd taken
+    byes_received: int = 0  # the platform's BYEs that ended a session of ours
+    byes_sent: int = 0  # our own (hang_up(), a receiver gone, closing)
 
 
 class SimGbDevice:
@@ -430,6 +435,7 @@ class SimGbDevice:
             if session is None:
                 return response_to(request, 481)
             log.info("%s: platform ended the stream of %s", self.device_id, session.channel_id)
+            self.counters.byes_received += 1
             self._spawn(self._end(session, send_bye=False))
             return response_to(request, 200)
         if request.method == "OPTIONS":
@@ -469,11 +475,21 @@ class SimGbDevice:
             ("Record", "OFF"), ("DeviceTime", now)])
 
     def _device_control(self, request: SipRequest, body: manscdp.Manscdp) -> SipResponse:
+        # A command for the device itself means its first channel, as single-lens domes do.
+        target = body.device_id if body.device_id in self.video else self.channels[0].channel_id
+        if manscdp.keyframe_requested(body):
+            if body.device_id not in self.video and body.device_id != self.device_id:
+                return response_to(request, 404, "Not Found (no such channel)",
+                                   to_tag=new_tag())
+            self.counters.keyframe_requests += 1
+            for session in self.sessions.values():
+                if session.channel_id == target and session.stream is not None:
+                    session.stream.force_keyframe()
+            log.info("%s: keyframe asked for %s", self.device_id, target)
+            return response_to(request, 200, to_tag=new_tag())
         code = body.element.findtext("PTZCmd")
         if code is None:
             return response_to(request, 200, to_tag=new_tag())  # other controls: not simulated
-        # A command for the device itself means its first channel, as single-lens domes do.
-        target = body.device_id if body.device_id in self.video else self.channels[0].channel_id
         if body.device_id not in self.video and body.device_id != self.device_id:
             return response_to(request, 404, "Not Found (no such channel)", to_tag=new_tag())
         try:
@@ -566,9 +582,22 @@ class SimGbDevice:
             # The receiver went away: end the dialog too, as a device does.
             self._spawn(self._end(session, send_bye=True))
 
+    async def hang_up(self, channel_id: str | None = None) -> list[int | None]:
+        """End our streams of `channel_id` (every one if None) with our own BYE, as a device
+        that stops streaming does; the platform's answer to each (None: none came)."""
+        ending = [s for s in self.sessions.values()
+                  if channel_id is None or s.channel_id == channel_id]
+        for session in ending:
+            log.info("%s: hanging up the stream of %s", self.device_id, session.channel_id)
+        return list(await asyncio.gather(*(self._finish(s, send_bye=True) for s in ending)))
+
     async def _end(self, session: _Session, *, send_bye: bool) -> None:
+        await self._finish(session, send_bye=send_bye)
+
+    async def _finish(self, session: _Session, *, send_bye: bool) -> int | None:
+        """Stop a session's stream; with `send_bye`, the platform's answer to our BYE."""
         if self.sessions.pop(session.call_id, None) is None:
-            return
+            return None
         current = asyncio.current_task()
         for task in (session.task, session.answer_task):
             if task is not None and task is not current:
@@ -576,16 +605,24 @@ class SimGbDevice:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await session.endpoint.close()
-        if send_bye:
-            session.cseq += 1
-            request = self._request("BYE", call_id=session.call_id, cseq=session.cseq,
-                                    from_tag=session.local_tag)
-            request.uri = session.remote_target
-            request.headers.set("From", f"<sip:{session.channel_id}@{self.realm}>;"
-                                        f"tag={session.local_tag}")
-            request.headers.set("To", session.remote)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._transact(request), 2.0)
+        if not send_bye:
+            return None
+        session.cseq += 1
+        request = self._request("BYE", call_id=session.call_id, cseq=session.cseq,
+                                from_tag=session.local_tag)
+        request.uri = session.remote_target
+        request.headers.set("From", f"<sip:{session.channel_id}@{self.realm}>;"
+                                    f"tag={session.local_tag}")
+        request.headers.set("To", session.remote)
+        self.counters.byes_sent += 1
+        try:
+            async with asyncio.timeout(2.0):  # not wait_for: it can swallow our cancel
+                response = await self._transact(request)
+        except Exception as exc:  # closing: a BYE that cannot go must not stop the rest
+            log.info("%s: our BYE for %s: %s", self.device_id, session.channel_id,
+                     exc or "no answer")
+            return None
+        return response.status
 
 
 async def run_sim_gb28181(device_id: str, platform: str, *, password: str,

@@ -193,6 +193,13 @@ class MediaStream:
         self.muxer = PsMuxer(video.codec)
         self.frames_sent = 0
         self.packets_sent = 0
+        self.keyframes_forced = 0  # out of the GOP's turn, asked by IFameCmd
+        self._keyframe_asked = False
+
+    def force_keyframe(self) -> None:
+        """The next picture is a keyframe: the loop starts again at its IDR (each loop is
+        one closed GOP, so a decoder takes it as it would a new stream)."""
+        self._keyframe_asked = True
 
     async def run(self, send: Send) -> None:
         """Send pictures until cancelled (BYE) or `send` raises (the receiver went away)."""
@@ -206,6 +213,11 @@ class MediaStream:
         while True:
             if self.video.generation != generation and self.video.loop is not None:
                 pictures, generation, index = self.video.loop, self.video.generation, 0
+            if self._keyframe_asked:
+                self._keyframe_asked = False
+                if index % len(pictures):
+                    index = 0
+                    self.keyframes_forced += 1
             picture = pictures[index % len(pictures)]
             index += 1
             stamp = ts0 + n * _CLOCK // self.fps

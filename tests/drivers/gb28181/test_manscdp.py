@@ -108,6 +108,30 @@ def test_builders_parse_back() -> None:
     assert manscdp.catalog_of(manscdp.parse(body)).channels[0].name == "北门"
 
 
+def test_keyframe_control_as_the_standard_and_wvp_write_it() -> None:
+    body = manscdp.keyframe_control(11, "34020000001310000001")
+    control = manscdp.parse(body)
+    assert (control.root, control.cmd_type, control.sn, control.device_id) == (
+        "Control", "DeviceControl", 11, "34020000001310000001")
+    assert control.element.findtext("IFameCmd") == "Send"
+    assert manscdp.keyframe_requested(control)
+
+
+@pytest.mark.parametrize(("element", "asked"), [
+    ("<IFameCmd>Send</IFameCmd>", True),
+    ("<IFrameCmd>Send</IFrameCmd>", True),  # GB/T 28181-2022's spelling
+    ("<ifamecmd> send </ifamecmd>", True),  # tag and value case as some devices write
+    ("<IFameCmd>Stop</IFameCmd>", False),
+    ("<PTZCmd>A50F0100000000B5</PTZCmd>", False),
+])
+def test_keyframe_requested_in_either_spelling(element: str, asked: bool) -> None:
+    body = (f"<Control><CmdType>DeviceControl</CmdType><SN>1</SN>"
+            f"<DeviceID>34020000001310000001</DeviceID>{element}</Control>").encode()
+    assert manscdp.keyframe_requested(manscdp.parse(body)) is asked
+    query = manscdp.parse(manscdp.catalog_query(1, "34020000001320000001"))
+    assert not manscdp.keyframe_requested(query)
+
+
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">]>
 <Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol2;</DeviceID></Notify>"""

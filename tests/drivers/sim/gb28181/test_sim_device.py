@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from drivers.gb28181 import ptz_cmd
 from drivers.gb28181.gb_sdp import MediaTransport
-from drivers.gb28181.platform import GbPlatform
+from drivers.gb28181.platform import GbPlatform, SessionEnded
 from drivers.gb28181.registrar import AuthRefused, DeviceEvent
 from drivers.gb28181.sip_transport import Peer, TransportName
 from drivers.rtsp.annexb import Codec
@@ -123,6 +124,61 @@ async def test_live_video_follows_ptz_and_stops_on_bye(platform: GbPlatform,
         # Polled every 0.3 s (several frame intervals): a count that stays put has stopped.
         await eventually(standing_still(lambda: sink.packets), within=10, every=0.3,
                          what="media to stop after BYE")
+
+
+def reaches(read: Callable[[], int], target: int) -> Callable[[], bool]:
+    return lambda: read() >= target
+
+
+async def test_keyframe_request_starts_a_gop_at_once(platform: GbPlatform) -> None:
+    channel = channel_ids(DEVICE_ID, 2)[0]
+    async with running(platform, "udp", keepalive_s=5) as (device, _), \
+            media_port("udp", int(SSRC)) as media:
+        await eventually(lambda: platform.registrar.get(DEVICE_ID), what="registration")
+        session = await platform.invite(DEVICE_ID, channel, media_host="127.0.0.1",
+                                        media_port=media.port, ssrc=SSRC)
+        sink = media.sink
+        await eventually(lambda: sink.pictures >= 3, what="three decoded pictures")
+        streams = [s.stream for s in device.sessions.values()]
+        stream = streams[0]
+        assert stream is not None
+        # One chance in 25 that the loop was coming round to its IDR anyway: ask again.
+        for _ in range(3):
+            await platform.keyframe(DEVICE_ID, channel)
+            await eventually(reaches(lambda: stream.frames_sent, stream.frames_sent + 2),
+                             what="two more pictures")
+            if stream.keyframes_forced:
+                break
+        assert stream.keyframes_forced >= 1
+        assert device.counters.keyframe_requests >= 1
+        # On the wire: a keyframe sooner than a GOP (25 pictures, 90 kHz) after the one before.
+        def early() -> bool:
+            stamps = [u.pts for u in sink.units if u.keyframe and u.pts is not None]
+            return any((b - a) % (1 << 33) < 90_000 for a, b in itertools.pairwise(stamps))
+        await eventually(early, what="a keyframe out of the GOP's turn")
+        # The pictures after it decode: it is a real IDR, parameter sets first.
+        before = sink.pictures
+        await eventually(lambda: sink.pictures >= before + 5, what="pictures after it")
+        await platform.bye(session)
+
+
+async def test_device_hangs_up_with_its_own_bye(platform: GbPlatform) -> None:
+    events: list[object] = []
+    platform.on_event = events.append
+    channel = channel_ids(DEVICE_ID, 2)[0]
+    async with running(platform, "tcp", keepalive_s=5) as (device, _), \
+            media_port("udp", int(SSRC)) as media:
+        await eventually(lambda: platform.registrar.get(DEVICE_ID), what="registration")
+        session = await platform.invite(DEVICE_ID, channel, media_host="127.0.0.1",
+                                        media_port=media.port, ssrc=SSRC)
+        await eventually(lambda: media.sink.pictures >= 2, what="two decoded pictures")
+        assert await device.hang_up(channel_ids(DEVICE_ID, 2)[1]) == []  # not streaming
+        assert await device.hang_up(channel) == [200]
+        assert platform.sessions == {} and not device.sessions
+        assert events == [SessionEnded(DEVICE_ID, channel, session.call_id)]
+        assert (device.counters.byes_sent, device.counters.byes_received) == (1, 0)
+        await eventually(standing_still(lambda: media.sink.packets), within=10, every=0.3,
+                         what="media to stop after the device's BYE")
 
 
 async def test_h265_video(platform: GbPlatform) -> None:
