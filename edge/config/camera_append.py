@@ -153,7 +153,9 @@ def _replace(path: Path, real: Path, old: bytes, data: bytes) -> None:
     mode = stat.S_IMODE(st.st_mode)
     # No write bit for anyone is a read-only file by intent, even to root, who could.
     if not mode & 0o222 or not os.access(real, os.W_OK):
-        raise AppendError(f"{path} is not writable (mode {mode:04o}); nothing written")
+        read_only = bool(os.statvfs(real).f_flag & os.ST_RDONLY)
+        why = "a read-only file system" if read_only else f"mode {mode:04o}"
+        raise AppendError(f"{path} is not writable ({why}); nothing written")
     try:
         fd, tmp_name = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.",
                                         suffix=".tmp")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -144,14 +145,26 @@ def test_a_read_only_file_is_refused_even_to_root(tmp_path: Path) -> None:
     assert refused(path, "cam2") == f"{path} is not writable (mode 0444); nothing written"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any directory")
-def test_a_directory_we_cannot_write_in_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path)
-    tmp_path.chmod(0o555)
+def test_a_place_we_cannot_write_in_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        path = write(tmp_path)
+        tmp_path.chmod(0o555)
+        try:
+            assert refused(path, "cam2").startswith(f"cannot write beside {path}")
+        finally:
+            tmp_path.chmod(0o755)
+        return
+    # Root writes in any directory whatever its mode: a read-only mount stops it too.
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
     try:
-        assert refused(path, "cam2").startswith(f"cannot write beside {path}")
+        path = write(folder)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        assert refused(path, "cam2") == (f"{path} is not writable (a read-only file system); "
+                                         "nothing written")
     finally:
-        tmp_path.chmod(0o755)
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_file_that_does_not_load_now_is_left_alone(tmp_path: Path) -> None:
