@@ -46,6 +46,7 @@ from edge.bench.record import proc_cpu_s
 from edge.bench.sync import figure_text as _text
 from edge.bench.sync import until
 from edge.bench.sync_tap import StreamTap, percentile
+from edge.runtime.tasks import cancel_and_wait
 
 STEP_S = 20.0
 QUICK_STEP_S = 3.0
@@ -116,17 +117,6 @@ class SimVehicle:
                                  headers=headers)
                 self.sent += 1
             k += 1
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    """Cancel `task` until it is done. A publisher waits for its ack with nats-py's
-    `asyncio.wait_for`, whose Python 3.11 form can swallow a cancel that lands as the ack
-    arrives: awaited once, such a task ran on and the bench hung (once in CI)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
 
 
 @dataclass
@@ -246,7 +236,7 @@ async def run(n: int, seconds: float, keep: bool) -> dict[str, Any]:
         # -- the end: stop publishing; every vehicle's stream against its centre stream
         for v in fleet:
             if v.task is not None:
-                await _cancelled(v.task)
+                await cancel_and_wait([v.task])
         published: dict[str, int] = {}
         for v in fleet:
             published[v.vid] = (await v.nc.jsm().stream_info(VEHICLE_STREAM)).state.messages
@@ -259,7 +249,7 @@ async def run(n: int, seconds: float, keep: bool) -> dict[str, Any]:
     finally:
         for v in fleet:
             if v.task is not None:
-                await _cancelled(v.task)
+                await cancel_and_wait([v.task])
             with contextlib.suppress(Exception):
                 await v.tap.stop()
             if v.nc is not None:

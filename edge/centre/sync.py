@@ -150,10 +150,12 @@ class CentreSync:
         try:
             # With reconnecting allowed nats-py tries the first connection without end:
             # bounded here, so that a centre NATS that is not there is one line, not a hang.
-            self.nc = await asyncio.wait_for(nats.connect(
-                self.config.url, name="edge-centre", nkeys_seed_str=seed,
-                connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1,
-                allow_reconnect=True, error_cb=on_error), within_s)
+            # asyncio.timeout, not wait_for: see edge.runtime.tasks.
+            async with asyncio.timeout(within_s):
+                self.nc = await nats.connect(
+                    self.config.url, name="edge-centre", nkeys_seed_str=seed,
+                    connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1,
+                    allow_reconnect=True, error_cb=on_error)
         except (*_NATS_ERRORS, TimeoutError) as e:
             why = errors[-1] if errors else (" ".join(str(e).split()) or "no answer")
             raise CentreSyncError(f"the centre's NATS {self.config.url} (after "
@@ -316,4 +318,5 @@ class CentreSync:
         if nc is not None:
             # A server that went away mid-close must not hold up the centre's exit.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await nc.close()

@@ -197,6 +197,7 @@ def _on_endpoint(vehicle: str, endpoint: tuple[str, int],
 async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
     from edge.centre.site import CentreSite, CentreSiteError
     from edge.runtime.sdnotify import Notifier, watchdog_interval_s
+    from edge.runtime.tasks import cancel_and_wait
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -213,9 +214,7 @@ async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
     if not starting.done():  # stopped while the centre's NATS was still being reached
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
+        await cancel_and_wait([starting])
         await site.close()
         return 0
     try:
@@ -259,11 +258,7 @@ async def _serve(config: CentreSiteConfig, path: Path, config_dir: Path) -> int:
             code = 1
     finally:
         notifier.stopping()
-        for task in helpers:
-            task.cancel()
-        for task in helpers:
-            with contextlib.suppress(asyncio.CancelledError, CentreSiteError):
-                await task
+        await cancel_and_wait(helpers)
         status = await site.status()
         if page is not None:
             await page.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import ServiceHealth
 from edge.config import ConfigError, VehicleConfig
 from edge.runtime.sdnotify import Notifier, watchdog_interval_s
+from edge.runtime.tasks import cancel_and_wait
 
 STOP_GRACE_S = 4.0  # systemd's and the supervisor's patience is 5 s; keep a margin
 HEALTH_EVERY_S = 1.0
@@ -154,17 +154,12 @@ async def host(service_cls: type[Service], ctx: ServiceContext,
                 code = 1
         notifier.stopping()
         ctx.log.info("stopping")
-        run_task.cancel()
-        done, _ = await asyncio.wait({run_task}, timeout=STOP_GRACE_S)
-        if not done:
+        await cancel_and_wait([run_task], STOP_GRACE_S)
+        if not run_task.done():
             ctx.log.error("did not stop within %.0f s; exiting anyway", STOP_GRACE_S)
             code = code or 1
     finally:
-        for t in [*helpers, stop_task]:
-            t.cancel()
-        for t in helpers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait([*helpers, stop_task])
         await ctx.bus.close()
         notifier.close()
     return code
