@@ -81,6 +81,18 @@ class Inbox:
         """A point in the history; `expect(since=mark)` looks only at what came after it."""
         return len(self.seen)
 
+    async def mark_now(self, quiet_s: float = 0.05) -> int:
+        """`mark` after reading what is already queued: a message published long before
+        but not yet read would otherwise count as coming after the mark."""
+        while True:
+            try:
+                async with asyncio.timeout(quiet_s):
+                    env = await self.sub.recv()
+            except TimeoutError:
+                return len(self.seen)
+            if env.message is not None:
+                self.seen.append((env.topic, env.message, env.blobs))
+
     async def expect(self, kind: type[M], where: Callable[[M], bool] = lambda m: True,
                      within: float = 10.0, topic: str | None = None, since: int = 0) -> M:
         return (await self.expect_env(kind, where, within, topic, since))[0]

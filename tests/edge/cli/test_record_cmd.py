@@ -95,7 +95,8 @@ async def test_session_marks_and_a_camera_gap(
         await eventually(lambda: [s for s in closed_segments(catalog, "gate")
                                   if s.end_ns > started["start_ns"]],
                          within=SEGMENT_S, what="a segment in the session")
-        mark = box.mark()
+        # (An earlier "waiting" or "down" still queued must not pass for this one.)
+        mark = await box.mark_now()
         stop_ns = time.time_ns()
         await camera.stop()
         await box.expect(CameraStatus, lambda m: m.state == "down", within=LIVE_S, since=mark)
@@ -104,7 +105,7 @@ async def test_session_marks_and_a_camera_gap(
         await box.expect(RecorderStatus, lambda m: any(
             s.camera_id == "gate" and s.state == "waiting" for s in m.streams),
             within=SEGMENT_S, since=mark)
-        mark = box.mark()
+        mark = await box.mark_now()
         restart_ns = time.time_ns()
         await camera.start()
         await box.expect(CameraStatus, lambda m: m.state == "live", within=LIVE_S, since=mark)
