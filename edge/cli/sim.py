@@ -1,8 +1,19 @@
 """`edge sim ...`: simulated devices, each a real protocol server.
 
 `edge demo` starts these beside the services (see ``simulator_children`` in
-:mod:`edge.runtime.supervisor`, which passes exactly the flags defined here).
-Each runs until SIGTERM or SIGINT and then exits 0.
+:mod:`edge.runtime.supervisor`, which passes exactly the flags defined here): all its
+cameras in one `edge sim cameras`, all its drones in one `edge sim drones`. Each runs
+until SIGTERM or SIGINT and then exits 0.
+
+`edge sim cameras` and `edge sim drones` take several devices as groups of the flags
+`edge sim camera` and `edge sim drone` take for one, each group opened by `--name` or
+`--connection`, checked by the same code. Not a `--config FILE` with a `[demo]` section:
+a simulator runnable only from a vehicle config would be of no use to tests, benches or
+a hand on a laptop, and the supervisor already decides what each simulator gets (secret
+files' paths resolved against the config, ONVIF only where installed); nor would a
+simulator need the config's schema (pydantic, 20 MB of a process) once `edge.cli.main`
+stops importing it for every command. Not one `NAME:PORT:...` string a device: paths,
+`tcp:HOST:PORT` connections and URLs all hold colons.
 """
 
 from __future__ import annotations
@@ -12,12 +23,14 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.runtime.logs import setup_logging
 
 if TYPE_CHECKING:
+    from drivers.sim.camera import CameraSpec
+    from drivers.sim.drone import DroneSpec
     from drivers.sim.link.profile import LinkProfile
 
 
@@ -25,7 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sim", help="simulated devices for the demo and tests")
     sim_sub = p.add_subparsers(dest="sim", metavar="DEVICE", required=True)
     register_drone(sim_sub)
+    register_drones(sim_sub)
     register_camera(sim_sub)
+    register_cameras(sim_sub)
     register_link(sim_sub)
     register_gb28181(sim_sub)
 
@@ -37,27 +52,106 @@ def register_camera(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]
         description="A simulated dome camera serving rtsp://HOST:PORT/NAME/main (1280x720) and "
                     "/NAME/sub (640x360), H.264 or H.265, over TCP or UDP. Runs until SIGTERM "
                     "or Ctrl-C.")
-    p.add_argument("--name", required=True, help="camera name: the first path segment")
-    p.add_argument("--port", type=int, default=8554, help="RTSP port (default 8554)")
+    _camera_flags(p.add_argument)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--codec", choices=("h264", "h265"), default="h264")
-    p.add_argument("--profile", choices=("baseline", "main", "high"), default="baseline")
     p.add_argument("--live", action="store_true",
                    help="encode in real time, with live timestamp blocks (costs a core)")
-    p.add_argument("--user", help="require RTSP authentication with this user")
-    p.add_argument("--password", help="... and this password")
-    p.add_argument("--onvif", type=int, default=None, metavar="PORT",
-                   help="also be an ONVIF PTZ camera: Device, Media and PTZ services on this "
-                        "HTTP port (PTZ moves the picture) and a WS-Discovery responder")
-    p.add_argument("--onvif-user", help="ONVIF (WS-UsernameToken) user; RTSP then asks for "
-                                        "the same user and password unless --user is given")
-    p.add_argument("--onvif-password-file", help="read the ONVIF user's password from this file")
-    p.add_argument("--onvif-credentials-file", metavar="FILE",
-                   help="read the ONVIF user and password from this file as \"user:password\" "
-                        "(a camera's `credentials` file) instead of the two flags above")
-    p.add_argument("--discovery-port", type=int, default=3702, metavar="PORT",
-                   help="WS-Discovery UDP port with --onvif (default 3702; 0: no responder)")
     p.set_defaults(func=cmd_sim_camera)
+
+
+def _camera_flags(add: Callable[..., object]) -> None:
+    """The flags of one camera: `edge sim camera`'s, and each group of `edge sim cameras`."""
+    add("--name", required=True, help="camera name: the first path segment")
+    add("--port", type=int, default=8554, help="RTSP port (default 8554)")
+    add("--codec", choices=("h264", "h265"), default="h264")
+    add("--profile", choices=("baseline", "main", "high"), default="baseline")
+    add("--user", help="require RTSP authentication with this user")
+    add("--password", help="... and this password")
+    add("--onvif", type=int, default=None, metavar="PORT",
+        help="also be an ONVIF PTZ camera: Device, Media and PTZ services on this "
+             "HTTP port (PTZ moves the picture) and a WS-Discovery responder")
+    add("--onvif-user", help="ONVIF (WS-UsernameToken) user; RTSP then asks for "
+                             "the same user and password unless --user is given")
+    add("--onvif-password-file", help="read the ONVIF user's password from this file")
+    add("--onvif-credentials-file", metavar="FILE",
+        help="read the ONVIF user and password from this file as \"user:password\" "
+             "(a camera's `credentials` file) instead of the two flags above")
+    add("--discovery-port", type=int, default=3702, metavar="PORT",
+        help="WS-Discovery UDP port with --onvif (default 3702; 0: no responder)")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+class _DeviceFlag(argparse.Action):
+    """A flag of one `kind` of device among several: `opener` starts a new device, the
+    other flags set the latest one's (`--name a --port 1 --name b --port 2`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, opener: str, kind: str,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.opener = opener
+        self.kind = kind
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        devices: list[dict[str, Any]] | None = getattr(namespace, "devices", None)
+        if devices is None:
+            devices = namespace.devices = []
+        if option_string == self.opener:
+            devices.append({})
+        elif not devices:
+            parser.error(f"{option_string} is a {self.kind}'s: give {self.opener} first, "
+                         f"then that {self.kind}'s flags")
+        device = devices[-1]
+        if self.dest in device:
+            parser.error(f"{option_string} given twice for {self.kind} "
+                         f"{device[_dest(self.opener)]}")
+        device[self.dest] = values
+
+
+def _grouped(p: argparse.ArgumentParser, opener: str, kind: str,
+             defaults: dict[str, Any]) -> Callable[..., object]:
+    """An `add_argument` for the flags of a `kind` of device that `opener` opens; each
+    flag's default goes to `defaults`, for every device that does not give the flag."""
+
+    def add(*names: str, required: bool = False, default: Any = None, **kwargs: Any) -> object:
+        defaults[_dest(names[0])] = default
+        return p.add_argument(*names, action=_DeviceFlag, default=argparse.SUPPRESS,
+                              opener=opener, kind=kind, **kwargs)
+
+    return add
+
+
+def _devices(args: argparse.Namespace, what: str) -> list[argparse.Namespace]:
+    """Each device's flags (with their defaults) as `edge sim camera` or `drone` has them."""
+    from edge.cli import OperatorError
+
+    if not getattr(args, "devices", None):
+        raise OperatorError(f"sim {what}: give at least one {args.device_opener} and its "
+                            "flags")
+    shared = {k: v for k, v in vars(args).items()
+              if k not in ("devices", "device_defaults", "device_opener", "func")}
+    return [argparse.Namespace(**{**shared, **args.device_defaults, **device})
+            for device in args.devices]
+
+
+def register_cameras(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sim_sub.add_parser(
+        "cameras", help="several simulated dome cameras in one process (the demo's)",
+        description="Simulated dome cameras in one process: each --name starts a camera, "
+                    "and the flags after it, as `edge sim camera` takes them, are that "
+                    "camera's. A camera that cannot listen is one error line and is tried "
+                    "again while the others serve; if none can, it exits 1. Runs until "
+                    "SIGTERM or Ctrl-C.")
+    defaults: dict[str, Any] = {}
+    _camera_flags(_grouped(p, "--name", "camera", defaults))
+    p.add_argument("--host", default="127.0.0.1", help="address every camera listens on")
+    p.add_argument("--live", action="store_true",
+                   help="every camera encodes in real time (costs a core each)")
+    p.set_defaults(func=cmd_sim_cameras, devices=None, device_defaults=defaults,
+                   device_opener="--name")
 
 
 def _read_password_file(flag: str, path: str) -> str:
@@ -74,12 +168,18 @@ def _read_password_file(flag: str, path: str) -> str:
     return password
 
 
-def cmd_sim_camera(args: argparse.Namespace) -> int:
-    from drivers.sim.camera import run_sim_camera
+def _check_port(args: argparse.Namespace) -> None:
     from edge.cli import OperatorError
 
     if not 1 <= args.port <= 65535:
         raise OperatorError(f"--port must be 1..65535, got {args.port}")
+
+
+def cmd_sim_camera(args: argparse.Namespace) -> int:
+    from drivers.sim.camera import run_sim_camera
+    from edge.cli import OperatorError
+
+    _check_port(args)
     onvif_options = _onvif_options(args)
     listening = f"{args.host}:{args.port}"
     if args.onvif is not None:
@@ -137,6 +237,47 @@ def _onvif_options(args: argparse.Namespace) -> dict[str, Any] | None:
             "onvif_password": password, "discovery_port": args.discovery_port or None}
 
 
+def _camera_spec(args: argparse.Namespace) -> CameraSpec:
+    """One camera of `edge sim cameras` from its flags (checked as `edge sim camera`'s)."""
+    from drivers.sim.camera import CameraSpec
+
+    _check_port(args)
+    return CameraSpec(args.name, args.port, codec=args.codec, profile=args.profile,
+                      user=args.user, password=args.password, **(_onvif_options(args) or {}))
+
+
+def cmd_sim_cameras(args: argparse.Namespace) -> int:
+    from drivers.sim.camera import run_sim_cameras
+    from drivers.sim.device_host import NoneStarted
+    from edge.cli import OperatorError
+
+    specs: list[CameraSpec] = []
+    ports: dict[int, str] = {}
+    for device in _devices(args, "cameras"):
+        try:
+            spec = _camera_spec(device)
+        except OperatorError as e:
+            raise OperatorError(f"sim cameras: camera {device.name}: {e}") from None
+        if any(s.name == spec.name for s in specs):
+            raise OperatorError(f"sim cameras: two cameras named {spec.name}")
+        for flag, port in (("--port", spec.port), ("--onvif", spec.onvif_port)):
+            if port is None:
+                continue
+            if port in ports:
+                raise OperatorError(f"sim cameras: camera {spec.name}: {flag} {port} is "
+                                    f"{ports[port]} too")
+            ports[port] = f"camera {spec.name}'s {flag}"
+        specs.append(spec)
+    setup_logging("sim-cameras")
+    try:
+        run_until_stopped(run_sim_cameras(specs, args.host, live=args.live))
+    except NoneStarted as e:
+        for problem in e.problems:
+            print(f"edge: sim cameras: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --- edge sim drone ---------------------------------------------------------
 def _home(text: str) -> tuple[float, float]:
     lat_s, sep, lon_s = text.partition(",")
@@ -154,19 +295,38 @@ def register_drone(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "drone", help="a simulated ArduCopter (MAVLink 2) on a real socket",
         description="A simulated ArduCopter, flying a circle around home, that answers "
                     "MAVLink like the real autopilot. Runs until SIGTERM or Ctrl-C.")
-    p.add_argument("--connection", default="tcp:127.0.0.1:5760",
-                   help="seen from the vehicle: tcp:HOST:PORT listens (default "
-                        "tcp:127.0.0.1:5760), udpin:HOST:PORT binds, udpout:HOST:PORT sends")
-    p.add_argument("--home", type=_home, default=None, metavar="LAT,LON",
-                   help="home position (default: the simulator's)")
-    p.add_argument("--sysid", type=int, default=1, help="MAVLink system id, 1..254 (default 1)")
-    p.add_argument("--camera", metavar="RTSP_URL", default=None,
-                   help="announce a gimbal camera streaming at this rtsp:// URL")
+    _drone_flags(p.add_argument)
     p.set_defaults(func=cmd_sim_drone)
 
 
-def cmd_sim_drone(args: argparse.Namespace) -> int:
-    from drivers.sim.drone import DEFAULT_HOME, run_sim_drone
+def _drone_flags(add: Callable[..., object]) -> None:
+    """The flags of one drone: `edge sim drone`'s, and each group of `edge sim drones`."""
+    add("--connection", default="tcp:127.0.0.1:5760",
+        help="seen from the vehicle: tcp:HOST:PORT listens (default "
+             "tcp:127.0.0.1:5760), udpin:HOST:PORT binds, udpout:HOST:PORT sends")
+    add("--home", type=_home, default=None, metavar="LAT,LON",
+        help="home position (default: the simulator's)")
+    add("--sysid", type=int, default=1, help="MAVLink system id, 1..254 (default 1)")
+    add("--camera", metavar="RTSP_URL", default=None,
+        help="announce a gimbal camera streaming at this rtsp:// URL")
+
+
+def register_drones(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sim_sub.add_parser(
+        "drones", help="several simulated ArduCopters in one process (the demo's)",
+        description="Simulated ArduCopters in one process: each --connection starts a "
+                    "drone, and the flags after it, as `edge sim drone` takes them, are that "
+                    "drone's. A drone whose link cannot be opened is one error line and is "
+                    "tried again while the others fly; if none can, it exits 1. Runs until "
+                    "SIGTERM or Ctrl-C.")
+    defaults: dict[str, Any] = {}
+    _drone_flags(_grouped(p, "--connection", "drone", defaults))
+    p.set_defaults(func=cmd_sim_drones, devices=None, device_defaults=defaults,
+                   device_opener="--connection")
+
+
+def _drone_spec(args: argparse.Namespace) -> DroneSpec:
+    from drivers.sim.drone import DEFAULT_HOME, DroneSpec
     from drivers.sim.drone.server import server_spec
     from edge.cli import OperatorError
 
@@ -178,13 +338,44 @@ def cmd_sim_drone(args: argparse.Namespace) -> int:
         server_spec(args.connection)
     except ValueError as e:
         raise OperatorError(str(e)) from None
+    return DroneSpec(args.connection, args.sysid, args.home or DEFAULT_HOME, args.camera)
+
+
+def cmd_sim_drone(args: argparse.Namespace) -> int:
+    from drivers.sim.drone import run_sim_drone
+    from edge.cli import OperatorError
+
+    spec = _drone_spec(args)
     setup_logging(f"sim-drone@{args.sysid}")
-    home = args.home or DEFAULT_HOME
     try:
-        run_until_stopped(run_sim_drone(args.connection, sysid=args.sysid, home=home,
-                                        camera_rtsp_url=args.camera))
+        run_until_stopped(run_sim_drone(spec.connection, sysid=spec.sysid, home=spec.home,
+                                        camera_rtsp_url=spec.camera_rtsp_url))
     except OSError as e:
         raise OperatorError(f"cannot open {args.connection}: {e.strerror or e}") from None
+    return 0
+
+
+def cmd_sim_drones(args: argparse.Namespace) -> int:
+    from drivers.sim.device_host import NoneStarted
+    from drivers.sim.drone import run_sim_drones
+    from edge.cli import OperatorError
+
+    specs: list[DroneSpec] = []
+    for device in _devices(args, "drones"):
+        try:
+            spec = _drone_spec(device)
+        except OperatorError as e:
+            raise OperatorError(f"sim drones: drone on {device.connection}: {e}") from None
+        if any(s.connection == spec.connection for s in specs):
+            raise OperatorError(f"sim drones: two drones on {spec.connection}")
+        specs.append(spec)
+    setup_logging("sim-drones")
+    try:
+        run_until_stopped(run_sim_drones(specs))
+    except NoneStarted as e:
+        for problem in e.problems:
+            print(f"edge: sim drones: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -47,6 +47,9 @@ ONVIF_SIM = "drivers.sim.onvif"
 DRONE_SIM = "drivers.sim.drone"
 GB_SIM = "drivers.sim.gb28181"
 SIM_CLI = "edge.cli.sim"
+#: the demo's one process for all its simulated cameras, and the one for its drones
+SIM_CAMERAS = "sim-cameras"
+SIM_DRONES = "sim-drones"
 
 
 def _die_with_parent() -> None:
@@ -101,8 +104,16 @@ def _have(module: str) -> bool:
 
 
 def simulator_children(config: VehicleConfig, config_path: Path) -> list[Child]:
-    """The simulated devices `config.demo` asks for, as `edge sim ...` processes: one
-    process a device (an ONVIF camera's RTSP and ONVIF services are one simulator)."""
+    """The simulated devices `config.demo` asks for, as `edge sim ...` processes: every
+    camera in one `sim-cameras` (an ONVIF camera's RTSP and ONVIF services with them),
+    every drone in one `sim-drones`, and a process for each GB/T 28181 device.
+
+    One process of each kind, not one a device: each interpreter with PyAV and OpenCV
+    cost the demo 40-50 MB of memory (issue 17), and six of them starting together on two
+    cores served their cached loops after about 2 s, one process after 0.5 s. The price
+    is the restart policy's: a crashed `sim-cameras` is restarted with every camera in
+    it at once (a camera that merely cannot listen is retried inside it, the others
+    serving on)."""
     children: list[Child] = []
     demo = config.demo
     if not _have(SIM_CLI):
@@ -117,9 +128,12 @@ def simulator_children(config: VehicleConfig, config_path: Path) -> list[Child]:
         if wanted and not _have(module):
             log.warning("config asks for simulated %s but %s is not installed", what, module)
     base = config_path.parent
-    for cam in demo.sim_cameras if _have(CAMERA_SIM) else []:
-        argv = edge_argv("sim", "camera", "--name", cam.name, "--port", str(cam.port),
-                         "--codec", cam.codec, "--profile", cam.profile)
+    # `edge sim cameras`: each camera a group of `edge sim camera`'s flags, from --name.
+    cameras = demo.sim_cameras if _have(CAMERA_SIM) else []
+    argv = edge_argv("sim", "cameras")
+    for cam in cameras:
+        argv += ["--name", cam.name, "--port", str(cam.port), "--codec", cam.codec,
+                 "--profile", cam.profile]
         if cam.onvif_port is not None and _have(ONVIF_SIM):
             # No WS-Discovery responder: its fixed UDP port would keep a second demo (or
             # a second simulated camera) from starting.
@@ -127,15 +141,19 @@ def simulator_children(config: VehicleConfig, config_path: Path) -> list[Child]:
             if cam.credentials is not None:
                 argv += ["--onvif-credentials-file",
                          str(_secret_path(cam.credentials, base, config_path))]
-        children.append(Child(f"sim-camera@{cam.name}", argv, "simulator"))
-    for drone in demo.sim_drones if _have(DRONE_SIM) else []:
-        argv = edge_argv("sim", "drone", "--connection", drone.connection,
-                         "--sysid", str(drone.sysid))
+    if cameras:
+        children.append(Child(SIM_CAMERAS, argv, "simulator"))
+    # `edge sim drones`: each drone a group of `edge sim drone`'s flags, from --connection.
+    drones = demo.sim_drones if _have(DRONE_SIM) else []
+    argv = edge_argv("sim", "drones")
+    for drone in drones:
+        argv += ["--connection", drone.connection, "--sysid", str(drone.sysid)]
         if drone.home is not None:
             argv += ["--home", f"{drone.home.lat},{drone.home.lon}"]
         if drone.camera:
             argv += ["--camera", drone.camera]
-        children.append(Child(f"sim-drone@{drone.sysid}", argv, "simulator"))
+    if drones:
+        children.append(Child(SIM_DRONES, argv, "simulator"))
     children += _gb_device_children(config, config_path) if _have(GB_SIM) else []
     return children
 

@@ -47,22 +47,48 @@ A keyframe on request: ``SET_PARAMETER`` with ``Renew-Stream: yes`` (Axis's
 RTSP request; see `server`), counted in ``SimCamera.keyframes_requested``.
 
 Run it stand-alone with ``edge sim camera --name cam1 --port 8554``.
+
+Several cameras in one process (``edge sim cameras``, the demo's ``sim-cameras``)::
+
+    async def run_sim_cameras(specs: Sequence[CameraSpec], host: str = "127.0.0.1",
+                              **options) -> None
+
+Each `CameraSpec` is one camera, an ONVIF one too; a camera that cannot listen is one
+error line and is tried again while the others serve (`host`).
 """
 
+from typing import TYPE_CHECKING, Any
+
+from drivers.sim.camera.host import CameraSpec, run_sim_cameras
 from drivers.sim.camera.server import SimCamera, StreamSpec, run_sim_camera
 from drivers.sim.camera.session import SessionInfo
-from drivers.sim.camera.timestamp_blocks import (
-    decode_timestamp_blocks,
-    draw_timestamp_blocks,
-    wall_ms,
-)
+
+if TYPE_CHECKING:
+    from drivers.sim.camera.timestamp_blocks import (
+        decode_timestamp_blocks,
+        draw_timestamp_blocks,
+        wall_ms,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # The timestamp blocks need numpy, which a camera serving cached loops never
+    # imports otherwise: loaded when a benchmark or a test asks for them.
+    if name in ("decode_timestamp_blocks", "draw_timestamp_blocks", "wall_ms"):
+        from drivers.sim.camera import timestamp_blocks
+
+        return getattr(timestamp_blocks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "CameraSpec",
     "SessionInfo",
     "SimCamera",
     "StreamSpec",
     "decode_timestamp_blocks",
     "draw_timestamp_blocks",
     "run_sim_camera",
+    "run_sim_cameras",
     "wall_ms",
 ]

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import av
 from av.video.frame import PictureType
@@ -35,8 +35,9 @@ from drivers.rtsp.annexb import (
     parameter_set_types,
     split_annexb,
 )
-from drivers.sim.camera.scene import Frame, Scene
-from drivers.sim.camera.viewport import ViewportScene
+
+if TYPE_CHECKING:
+    from drivers.sim.camera.scene import Frame
 
 Profile = Literal["baseline", "main", "high"]
 
@@ -70,6 +71,10 @@ class Renderer(Protocol):
 
 def scene_for(settings: EncoderSettings) -> Renderer:
     """The picture these settings encode: the plain scene, or the viewport's home view."""
+    # Here: drawing needs OpenCV and numpy, which a camera serving cached loops never does.
+    from drivers.sim.camera.scene import Scene
+    from drivers.sim.camera.viewport import ViewportScene
+
     if settings.viewport:
         return ViewportScene(settings.name, settings.width, settings.height, settings.fps)
     return Scene(settings.name, settings.width, settings.height, settings.fps)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -39,8 +40,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
-import numpy as np
 
 from drivers.rtsp.annexb import Codec
 from drivers.sim.camera.encoder import (
@@ -90,12 +89,42 @@ def encoder_version(codec: Codec) -> str:
     if codec == "h265":
         ctx.options = {"x265-params": "log-level=error"}
     ctx.open()
-    frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="bgr24")
+    # Any picture will do (the SEI names the build whatever it shows); not one made with
+    # numpy, which a camera serving cached loops never imports otherwise.
+    frame = av.VideoFrame(64, 64, "yuv420p")
     frame.pts = 0
     data = b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
     found = re.search(_VERSION_PATTERNS[codec], data)
     libavcodec = ".".join(map(str, av.library_versions["libavcodec"]))
     return f"{found.group(0).decode() if found else name}; libavcodec {libavcodec}"
+
+
+@functools.cache
+def _opencv_version() -> str:
+    """`cv2.__version__`, without importing OpenCV (16 MB of a process that serves cached
+    loops and never draws): pip's wheels are versioned MAJOR.MINOR.PATCH.BUILD and
+    OpenCV calls itself the first three. Should two of its wheels be installed, the key
+    may name the other's build: the text in a cached picture could differ by a pixel."""
+    for dist in ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
+                 "opencv-contrib-python"):
+        try:
+            return ".".join(importlib.metadata.version(dist).split(".")[:3])
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    import cv2  # built some other way: ask it
+
+    return str(cv2.__version__)
+
+
+@functools.cache
+def _numpy_version() -> str:
+    # numpy.__version__ is its distribution's version; numpy itself is not needed here.
+    try:
+        return importlib.metadata.version("numpy")
+    except importlib.metadata.PackageNotFoundError:
+        import numpy as np
+
+        return str(np.__version__)
 
 
 def cache_key(settings: EncoderSettings, seconds: float) -> str:
@@ -111,8 +140,8 @@ def cache_key(settings: EncoderSettings, seconds: float) -> str:
         "encoder": encoder_version(settings.codec),
         "pyav": av.__version__,
         # The scene is drawn with OpenCV (text rasterisation) and numpy.
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
+        "opencv": _opencv_version(),
+        "numpy": _numpy_version(),
     }
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 

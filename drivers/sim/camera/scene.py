@@ -8,7 +8,9 @@ that is only sliced per frame; the moving parts are a few OpenCV primitives.
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 
 import cv2
 import numpy as np
@@ -29,7 +31,7 @@ class Scene:
         self.width = width
         self.height = height
         self.fps = fps
-        self._background = _gradient(height, 2 * width)
+        self._background = shared_background(height, 2 * width)
         self._scale = height / 720
         # Cleared once so the timestamp code always sits on a quiet band.
         self._band = block_origin(width, height)
@@ -39,7 +41,8 @@ class Scene:
         wall_ns = time.time_ns() if wall_ns is None else wall_ns
         t = index / self.fps
         offset = int(t * self.width / 4) % self.width
-        frame = np.ascontiguousarray(self._background[:, offset : offset + self.width])
+        # A copy: the background is shared, and read-only.
+        frame = self._background[:, offset : offset + self.width].copy()
         w, h = self.width, self.height
         for k, colour in enumerate(_BOX_COLOURS):
             size = int((60 + 30 * k) * self._scale)
@@ -61,6 +64,24 @@ class Scene:
         thick = max(1, round(3 * self._scale))
         cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 3)
         cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick)
+
+
+_backgrounds: weakref.WeakValueDictionary[tuple[int, int], Frame] = \
+    weakref.WeakValueDictionary()
+_backgrounds_lock = threading.Lock()
+
+
+def shared_background(height: int, width: int) -> Frame:
+    """The gradient every scene of this size draws on, one array (read-only) for all the
+    scenes alive at once: the cameras of one `edge sim cameras` encoding their loops
+    together, a PTZ camera's live views. It goes with the last scene using it."""
+    with _backgrounds_lock:
+        image = _backgrounds.get((height, width))
+        if image is None:
+            image = _gradient(height, width)
+            image.setflags(write=False)
+            _backgrounds[height, width] = image
+        return image
 
 
 def _gradient(height: int, width: int) -> Frame:

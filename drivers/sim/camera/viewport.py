@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-
-from drivers.sim.camera.scene import Frame, Scene
+# OpenCV, numpy and the scene are imported where a picture is drawn or read: a process
+# that only steers (a PTZ state's `View`) or serves cached loops never needs them.
+if TYPE_CHECKING:
+    from drivers.sim.camera.scene import Frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,9 @@ def ruler_rows(height: int) -> tuple[int, int]:
 
 def render_view(world: Frame, view: View, width: int, height: int) -> Frame:
     """Crop the world (2*width x 2*height) to `view` and scale it to width x height."""
+    import cv2
+    import numpy as np
+
     factor = max(view.zoom, 0.5)  # below 0.5 the window would be larger than the world
     win_w = min(2 * width, round(width / factor))
     win_h = min(2 * height, round(height / factor))
@@ -82,6 +86,8 @@ class ViewportScene:
 
     def __init__(self, name: str, width: int, height: int, fps: float,
                  view: Callable[[], View] = lambda: HOME) -> None:
+        from drivers.sim.camera.scene import Scene
+
         self.width = width
         self.height = height
         self.view = view
@@ -96,6 +102,8 @@ class ViewportScene:
 def marker_x(picture: Frame) -> float | None:
     """The x of the ruler's white block in a decoded picture (BGR or grey) of a view with
     no tilt or zoom: how a test sees that a pan moved the picture. None if not in view."""
+    import numpy as np
+
     height = picture.shape[0]
     y0, y1 = ruler_rows(height)
     # A few rows in from the band's edges: the encoder blurs them into the scene.
@@ -113,6 +121,8 @@ def marker_span(picture: Frame) -> tuple[float, float] | None:
     channel (the scene's gradient and boxes never are; its white text is in the upper
     part of the picture).
     """
+    import numpy as np
+
     height = picture.shape[0]
     lower = picture[height // 2 :]
     white = (lower.min(axis=2) if lower.ndim == 3 else lower) > 200

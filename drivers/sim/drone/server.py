@@ -146,6 +146,15 @@ class SimDrone:
             self._task = None
         await self.conn.close()
 
+    async def serve(self) -> None:
+        """Until cancelled (the simulation runs on); raises what ended it if it failed."""
+        task = self._task
+        if task is None:
+            raise RuntimeError("the simulated drone is not started")
+        # Waited for, not awaited: cancelling us must not cancel the simulation.
+        await asyncio.wait({task})
+        task.result()
+
     async def __aenter__(self) -> SimDrone:
         await self.start()
         return self

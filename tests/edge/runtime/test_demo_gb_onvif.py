@@ -17,7 +17,7 @@ from edge.bus.client import BusClient
 from edge.bus.messages import CameraStatus, GbAdopt, GbDeviceStatus, Reply
 from edge.config import CameraConfig, load_config
 from edge.config.cameras import Gb28181SourceConfig, OnvifSourceConfig
-from edge.runtime.supervisor import plan
+from edge.runtime.supervisor import SIM_CAMERAS, plan
 from tests.support import (
     DEMO_CONFIG,
     Inbox,
@@ -53,6 +53,7 @@ async def test_the_demo_brings_its_gb28181_and_onvif_cameras_live(tmp_path: Path
     assert isinstance(onvif_source, OnvifSourceConfig)
     [gb_sim] = config.demo.sim_gb28181
     [onvif_sim] = config.demo.sim_cameras
+    assert onvif_sim.onvif_port is not None
     gb_password = gb_sim.password_ref(config.gb28181)
     credentials = config.camera(onvif_camera.id).credentials
     assert gb_password is not None and credentials is not None
@@ -105,7 +106,8 @@ async def test_the_demo_brings_its_gb28181_and_onvif_cameras_live(tmp_path: Path
             await bus.close()
     assert demo.summary is not None
     services = demo.summary["services"]
-    for name in (f"sim-gb28181@{gb_sim.id}", f"sim-camera@{onvif_sim.name}", "gb28181",
+    # The ONVIF camera's simulator is the demo's one process for its simulated cameras.
+    for name in (f"sim-gb28181@{gb_sim.id}", SIM_CAMERAS, "gb28181",
                  f"camera@{gb_camera.id}", f"camera@{onvif_camera.id}", f"camera@{ADOPTED}"):
         assert name in services, f"{name} is not in the summary: {sorted(services)}"
         assert services[name]["started"] and services[name]["restarts"] == 0, \
@@ -170,7 +172,7 @@ def flags(argv: list[str]) -> dict[str, str]:
     return {a: b for a, b in zip(argv, argv[1:], strict=False) if a.startswith("--")}
 
 
-def test_the_plan_runs_each_simulated_device_as_one_process_with_its_secrets_by_file(
+def test_the_plan_runs_the_cameras_in_one_process_a_gb_device_in_its_own_secrets_by_file(
         tmp_path: Path) -> None:
     path = tmp_path / "demo.toml"
     path.write_text(PLANNED)
@@ -178,9 +180,11 @@ def test_the_plan_runs_each_simulated_device_as_one_process_with_its_secrets_by_
     names = [c.name for c in children]
     assert names[0] == "bus"
     simulators = [c.name for c in children if c.kind == "simulator"]
-    assert simulators == ["sim-camera@pier", "sim-gb28181@34020000001320000001"]
+    assert simulators == [SIM_CAMERAS, "sim-gb28181@34020000001320000001"]
     assert names.index("gb28181") > names.index(simulators[-1])
-    [camera] = [c.argv for c in children if c.name == "sim-camera@pier"]
+    [camera] = [c.argv for c in children if c.name == SIM_CAMERAS]
+    assert camera[camera.index("sim"):camera.index("sim") + 4] == ["sim", "cameras",
+                                                                   "--name", "pier"]
     assert (flags(camera)["--onvif"], flags(camera)["--discovery-port"],
             flags(camera)["--onvif-credentials-file"]) == ("8580", "0", str(tmp_path / "c"))
     [device] = [c.argv for c in children if c.name.startswith("sim-gb28181@")]

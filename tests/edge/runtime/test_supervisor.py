@@ -10,17 +10,31 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.bus import topics
 from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
+from edge.bus.messages import CameraStatus
+from edge.cli import build_parser
 from edge.config import load_config
-from edge.runtime.supervisor import Supervisor
-from tests.support import eventually, eventually_sync
+from edge.runtime.supervisor import SIM_CAMERAS, SIM_DRONES, Supervisor, plan
+from tests.support import (
+    demo_config_copy,
+    eventually,
+    eventually_sync,
+    kill9,
+    running_demo,
+    wait_for_pid,
+)
 
 pytestmark = pytest.mark.timeout(90)
+
+# Functional bound, not a timing check: a demo's cold start (interpreters, the simulators'
+# first encodes) on a shared 2-core machine, with time to spare.
+LIVE_S = 90.0
 
 
 @pytest.fixture
@@ -160,3 +174,79 @@ async def test_a_child_can_be_started_behind_a_command_prefix(bus_only: Path,
     finally:
         await sup.stop()
     assert processes_in(str(runtime_dir)) == []
+
+
+def _flag_groups(argv: list[str]) -> list[dict[str, Any]]:
+    """The devices an `edge sim cameras|drones` command line gives, as its parser reads it."""
+    args = build_parser().parse_args(argv[argv.index("-m") + 2:])
+    return list(args.devices)
+
+
+def test_the_demo_runs_all_its_cameras_in_one_process_and_all_its_drones_in_one(
+        tmp_path: Path) -> None:
+    path = demo_config_copy(tmp_path)
+    config = load_config(path)
+    demo = config.demo
+    assert len(demo.sim_cameras) > 1 and len(demo.sim_drones) > 1
+    simulators = [c for c in plan(config, path) if c.kind == "simulator"]
+    names = [c.name for c in simulators]
+    assert names.count(SIM_CAMERAS) == 1 and names.count(SIM_DRONES) == 1, names
+    assert not [n for n in names if n.startswith(("sim-camera@", "sim-drone@"))], names
+    by_name = {c.name: c.argv for c in simulators}
+    # Each camera keeps its URL (name and port), codec, profile and ONVIF options.
+    cameras = _flag_groups(by_name[SIM_CAMERAS])
+    want: list[dict[str, Any]] = []
+    for cam in demo.sim_cameras:
+        group: dict[str, Any] = {"name": cam.name, "port": cam.port, "codec": cam.codec,
+                                 "profile": cam.profile}
+        if cam.onvif_port is not None:
+            group.update(onvif=cam.onvif_port, discovery_port=0)
+            if cam.credentials is not None:
+                group["onvif_credentials_file"] = str(cam.credentials.path(path.parent))
+        want.append(group)
+    assert cameras == want
+    assert any("onvif" in c for c in cameras)  # the demo's ONVIF camera is among them
+    drones = _flag_groups(by_name[SIM_DRONES])
+    assert drones == [
+        {"connection": d.connection, "sysid": d.sysid,
+         **({"home": (d.home.lat, d.home.lon)} if d.home else {}),
+         **({"camera": d.camera} if d.camera else {})} for d in demo.sim_drones]
+
+
+@pytest.mark.timeout(180)
+async def test_a_killed_cameras_simulator_is_restarted_with_every_camera_in_it(
+        tmp_path: Path) -> None:
+    wanted = ["north-gate", "east-yard"]
+    path = demo_config_copy(tmp_path / "config", cameras=wanted, drones=[], links=[],
+                            uplink=False)
+    async with running_demo(path, tmp_path / "run") as demo:
+        bus = BusClient(demo.endpoints, source="test")
+        try:
+            statuses = bus.subscribe(topics.CAM)
+
+            async def live(after: dict[str, int]) -> dict[str, int]:
+                """Each camera's reconnect count once it is live having reconnected more
+                than `after` says (so live again, not still live)."""
+                seen: dict[str, int] = {}
+                while set(seen) != set(wanted):
+                    msg = (await statuses.recv()).message
+                    if isinstance(msg, CameraStatus) and msg.state == "live" and msg.fps > 0 \
+                            and msg.reconnects > after.get(msg.camera_id, -1):
+                        seen[msg.camera_id] = msg.reconnects
+                return seen
+
+            before = await asyncio.wait_for(live({}), LIVE_S)
+            old = demo.pid_of("sim", "cameras")
+            assert old is not None, "no sim-cameras process found by its environment"
+            await kill9(old)
+            await wait_for_pid(demo, "sim", "cameras", other_than=old, timeout=30)
+            # Both cameras reconnected to the one restarted process.
+            await asyncio.wait_for(live(before), LIVE_S)
+        finally:
+            await bus.close()
+    assert demo.summary is not None
+    services = demo.summary["services"]
+    assert services[SIM_CAMERAS]["restarts"] == 1, services[SIM_CAMERAS]
+    for camera in wanted:
+        # The camera services rode it out: reconnected, not restarted.
+        assert services[f"camera@{camera}"]["restarts"] == 0, services[f"camera@{camera}"]

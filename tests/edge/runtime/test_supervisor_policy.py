@@ -131,7 +131,7 @@ async def test_stop_order_services_simulators_broker_and_sigkill(
         return Child(name, script(OBEDIENT, log, name, int(stubborn), touch), kind)
 
     sup.children = [child("bus", "service", touch=bus_socket),
-                    child("sim-camera@gate", "simulator"),
+                    child("sim-cameras", "simulator"),
                     child("camera@gate", "service"),
                     child("stubborn", "service", stubborn=True),
                     child("uplink", "service")]
@@ -165,11 +165,11 @@ def check_stop(sup: Supervisor, term: dict[str, float], exited: dict[str, float]
     assert set(term) == set(names), f"SIGTERM seen by {sorted(term)} only"
     services = ["camera@gate", "stubborn", "uplink"]
     # Each group is told only once the one before it has gone.
-    assert max(term[s] for s in services) < term["sim-camera@gate"], order
-    assert exited["sim-camera@gate"] < term["bus"], order
+    assert max(term[s] for s in services) < term["sim-cameras"], order
+    assert exited["sim-cameras"] < term["bus"], order
     # The simulators waited until the stubborn service's grace ran out (less a moment:
     # the stubborn child notes its SIGTERM a little after it was sent)...
-    assert term["sim-camera@gate"] - term["stubborn"] >= grace - 0.2, order
+    assert term["sim-cameras"] - term["stubborn"] >= grace - 0.2, order
     by_name = {c.name: c for c in sup.children}
     # ...and then it was killed, while every other child ended on its SIGTERM.
     stubborn = by_name["stubborn"].proc
