@@ -135,6 +135,9 @@ class ProbeStats:
         self._sent_since_reply = 0
         self._first_sent_at: float | None = None
         self._last_reply_at: float | None = None
+        # Silence is measured from here when our own process was held up after the last
+        # reply (a busy machine): replies that waited for us are not the link's silence.
+        self._excused_at: float | None = None
         self._srtt: float | None = None
         self._last_replied_seq: int | None = None
         self._streak = 0  # consecutive sequence numbers answered
@@ -187,6 +190,16 @@ class ProbeStats:
         return "ok"
 
     # -- the state machine ---------------------------------------------------------------
+    def excuse(self, now: float) -> None:
+        """Our process was held up until `now`: the link gets `down_after_s` from here
+        to answer before it is judged silent."""
+        self._excused_at = now
+
+    def _silent_since(self) -> float | None:
+        if self._last_reply_at is None or self._excused_at is None:
+            return self._last_reply_at
+        return max(self._last_reply_at, self._excused_at)
+
     def update(self, now: float) -> bool:
         """Decide the state at `now`; True if it changed."""
         self._prune(now)
@@ -195,7 +208,8 @@ class ProbeStats:
         new: LinkStateName = state
         gap = None if self._last_reply_at is None else now - self._last_reply_at
         if state in ("up", "degraded"):
-            if gap is not None and gap >= s.down_after_s:
+            silent = self._silent_since()
+            if silent is not None and now - silent >= s.down_after_s:
                 new = "down"
             else:
                 new = "degraded" if self._bad(now, leaving=state == "degraded") else "up"
@@ -219,8 +233,9 @@ class ProbeStats:
         """When :meth:`update` must run next even if nothing is sent or received (the
         moment the link would be declared down), or ``inf``."""
         s = self.settings
-        if self._state in ("up", "degraded") and self._last_reply_at is not None:
-            return self._last_reply_at + s.down_after_s
+        silent = self._silent_since()
+        if self._state in ("up", "degraded") and silent is not None:
+            return silent + s.down_after_s
         if self._state == "unknown" and self._first_sent_at is not None \
                 and self._last_reply_at is None:
             return self._first_sent_at + s.first_deadline_s

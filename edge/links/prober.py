@@ -44,6 +44,8 @@ __all__ = ["LinkProber", "LinkSnapshot", "ProbeSettings"]
 
 log = logging.getLogger(__name__)
 _READ_BATCH = 64  # datagrams read per wake-up before other callbacks get a turn
+# Woken this much later than planned, the prober's own process was held up.
+STALL_S = 0.1
 _MAX_RATE_HZ = 1000.0
 _U32 = 0xFFFF_FFFF
 _GONE = (errno.ENODEV, errno.ENXIO)  # a socket bound to a vanished interface stays broken
@@ -130,9 +132,15 @@ class LinkProber:
     # -- sending -------------------------------------------------------------------------
     async def _run(self) -> None:
         period = 1 / self.rate_hz
-        next_send = time.monotonic()
+        next_send = wake = time.monotonic()
         while True:
             now = time.monotonic()
+            if now - wake > STALL_S:
+                # Woken this late, the loop (or the machine) was held up: what answered
+                # meanwhile waits in the socket, and the silence was ours, not the link's.
+                self._stats.excuse(now)
+            if self._sock is not None:
+                self._on_readable(self._sock)
             if now >= next_send:
                 self._send()
                 next_send += period

@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
 async def test_probe_reports_stream_parameters(sim_camera: CameraFactory) -> None:
     camera = await sim_camera()
-    result = await probe(camera.url(), 1.2, "tcp")
+    # Long enough for two keyframes (a 1 s GOP) even when a loaded machine reads late.
+    result = await probe(camera.url(), 2.5, "tcp")
     assert (result.codec, result.profile, result.level) == ("h264", "Constrained Baseline", "3.1")
     assert (result.width, result.height) == (1280, 720)
     assert result.fps is not None and abs(result.fps - 30) < 1

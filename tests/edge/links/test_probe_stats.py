@@ -275,3 +275,19 @@ def test_settings_are_checked_with_one_line_each() -> None:
         with pytest.raises(ValueError) as e:
             ProbeSettings(**bad)  # type: ignore[arg-type]
         assert "\n" not in str(e.value) and next(iter(bad)) in str(e.value)
+
+
+def test_our_own_stall_is_not_the_links_silence() -> None:
+    # The process was held up for a second: no reply was read, nothing was judged. On
+    # waking it excuses itself and the link has its usual 0.3 s to be heard again.
+    stats = ProbeStats(now=0.0)
+    for seq in range(10):
+        stats.sent(seq, seq * 0.1, stamp=seq)
+        assert stats.reply(seq, seq * 0.1 + 0.05, stamp=seq) == "ok"
+        stats.update(seq * 0.1 + 0.05)
+    assert stats.state == "up"
+    stats.excuse(2.0)
+    assert not stats.update(2.0) and stats.state == "up"
+    assert stats.next_check() == 2.0 + 0.3
+    # ...and silence after the excuse is judged as ever
+    assert stats.update(2.31) and stats.state == "down"
