@@ -290,4 +290,5 @@ def test_our_own_stall_is_not_the_links_silence() -> None:
     assert not stats.update(2.0) and stats.state == "up"
     assert stats.next_check() == 2.0 + 0.3
     # ...and silence after the excuse is judged as ever
-    assert stats.update(2.31) and stats.state == "down"
+    assert stats.update(2.31)
+    assert stats.snapshot(2.31).state == "down"
