@@ -26,6 +26,19 @@ libzmq 4.3.5). Around them, one Python thread does the rest:
   sequence and stamp) and does not count them as gaps. Under overload the
   capture drops rather than slow the proxy; the cache is then at most one
   update behind.
+- Busy event topics pass the cache thread by: Python costs more per message
+  than the two proxies together, so a topic the cache has no use for must not
+  reach it at a high rate. The capture socket inverts its matching
+  (``ZMQ_INVERT_MATCHING``): the cache thread's subscriptions are topics it
+  does *not* want, and libzmq drops those in the proxy's thread. An event topic
+  seen :data:`HOT_EVENTS` times within one :data:`HOT_WINDOW_S` is excluded so
+  until the window ends; then every exclusion is lifted and the topics are
+  counted afresh. State is never excluded. An exclusion is a prefix, so it also
+  hides longer topics: a topic is not excluded while a cached state topic
+  begins with it, and one that begins with a busy event topic's name is seen
+  between windows only (:mod:`edge.bus.topics` spells none: events live under
+  ``alert/`` and ``event/``). ``stats.forwarded`` counts what the cache thread
+  saw; ``stats.bypassed`` how often a topic was excluded.
 - The capture cannot tell the two directions apart: a one-frame message
   starting with ``\x01`` is a subscription whichever side sent it. Publishers
   cannot send one (the intake's fixed subscription, above), and what does
@@ -60,6 +73,7 @@ import zmq
 from edge.bus import topics
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import MalformedFrame, decode_header
+from edge.bus.zmqio import recv_frames
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +85,10 @@ MAX_STATE_BYTES = 1 << 20
 MAX_CACHE_BYTES = 64 << 20
 REPLAY_EVERY_S = 0.25
 REPLAY_BYTES_PER_S = 32 << 20
+# An event topic this busy within one window passes the cache thread by until it ends.
+HOT_EVENTS = 200
+HOT_WINDOW_S = 1.0
+MAX_COUNTED_TOPICS = 20_000  # event topics counted per window; a flood of names starts over
 # Every first byte a topic may start with: all but the two that mark subscriptions.
 UPSTREAM_PREFIXES = tuple(b"\x01" + bytes([b]) for b in range(2, 256))
 _DRAIN = 1000  # messages forwarded per socket per poll round, so no side starves
@@ -80,7 +98,8 @@ DEFAULT_HWM = 50_000
 
 @dataclass
 class BrokerStats:
-    forwarded: int = 0
+    forwarded: int = 0  # messages the cache thread saw (busy event topics pass it by)
+    bypassed: int = 0  # times an event topic was excluded from the cache thread for a window
     subscriptions: int = 0
     replayed: int = 0
     replays_deferred: int = 0
@@ -107,6 +126,9 @@ class Broker:
         self._stop_addr = f"inproc://broker-stop-{id(self)}"
         self._logged_kinds: set[str] = set()
         self._bound = False
+        self._event_counts: dict[bytes, int] = {}  # event topic → messages seen this window
+        self._excluded: set[bytes] = set()
+        self._window_ends = 0.0
 
     def bind(self) -> None:
         """Bind all sockets; separate from run() so a caller knows binding succeeded."""
@@ -124,10 +146,12 @@ class Broker:
         self.xpub.setsockopt(zmq.SNDHWM, self.hwm)
         self.capture = ctx.socket(zmq.PUB)
         self.capture.setsockopt(zmq.SNDHWM, self.hwm)
+        self.capture.setsockopt(zmq.INVERT_MATCHING, 1)  # subscriptions are exclusions
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.captured = ctx.socket(zmq.SUB)
         self.captured.setsockopt(zmq.RCVHWM, self.hwm)
+        self.captured.setsockopt(zmq.INVERT_MATCHING, 1)  # no exclusion yet: everything
         self.inject = ctx.socket(zmq.PUB)
         self.stop_rx = ctx.socket(zmq.PAIR)
         self._proxy_sockets = [self.intake, self.intake_out, self.xsub, self.xpub, self.capture]
@@ -144,7 +168,6 @@ class Broker:
         self.capture.bind(f"inproc://broker-capture-{tag}")
         self.stop_rx.bind(self._stop_addr)
         self.captured.connect(f"inproc://broker-capture-{tag}")
-        self.captured.setsockopt(zmq.SUBSCRIBE, b"")
         self.inject.connect(f"inproc://broker-inject-{tag}")
         for prefix in UPSTREAM_PREFIXES:  # every topic, and nothing else (see module doc)
             self.intake.send(prefix)
@@ -189,13 +212,16 @@ class Broker:
             poller.register(sock, zmq.POLLIN)
         try:
             while True:
-                wait_ms = 500
-                if self._replay_due:
-                    wait_ms = max(0, int((min(self._replay_due.values())
-                                          - time.monotonic()) * 1000) + 1)
+                due = min(self._replay_due.values(), default=float("inf"))
+                if self._excluded:
+                    due = min(due, self._window_ends)
+                wait_ms = 500 if due == float("inf") else max(
+                    0, min(500, int((due - time.monotonic()) * 1000) + 1))
                 ready = dict(poller.poll(wait_ms))
                 if self.stop_rx in ready:
                     return
+                if time.monotonic() >= self._window_ends:
+                    self._new_window()
                 if self.captured in ready:
                     self._observe()
                 if self.router in ready:
@@ -210,11 +236,11 @@ class Broker:
                 proxy.join(2.0)
 
     def _observe(self) -> None:
-        """Keep state messages; answer subscriptions from the cache."""
-        recv, is_state = self.captured.recv_multipart, topics.is_state
+        """Keep state messages; answer subscriptions from the cache; exclude busy events."""
+        sock, is_state, counts = self.captured, topics.is_state, self._event_counts
         for _ in range(_DRAIN):
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             first = frames[0]
@@ -228,6 +254,30 @@ class Broker:
             self.stats.forwarded += 1
             if is_state(first):
                 self._keep(first, frames)
+                continue
+            seen = counts.get(first, 0) + 1
+            counts[first] = seen
+            if seen == HOT_EVENTS:
+                self._exclude(first)
+            elif len(counts) > MAX_COUNTED_TOPICS:
+                counts.clear()
+
+    def _exclude(self, topic: bytes) -> None:
+        """Have libzmq keep `topic`, and every topic it begins, from the cache thread."""
+        for cached in self.cache:
+            if cached.startswith(topic):
+                return  # it would hide state we keep
+        self._excluded.add(topic)
+        self.captured.setsockopt(zmq.SUBSCRIBE, topic)
+        self.stats.bypassed += 1
+
+    def _new_window(self) -> None:
+        """Lift every exclusion and count afresh: a topic may have quietened, or hidden state."""
+        for topic in self._excluded:
+            self.captured.setsockopt(zmq.UNSUBSCRIBE, topic)
+        self._excluded.clear()
+        self._event_counts.clear()
+        self._window_ends = time.monotonic() + HOT_WINDOW_S
 
     def _keep(self, topic: bytes, frames: list[bytes]) -> None:
         size = sum(len(f) for f in frames)

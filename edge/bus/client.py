@@ -38,7 +38,7 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope, MalformedFrame
 from edge.bus.messages import Message, Reply
 from edge.bus.sequence import SequenceTracker
-from edge.bus.zmqio import Readable, drain
+from edge.bus.zmqio import Readable, drain, send_frames
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,11 @@ class BusClient:
             self._state[topic] = frames
             if self._reasserting is None:
                 self._start_reasserting()
-        self._pub.send_multipart(frames, copy=len(blobs) == 0)
+        if blobs:
+            # A caller's blobs: checked before the first frame goes, and not copied.
+            self._pub.send_multipart(frames, copy=False)
+        else:
+            send_frames(self._pub, frames)
         self.stats.published += 1
 
     def _start_reasserting(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -34,8 +34,10 @@ class MalformedFrame(ValueError):
         self.kind = kind
 
 
-@dataclass(slots=True, frozen=True)
-class Header:
+class Header(NamedTuple):
+    """A message's header. A tuple, not a frozen dataclass: every message on the
+    bus makes one, and a frozen dataclass costs four times as much to build."""
+
     type: str
     version: int
     source: str
@@ -58,6 +60,9 @@ class Envelope:
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+_unpackb = msgpack.unpackb
+# Builds a Header from the checked six-element list without the keyword handling.
+_new_header = tuple.__new__
 _ARRAY6 = b"\x96"
 _prefixes: dict[tuple[str, int, str], bytes] = {}
 MAX_EPOCH = 2**32 - 1
@@ -76,16 +81,10 @@ def encode(
     topic: str, message: Message, source: str, seq: int, blobs: tuple[bytes, ...] = (),
     epoch: int = 0,
 ) -> list[bytes]:
-    header = _header_prefix(message.TYPE, message.VERSION, source) + _packb(seq) + _packb(
-        time.time_ns()) + _packb(epoch)
+    # seq, stamp and epoch packed as one array, less its one-byte array marker: one call.
+    header = _header_prefix(message.TYPE, message.VERSION, source) + _packb(
+        (seq, time.time_ns(), epoch))[1:]
     return [topic.encode(), header, _packb(message.to_body()), *blobs]
-
-
-def _unpack(data: bytes, what: str) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as e:  # msgpack raises many types for garbage input
-        raise MalformedFrame(f"bad {what}", f"{type(e).__name__}: {e}") from None
 
 
 def decode_header(frames: list[bytes]) -> tuple[str, Header]:
@@ -99,22 +98,29 @@ def decode_header(frames: list[bytes]) -> tuple[str, Header]:
         topic = frames[0].decode()
     except UnicodeDecodeError:
         raise MalformedFrame("bad topic", "topic is not UTF-8") from None
-    h = _unpack(frames[1], "header")
-    if not isinstance(h, list) or len(h) < 5:
+    try:
+        h = _unpackb(frames[1], strict_map_key=False)  # elements added later may be maps
+    except Exception as e:  # msgpack raises many types for garbage input
+        raise MalformedFrame("bad header", f"{type(e).__name__}: {e}") from None
+    if type(h) is not list or len(h) < 5:
         raise MalformedFrame("bad header", "header is not an array of at least 5 elements")
-    t, v, src, seq, ts = h[:5]
-    epoch = h[5] if len(h) > 5 else 0
-    if not (isinstance(t, str) and isinstance(src, str) and type(v) is int
+    if len(h) != 6:
+        h = h[:5] + [h[5] if len(h) > 5 else 0]
+    t, v, src, seq, ts, epoch = h
+    if not (type(t) is str and type(src) is str and type(v) is int
             and type(seq) is int and type(ts) is int and type(epoch) is int):
         raise MalformedFrame("bad header", "header fields have the wrong types")
-    return topic, Header(t, v, src, seq, ts, epoch)
+    return topic, _new_header(Header, h)
 
 
 def decode(frames: list[bytes], *, raw: bool = False) -> Envelope:
     """Decode one multipart message; raise :class:`MalformedFrame` on anything wrong."""
     topic, header = decode_header(frames)
-    body = _unpack(frames[2], "body")
-    if not isinstance(body, dict):
+    try:
+        body = _unpackb(frames[2], strict_map_key=False)
+    except Exception as e:  # msgpack raises many types for garbage input
+        raise MalformedFrame("bad body", f"{type(e).__name__}: {e}") from None
+    if type(body) is not dict:
         raise MalformedFrame("bad body", f"body is {type(body).__name__}, expected a map")
     message: Message | None = None
     if not raw:

@@ -75,3 +75,25 @@ def test_random_frames_raise_only_malformed(frames: list[bytes]) -> None:
         envelope.decode(frames)
     except MalformedFrame:
         pass
+
+
+def test_header_without_epoch_or_with_more_elements_is_read() -> None:
+    body = msgpack.packb({"text": "hi"})
+    env = envelope.decode([b"alert/x", msgpack.packb(["alert", 1, "s", 3, 4]), body])
+    assert env.header == envelope.Header("alert", 1, "s", 3, 4, 0)
+    grown = msgpack.packb(["alert", 1, "s", 3, 4, 5, "added later", {1: "int key"}])
+    env = envelope.decode([b"alert/x", grown, body])
+    assert env.header == envelope.Header("alert", 1, "s", 3, 4, 5)
+    assert env.header.epoch == 5 and env.message == Alert(text="hi")
+
+
+@pytest.mark.parametrize("header", [
+    ["alert", 1, "s", 1, 1, "epoch"],                 # epoch not an int
+    ["alert", True, "s", 1, 1],                       # a bool is not a version
+    ["alert", 1, b"s", 1, 1],                         # source not text
+    ["alert", 1, "s", 1.5, 1],                        # seq not an int
+])
+def test_header_fields_of_the_wrong_type_are_a_bad_header(header: list[object]) -> None:
+    with pytest.raises(MalformedFrame) as e:
+        envelope.decode([b"t", msgpack.packb(header), msgpack.packb({})])
+    assert e.value.kind == "bad header"
