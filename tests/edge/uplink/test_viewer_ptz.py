@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import async_playwright
 
 from edge.bus import topics
 from edge.bus.client import BusClient
@@ -25,17 +24,12 @@ from edge.bus.endpoints import Endpoints
 from edge.bus.messages import PtzCommand, Reply
 from edge.services.camera import CameraService
 from edge.services.uplink import UplinkService
-from tests.support import eventually, require
+from tests.support import eventually
+from tests.support.chromium import viewer_page
 from tests.support.onvif_client import CREDENTIALS, OnvifCamera, onvif_camera
 from tests.support.uplink import TOKEN, Vehicle, hosted, write_config
 
 pytestmark = pytest.mark.timeout(90)
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-
 
 @dataclass
 class Steerable:
@@ -161,28 +155,14 @@ async def test_the_centre_steers_where_allowed_and_is_told_why_not_elsewhere(
         assert status == 401 and text.startswith("wrong bearer token")
 
 
-@pytest.fixture
-def chromium() -> Path:
-    require(CHROMIUM.exists(), f"Debian's chromium is not installed ({CHROMIUM})")
-    return CHROMIUM
-
-
 @pytest.mark.timeout(150)
 async def test_the_viewer_page_steers_with_held_buttons(
-        tmp_path: Path, endpoints: Endpoints, bus: BusClient, chromium: Path) -> None:
-    async with steerable(tmp_path, endpoints, bus) as s, async_playwright() as pw:
+        tmp_path: Path, endpoints: Endpoints, bus: BusClient) -> None:
+    async with steerable(tmp_path, endpoints, bus) as s:
         v, cam = s.vehicle, s.cam
         await v.wait_live("gate", timeout=30)
-        browser = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(chromium),
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        try:
-            page = await browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(v.url + "/")
-            await page.fill("#token", TOKEN)
-            await page.click("#token-ok")
+        async with viewer_page(v.url, TOKEN, tmp_path / "chromium-profile") as viewer:
+            page, errors = viewer.page, viewer.errors
 
             # A camera the centre may not steer: no steering shown.
             await page.click('.camera[data-camera="gate-b"]')
@@ -230,5 +210,3 @@ async def test_the_viewer_page_steers_with_held_buttons(
                                                "viewer-ptz.png"))
             assert cam.ptz.position() == here
             assert not errors, errors
-        finally:
-            await browser.close()
