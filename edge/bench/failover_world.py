@@ -53,7 +53,6 @@ from drivers.sim.link.profile import PROFILES, LinkProfile, Outage
 from drivers.sim.link.world import World
 from edge.bench.latency import CAMERA, STARTUP_TIMEOUT_S, TOKEN, BenchBus, Processes
 from edge.bench.latency_link import VehicleApi, cannot_run
-from edge.bench.record import stop_process
 from edge.bus import topics
 from edge.bus.client import BusClient, Subscription
 from edge.bus.messages import LinkStatus
@@ -61,6 +60,7 @@ from edge.cli.demo_config import TunnelPlan, toml_text
 from edge.cli.demo_links import VEHICLE_TUNNEL_ADDRESS, DemoLinks
 from edge.config import load_config
 from edge.links.wireguard import tunnel_preflight
+from edge.runtime.processes import stop_process
 
 #: the vehicle's links, the preferred one first
 LINKS = ("lte", "sat")

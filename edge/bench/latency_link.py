@@ -73,7 +73,7 @@ from edge.bench.latency import (
     _cpu_seconds,
     _pct,
 )
-from edge.bench.record import stop_process
+from edge.runtime.processes import stop_process
 
 #: a gap between two decoded frames longer than this is a freeze
 FREEZE_MS = 500

@@ -117,7 +117,7 @@ async def _cpu_window(seconds: float, count: Any, poll: Any = None) -> CpuRun:
 async def measure_cpu(seconds: float, drones: int = CPU_DRONES, hz: float = CPU_HZ) -> CpuResult:
     """This process's CPU receiving the simulated drones: bare pymavlink, then a DroneLink."""
     from drivers.mavlink import DroneLink
-    from edge.bench.record import stop_process
+    from edge.runtime.processes import stop_process
 
     loop = asyncio.get_running_loop()
     bare = _BareReceiver()

@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from edge.runtime.processes import stop_process
+
 TARGET_RATIO = 1.3
 TARGET_BUS_RATE = 20_000
 FPS = 30
@@ -307,19 +309,6 @@ class Child:
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         await stop_process(self.proc, timeout)
-
-
-async def stop_process(proc: asyncio.subprocess.Process, within: float) -> None:
-    """SIGTERM, and SIGKILL if it has not ended `within` seconds later; reaped either way."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), within)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 async def start_process(runtime: Path, name: str, *argv: str, piped: bool = False,

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.runtime.memory import rss_mb
+from edge.runtime.processes import stop_process
 
 CAMERA = "bench"
 DRONE_LINK = "bench"
@@ -184,15 +184,7 @@ class Launcher:
 # --------------------------------------------------------------------------- services
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    await stop_process(proc, STOP_TIMEOUT_S)
 
 
 class Started:
