@@ -57,6 +57,44 @@ def nal_types(codec: Codec, data: bytes) -> list[int]:
     return types
 
 
+def picture_nal_types(codec: Codec, data: bytes) -> list[int]:
+    """Types of an access unit's NAL units up to and including its first slice.
+
+    For a unit framed by FFmpeg's H.264/H.265 parser (the RTSP demuxer always
+    uses it) this is everything that says whether it is a keyframe and whether
+    it carries parameter sets: the parser ends a packet at any parameter set,
+    AUD or prefix SEI that follows a slice, so what comes after the first slice
+    is more slices of the same picture (and, in H.265, suffix SEI). Stopping
+    there spares scanning the slice data, nearly all of every unit's bytes: the
+    full scan was the largest piece of per-unit Python in the ingest. A buffer
+    without a slice gives the types of all its units. Unlike `nal_types`, an
+    H.265 TRAIL_N slice (first header byte zero) is a unit, not padding.
+    """
+    types: list[int] = []
+    end = len(data) - 3
+    i = data.find(b"\x00\x00\x01")
+    if codec == "h264":
+        while 0 <= i < end:
+            header = data[i + 3]
+            if header:  # a zero here is padding before a 4-byte start code
+                t = header & 0x1F
+                types.append(t)
+                if 1 <= t <= 5:  # coded slice (non-IDR, data partitions A-C, IDR)
+                    break
+            i = data.find(b"\x00\x00\x01", i + 3)
+        return types
+    while 0 <= i < end:
+        # A zero first header byte is TRAIL_N, a slice, when the second one (the
+        # temporal id plus one) is not zero; two zeros are padding.
+        if data[i + 3] or data[i + 4 : i + 5] not in (b"", b"\x00"):
+            t = (data[i + 3] >> 1) & 0x3F
+            types.append(t)
+            if t < 32:  # VCL NAL unit
+                break
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
 def join_annexb(nals: list[bytes] | tuple[bytes, ...]) -> bytes:
     return b"".join(START_CODE + n for n in nals)
 

@@ -25,9 +25,9 @@ from drivers.rtsp.annexb import (
     keyframe_nal_types,
     length_prefixed_to_annexb,
     nal_type,
-    nal_types,
     parameter_set_types,
     parse_extradata,
+    picture_nal_types,
     split_annexb,
     sps_type,
 )
@@ -176,19 +176,18 @@ class AccessUnitAssembler:
         """The access unit for `packet`, or None if it is skipped.
 
         Runs for every frame of every camera: the common case (a picture that
-        is neither a keyframe nor carries parameter sets) only reads NAL
-        header bytes and never copies or splits the data.
+        is neither a keyframe nor carries parameter sets) only reads the NAL
+        headers up to its first slice and never copies or splits the data.
         """
         data = bytes(packet)
         if not data:
             return None  # PyAV's end-of-stream flush packets
         received_ns = time.time_ns()
-        if not is_annexb(data) and self.length_size:
+        if self.length_size and not is_annexb(data):
             data = length_prefixed_to_annexb(data, self.length_size)
         codec = self.codec
-        types = nal_types(codec, data)
-        key_types = self._key_types
-        keyframe = any(t in key_types for t in types) if types else bool(packet.is_keyframe)
+        types = picture_nal_types(codec, data)
+        keyframe = not self._key_types.isdisjoint(types) if types else bool(packet.is_keyframe)
         if keyframe or not self._ps_types.isdisjoint(types):
             data = self._keyframe_or_parameter_sets(data, keyframe)
         if not self.started:

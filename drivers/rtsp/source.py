@@ -175,7 +175,9 @@ class RtspSource:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S + 0.5):
                     await exited.wait()
-        if thread.is_alive():
+        # Not `thread.is_alive()`: the thread announces its exit just before it
+        # ends, so a thread that has finished its work can still be alive here.
+        if exited is None or not exited.is_set():
             # Opening cannot be interrupted, and a busy machine can delay the
             # thread's exit; either way it closes its connection by itself.
             log.warning(
@@ -324,7 +326,9 @@ class RtspSource:
                     self._sequence += 1
                     last_packet = time.monotonic()
                     pts_s = au.pts * tb_s if au.pts is not None else None
-                    self._stats.record(len(au.data), au.keyframe, au.received_ns, pts_s)
+                    self._stats.record(
+                        len(au.data), au.keyframe, au.received_ns, pts_s, last_packet
+                    )
                     if live_since is None:
                         live_since = last_packet
                         assert assembler.stream_info is not None

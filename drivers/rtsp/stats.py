@@ -33,9 +33,16 @@ class StatsCollector:
         self.frames_skipped = 0
 
     def record(
-        self, size: int, keyframe: bool, received_ns: int, pts_s: float | None = None
+        self,
+        size: int,
+        keyframe: bool,
+        received_ns: int,
+        pts_s: float | None = None,
+        now: float | None = None,
     ) -> None:
-        now = time.monotonic()
+        """One unit; `now` is its arrival (monotonic), if the caller read the clock already."""
+        if now is None:
+            now = time.monotonic()
         with self._lock:
             self.packets += 1
             self.bytes += size

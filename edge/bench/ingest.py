@@ -18,7 +18,11 @@ Three processes, so each measured figure is one process's own CPU:
 
 Baseline and edge run one after the other against the same sim process.
 Each waits until every stream is flowing, lets it settle, then measures
-``getrusage(RUSAGE_SELF)`` over the next `--seconds`.  Frames lost counts, per
+``getrusage(RUSAGE_SELF)`` over the next `--seconds`, and splits it by thread
+(``/proc/self/task``): the reader threads (demux, unit building, publishing),
+ZeroMQ's own threads (its I/O thread moves every published unit to the socket)
+and the rest (the event loop), each in CPU µs per frame: where the cost of the
+media plane lands, for choosing its design.  Frames lost counts, per
 stream, missing presentation timestamps between consecutive frames the
 consumer got (the simulator advances its timestamps for every frame of its
 schedule, including any it skips) plus media-plane sequence gaps: it covers
@@ -83,6 +87,8 @@ class Window:
     bytes: int
     frames_lost: int
     detail: dict[str, int] = field(default_factory=dict)
+    # CPU seconds over the window by kind of thread (see `_thread_cpu_s`).
+    threads: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_s_per_stream_min(self) -> float:
@@ -92,10 +98,42 @@ class Window:
     def expected(self) -> int:
         return round(self.cameras * self.seconds * FPS)
 
+    def us_per_frame(self) -> dict[str, float]:
+        """The thread split as CPU µs per frame received (frames differ a little between runs)."""
+        frames = max(self.frames, 1)
+        return {kind: round(1e6 * cpu / frames, 1) for kind, cpu in self.threads.items()}
+
 
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+THREAD_KINDS = ("readers", "zmq", "rest")
+
+
+def _thread_cpu_s(readers: set[int]) -> dict[str, float]:
+    """On-CPU seconds so far of this process's threads: `readers` (native ids), ZeroMQ's, the rest.
+
+    A thread that ended since the last reading takes its time with it: the
+    measured windows run between two readings with the same threads alive.
+    """
+    split = dict.fromkeys(THREAD_KINDS, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            try:
+                cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except FileNotFoundError:  # a kernel without schedstats: clock ticks
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+                cpu = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended while being read
+        kind = ("readers" if int(task.name) in readers
+                else "zmq" if comm.startswith("ZMQbg") else "rest")
+        split[kind] += cpu
+    return split
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -139,8 +177,10 @@ def _baseline(urls: list[str], seconds: float) -> Window:
     started = [threading.Event() for _ in urls]
     stop = threading.Event()
     errors: list[str] = []
+    readers: set[int] = set()
 
     def read(i: int) -> None:
+        readers.add(threading.get_native_id())
         try:
             container = av.open(urls[i], options={"rtsp_transport": "tcp"})
         except Exception as exc:  # a bench reports, it does not crash
@@ -169,15 +209,16 @@ def _baseline(urls: list[str], seconds: float) -> Window:
         raise SystemExit(f"baseline: streams did not start: {errors or 'timeout'}")
     time.sleep(SETTLE_S)
     frames0, bytes0, lost0 = _totals(counts)
-    cpu0, t0 = _cpu_s(), time.monotonic()
+    split0, cpu0, t0 = _thread_cpu_s(readers), _cpu_s(), time.monotonic()
     time.sleep(seconds)
-    cpu1, t1 = _cpu_s(), time.monotonic()
+    cpu1, t1, split1 = _cpu_s(), time.monotonic(), _thread_cpu_s(readers)
     frames1, bytes1, lost1 = _totals(counts)
     stop.set()
     for t in threads:
         t.join(5)
     return Window("baseline", len(urls), t1 - t0, cpu1 - cpu0, frames1 - frames0,
-                  bytes1 - bytes0, lost1 - lost0)
+                  bytes1 - bytes0, lost1 - lost0,
+                  threads={k: split1[k] - split0[k] for k in THREAD_KINDS})
 
 
 # --------------------------------------------------------------------------- edge process
@@ -196,6 +237,7 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
     counts = [StreamCount() for _ in urls]
     flowing = [asyncio.Event() for _ in urls]
     loop = asyncio.get_running_loop()
+    readers: set[int] = set()
 
     def sink(i: int) -> Any:
         # The camera service's hand-off (edge.services.camera._Stream), in the
@@ -211,6 +253,7 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
                                   received_ns=au.received_ns)
             count.add(au.pts, len(au.data))
             if count.frames == 1:
+                readers.add(threading.get_native_id())
                 loop.call_soon_threadsafe(flowing[i].set)
         return on_access_unit
 
@@ -235,9 +278,9 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
             return frames, size, lost, sum(i.stats.frames_dropped for i in ingests)
 
         before = snapshot()
-        cpu0, t0 = _cpu_s(), time.monotonic()
+        split0, cpu0, t0 = _thread_cpu_s(readers), _cpu_s(), time.monotonic()
         await asyncio.sleep(seconds)
-        cpu1, t1 = _cpu_s(), time.monotonic()
+        cpu1, t1, split1 = _cpu_s(), time.monotonic(), _thread_cpu_s(readers)
         after = snapshot()
     finally:
         for ingest in ingests:
@@ -264,7 +307,7 @@ async def _edge(urls: list[str], seconds: float, tmp: str, media: bool = True) -
         if not consumed:
             lost = max(lost, 1)  # no report from the consumer: nothing is proven
     return Window("edge" if media else "ingest", len(urls), t1 - t0, cpu1 - cpu0, frames, size,
-                  lost, detail)
+                  lost, detail, {k: split1[k] - split0[k] for k in THREAD_KINDS})
 
 
 async def _consume(endpoints: list[str]) -> None:
@@ -368,10 +411,19 @@ def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> d
         f"{ours.cpu_s_per_stream_min:.3f}")
     row(f"CPU % of one core, {cameras} streams", f"{100 * base.cpu_s / base.seconds:.1f}",
         f"{100 * ours.cpu_s / ours.seconds:.1f}")
-    if ingest_only:
-        only = statistics.median(w.cpu_s_per_stream_min for w in ingest_only)
-        row("  of which ingest alone (no media)", "", f"{only:.3f}",
-            f"ratio {only / base.cpu_s_per_stream_min:.3f}; the rest is publishing")
+    # The ingest-alone run shown beside is the median one, as for the ratio.
+    only = (sorted(ingest_only, key=lambda w: w.cpu_s_per_stream_min)[(len(ingest_only) - 1) // 2]
+            if ingest_only else None)
+    if only is not None:
+        row("  of which ingest alone (no media)", "", f"{only.cpu_s_per_stream_min:.3f}",
+            f"ratio {only.cpu_s_per_stream_min / base.cpu_s_per_stream_min:.3f}; "
+            "the rest is publishing")
+    split = {w.kind: w.us_per_frame() for w in (base, ours, *([only] if only else []))}
+    row("CPU us per frame, by thread", "", "", "ingest alone" if only else "")
+    for kind, label in (("readers", "  readers (demux, units, publish)"),
+                        ("zmq", "  ZeroMQ's threads (I/O)"), ("rest", "  event loop and the rest")):
+        row(label, f"{split['baseline'][kind]:.1f}", f"{split['edge'][kind]:.1f}",
+            f"{split['ingest'][kind]:.1f}" if only else "")
     row("frames received / expected", f"{base.frames}/{base.expected}",
         f"{ours.frames}/{ours.expected}", "" if sustained else "NOT SUSTAINED")
     row("frames lost", str(base.frames_lost), str(ours.frames_lost),
@@ -405,8 +457,11 @@ def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> d
         "frames_received": ours.frames,
         "sim_cpu_pct": round(our_sim, 1),
         "ingest_only_cpu_s_per_stream_min": (
-            round(statistics.median(w.cpu_s_per_stream_min for w in ingest_only), 4)
-            if ingest_only else None),
+            round(only.cpu_s_per_stream_min, 4) if only else None),
+        # CPU µs per frame by thread: readers, ZeroMQ's threads, the rest.
+        "baseline_us_per_frame": split["baseline"],
+        "edge_us_per_frame": split["edge"],
+        "ingest_only_us_per_frame": split.get("ingest"),
         "sustained": sustained and frames_lost == 0,
         "target_ratio": TARGET_RATIO,
         "ok": ratio_ok and sustained and frames_lost == 0,
