@@ -78,6 +78,8 @@ from edge.bus.zmqio import recv_frames
 log = logging.getLogger(__name__)
 
 REG, REQ, REP, ERR = b"REG", b"REQ", b"REP", b"ERR"
+# How an ERR reply for a service nobody has registered begins.
+NO_SERVICE = b"no service "
 SERVICE_TTL_S = 3.0
 MAX_CACHED_TOPICS = 20_000
 # A thumbnail is tens of kB; nothing that is state needs more than this.
@@ -364,7 +366,7 @@ class Broker:
             self.services.pop(service, None)
             self.stats.unroutable += 1
             name = service.decode(errors="replace")
-            self._send(client, [ERR, reqid, f'no service "{name}" on the bus'.encode()])
+            self._send(client, [ERR, reqid, NO_SERVICE + f'"{name}" on the bus'.encode()])
             return
         if not self._send(entry[0], [REQ, client, reqid, *payload]):
             self.services.pop(service, None)

@@ -33,7 +33,7 @@ import zmq
 import zmq.asyncio
 
 from edge.bus import envelope, topics
-from edge.bus.broker import ERR, REG, REP, REQ
+from edge.bus.broker import ERR, NO_SERVICE, REG, REP, REQ
 from edge.bus.endpoints import Endpoints
 from edge.bus.envelope import Envelope, MalformedFrame
 from edge.bus.messages import Message, Reply
@@ -43,6 +43,8 @@ from edge.bus.zmqio import Readable, drain, send_frames
 log = logging.getLogger(__name__)
 
 REGISTER_EVERY_S = 1.0
+NO_SERVICE_RETRY_FIRST_S = 0.05
+NO_SERVICE_RETRY_MAX_S = 0.5
 SUB_HWM = 50_000
 RECV_BATCH = 256
 # After a new connection to the broker, state is sent again at these delays: the
@@ -229,6 +231,29 @@ class BusClient:
     ) -> Envelope:
         """Send `message` to the service registered as `service`; its reply, or an error."""
         timeout = self.endpoints.request_timeout_s if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = NO_SERVICE_RETRY_FIRST_S
+        while True:
+            frames = await self._ask(service, message, max(0.0, deadline - loop.time()), timeout)
+            if frames[0] != ERR:
+                break
+            # A service that has just started serving is heard by the broker within a
+            # moment (its registration crosses our request): ask again until the deadline
+            # rather than fail a console's first command during a start.
+            if not frames[1].startswith(NO_SERVICE) or loop.time() + delay >= deadline:
+                raise RequestError(frames[1].decode(errors="replace"))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, NO_SERVICE_RETRY_MAX_S)
+        try:
+            return envelope.decode([b"", *frames[1:]])
+        except MalformedFrame as e:
+            raise RequestError(f"malformed reply from {service}: {e}") from None
+
+    async def _ask(self, service: str, message: Message, timeout: float,
+                   asked: float) -> list[bytes]:
+        """One request and its reply's frames (`[REP|ERR, ...]`), or RequestTimeout
+        (naming `asked`, the caller's whole timeout)."""
         if self._dealer is None:
             self._dealer = self.ctx.socket(zmq.DEALER)
             self._dealer.setsockopt(zmq.LINGER, 0)
@@ -245,15 +270,10 @@ class BusClient:
             async with asyncio.timeout(timeout):
                 frames = await fut
         except TimeoutError:
-            raise RequestTimeout(f"no reply from {service} within {timeout:g} s") from None
+            raise RequestTimeout(f"no reply from {service} within {asked:g} s") from None
         finally:
             self._pending.pop(reqid, None)
-        if frames[0] == ERR:
-            raise RequestError(frames[1].decode(errors="replace"))
-        try:
-            return envelope.decode([b"", *frames[1:]])
-        except MalformedFrame as e:
-            raise RequestError(f"malformed reply from {service}: {e}") from None
+        return frames
 
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:

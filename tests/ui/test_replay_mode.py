@@ -125,8 +125,11 @@ async def test_replay_mode_shows_the_timeline_and_clock_and_keys_drive_the_repla
         shown = status_text(app)
         assert "REPLAY " in shown and "×1" in shown
         assert any(f"REPLAY {clock_text(T / NS + s)} ×1" in shown for s in range(0, 10)), shown
+        # Both ends' labels once the bar has its width (a loaded machine lays it out late).
+        await until(pilot, lambda: clock_text(START / NS) in str(timeline(app).render())
+                    and clock_text(END / NS) in str(timeline(app).render()),
+                    "the timeline's start and end")
         line = str(timeline(app).render())
-        assert clock_text(START / NS) in line and clock_text(END / NS) in line
         assert MARK not in line and ALERT not in line
         # The replay lists its marks and alerts: they are on the bar before they are passed.
         replay.status.marks_ns = [END - 5 * NS]
