@@ -11,7 +11,11 @@ callables, so it knows nothing of the bus:
   service to exist);
 * `invite(plan, port)`: ask the device to send to `port`; the session, or
   `GbSourceError` with the reason (device offline, refused, did not answer);
-* `bye(session_id)`: end it.
+* `bye(session_id)`: end it;
+* optionally `keyframe()`: ask the device for a keyframe now (`IFameCmd`), and
+  `ended(session_id)`: returns, with the reason, once the platform says the device
+  ended that session itself (its BYE), so the session ends at once, not after
+  `no_media_s` of silence.
 
 Each session: open the socket, invite, feed every packet to an
 `RtpPsReceiver` and hand its access units to `sink` in order, from the first
@@ -104,6 +108,8 @@ class Invited:
 PlanFn = Callable[[], Awaitable[MediaPlan]]
 InviteFn = Callable[[MediaPlan, int], Awaitable[Invited]]
 ByeFn = Callable[[str], Awaitable[None]]
+KeyframeFn = Callable[[], Awaitable[None]]
+EndedFn = Callable[[str], Awaitable[str | None]]  # why the device ended it; None: unknown
 
 
 def _stream_info(unit: PsAccessUnit) -> StreamInfo | None:
@@ -244,12 +250,15 @@ class GbSource:
     def __init__(self, *, name: str, plan: PlanFn, invite: InviteFn, bye: ByeFn,
                  sink: AccessUnitSink, on_state: StateCallback | None = None,
                  retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
-                 waiting: str = WAITING, linger_s: float = 0.0) -> None:
+                 waiting: str = WAITING, linger_s: float = 0.0,
+                 keyframe: KeyframeFn | None = None, ended: EndedFn | None = None) -> None:
         self.name = name
         self.sink = sink
         self._plan = plan
         self._invite = invite
         self._bye = bye
+        self._keyframe = keyframe
+        self._ended = ended
         self._on_state = on_state
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
@@ -312,17 +321,13 @@ class GbSource:
                 self._idle_since = time.monotonic()
             self._wanted.clear()
 
-    keyframe: Callable[[], Awaitable[None]] | None = None
-    """Asks the device for a keyframe now (DeviceControl `IFameCmd`), `GbSourceError` if it
-    cannot: set by whoever builds the source, since the request goes the INVITE's way."""
-
     async def request_keyframe(self) -> str | None:
-        if self.keyframe is None:
+        if self._keyframe is None:
             return "a GB/T 28181 channel sends keyframes at its own interval (no way to ask)"
         if self.session_id is None:
             return "the channel is not invited: no stream to ask a keyframe of"
         try:
-            await self.keyframe()
+            await self._keyframe()
         except GbSourceError as exc:
             return str(exc)
         return None
@@ -375,7 +380,7 @@ class GbSource:
             self._media = media
             if plan.transport == "tcp-active":
                 await media.connect(invited.device_host, invited.device_port)
-            await self._watch(media, plan)
+            await self._watch_until_ended(media, plan, session_id)
         finally:
             self._media = None
             await media.close()
@@ -398,6 +403,24 @@ class GbSource:
             await asyncio.wait_for(self._bye(session_id), BYE_WITHIN_S)
         except Exception as exc:
             log.info("%s: BYE for session %s: %s", self.name, session_id, exc or "timed out")
+
+    async def _watch_until_ended(self, media: _Media, plan: MediaPlan, session_id: str) -> None:
+        """`_watch`, ended early with its reason if the platform says the device ended it."""
+        if self._ended is None:
+            await self._watch(media, plan)
+            return
+        watching = asyncio.ensure_future(self._watch(media, plan))
+        told = asyncio.ensure_future(self._ended(session_id))
+        try:
+            await asyncio.wait({watching, told}, return_when=asyncio.FIRST_COMPLETED)
+            if not watching.done() and told.done() and not told.cancelled() \
+                    and told.exception() is None and (reason := told.result()) is not None:
+                raise GbSourceError(reason)
+            await watching  # its own end: silence, garbage, or linger's release
+        finally:
+            for task in (watching, told):
+                task.cancel()
+            await asyncio.gather(watching, told, return_exceptions=True)
 
     async def _watch(self, media: _Media, plan: MediaPlan) -> None:
         started = time.monotonic()

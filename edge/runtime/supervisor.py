@@ -222,8 +222,9 @@ class Supervisor:
         self.runtime_dir = runtime_dir
         self.endpoints = Endpoints.from_config(config.bus, runtime_dir)
         self.children = plan(config, config_path)
+        self.prefixes = dict(prefixes or {})
         for child in self.children:
-            child.argv[:0] = (prefixes or {}).get(child.name, ())
+            child.argv[:0] = self.prefixes.get(child.name, ())
         self.log_dir = runtime_dir / "logs"
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -306,9 +307,7 @@ class Supervisor:
                           self.config_path)
                 continue
             # In the same network namespace as the platform that invites its device.
-            gb = next((c for c in self.children if c.name == "gb28181"), None)
-            prefix = gb.argv[:gb.argv.index(sys.executable)] if gb is not None \
-                and sys.executable in gb.argv else []
+            prefix = self.prefixes.get("gb28181", ())
             child = Child(name, [*prefix, *edge_argv("run", name, "--config",
                                                      str(self.config_path))], "service")
             self.config = config

@@ -21,7 +21,6 @@ is a config variant, a driver and a factory, and no edit to the service.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -131,39 +130,9 @@ async def drone_stream_urls(bus: BusClient, drone_id: str,
 @source_kind(Gb28181SourceConfig)
 def _gb28181(spec: Gb28181SourceConfig, setup: SourceSetup) -> Source:
     link = GbServiceLink(setup.bus, spec, setup.log, stream=setup.name)
-    return LinkedGbSource(link, name=setup.name, plan=link.plan, invite=link.invite,
-                          bye=link.bye, sink=setup.sink, on_state=setup.on_state)
-
-
-class LinkedGbSource(GbSource):
-    """A `GbSource` whose session also ends the moment the gb28181 service says the device
-    ended it (its BYE), with that reason, instead of after `no_media_s` of silence; and
-    whose keyframe requests go to the service (`IFameCmd`)."""
-
-    def __init__(self, link: GbServiceLink, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.link = link
-        self.keyframe = link.keyframe
-
-    # GbSource's own watch (silence, garbage, linger) with the service's word beside it:
-    # GbSource takes no "ended" callable, and the bus is this module's business, not its.
-    async def _watch(self, media: Any, plan: MediaPlan) -> None:
-        session_id = self.session_id
-        if session_id is None:
-            await super()._watch(media, plan)
-            return
-        watching = asyncio.ensure_future(super()._watch(media, plan))
-        told = asyncio.ensure_future(self.link.ended(session_id))
-        try:
-            await asyncio.wait({watching, told}, return_when=asyncio.FIRST_COMPLETED)
-            if not watching.done() and told.done() and not told.cancelled() \
-                    and told.exception() is None and (reason := told.result()) is not None:
-                raise GbSourceError(reason)
-            await watching  # its own end: silence, garbage, or linger's release
-        finally:
-            for task in (watching, told):
-                task.cancel()
-            await asyncio.gather(watching, told, return_exceptions=True)
+    return GbSource(name=setup.name, plan=link.plan, invite=link.invite, bye=link.bye,
+                    keyframe=link.keyframe, ended=link.ended, sink=setup.sink,
+                    on_state=setup.on_state)
 
 
 # Beyond the service's own limit for a device's answer: the bus round trip and its work.
