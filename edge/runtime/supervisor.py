@@ -33,7 +33,7 @@ from edge.config.demo import gb_platform_address
 from edge.config.secrets import SecretRef
 from edge.config.toml_lines import key_lines
 from edge.runtime import memory
-from edge.services import SERVICES
+from edge.services import SERVICES, split_name
 
 log = logging.getLogger("supervisor")
 
@@ -41,6 +41,8 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long restarts quickly again
 STOP_GRACE_S = 5.0
+# How long a step of the start waits for the one before it to be up (see `start`).
+STAGE_WAIT_S = 3.0
 _PR_SET_PDEATHSIG = 1
 CAMERA_SIM = "drivers.sim.camera"
 ONVIF_SIM = "drivers.sim.onvif"
@@ -93,6 +95,31 @@ class Child:
             "rss_mb": self.rss_mb,
             "pss_mb": self.pss_mb,
         }
+
+
+def on_picture_path(child: Child) -> bool:
+    """Whether the first pictures wait for `child`: the simulated devices, the cameras,
+    and what feeds cameras (a drone announces its gimbal camera's stream; the GB/T 28181
+    platform invites a dome's)."""
+    kind, _ = split_name(child.name)
+    return child.kind == "simulator" and kind in (SIM_CAMERAS, SIM_DRONES, "sim-gb28181") \
+        or child.kind == "service" and kind in ("bus", "camera", "drone", "gb28181")
+
+
+async def _wait_for_ports(ports: Sequence[int], timeout: float) -> None:
+    """Until every local TCP port in `ports` accepts a connection, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            break
 
 
 def edge_argv(*args: str) -> list[str]:
@@ -244,11 +271,38 @@ class Supervisor:
         self.bus = BusClient(self.endpoints, source="supervisor")
         self._tasks.append(asyncio.create_task(self._watch_health(), name="health-watch"))
         self._tasks.append(asyncio.create_task(self._watch_adoptions(), name="adopt-watch"))
-        for child in self.children:
-            self._tasks.append(asyncio.create_task(self._keep(child), name=f"keep-{child.name}"))
-            if child.name == "bus":
-                # Give the broker a moment to bind before its clients start.
-                await self._wait_for_socket(Path(self.endpoints.sub.removeprefix("ipc://")))
+        # In three steps (issue 17: the demo's first pictures were late because seventeen
+        # interpreters started at once on two cores): the simulated cameras and the broker;
+        # once the cameras listen, what the first pictures need; once those are up (or
+        # after a bound), the rest. On a vehicle the cameras are up before the software.
+        first = [c for c in self.children if c.name in (SIM_CAMERAS, "bus")]
+        picture = [c for c in self.children if c not in first and on_picture_path(c)]
+        rest = [c for c in self.children if c not in first and c not in picture]
+        for child in first:
+            self._keep_running(child)
+        if any(c.name == "bus" for c in first):
+            # Give the broker a moment to bind before its clients start.
+            await self._wait_for_socket(Path(self.endpoints.sub.removeprefix("ipc://")))
+        if any(c.name == SIM_CAMERAS for c in first):
+            await _wait_for_ports([c.port for c in self.config.demo.sim_cameras],
+                                  STAGE_WAIT_S)
+        for child in picture:
+            self._keep_running(child)
+        await self._wait_for_health(picture, STAGE_WAIT_S)
+        for child in rest:
+            self._keep_running(child)
+
+    def _keep_running(self, child: Child) -> None:
+        self._tasks.append(asyncio.create_task(self._keep(child), name=f"keep-{child.name}"))
+
+    async def _wait_for_health(self, children: list[Child], timeout: float) -> None:
+        """Until every service of `children` has reported its health (it has started
+        serving), or `timeout`."""
+        services = [c for c in children if c.kind == "service"]
+        deadline = time.monotonic() + timeout
+        # The health watch fills `health` in; nothing to wait on for a set of children.
+        while time.monotonic() < deadline and any(c.health is None for c in services):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     async def _wait_for_socket(self, path: Path, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
