@@ -9,7 +9,8 @@ from typing import Any
 # Each module adds one `edge bench NAME` with its own register().
 BENCH_MODULES = ("edge.bench.bus", "edge.bench.mavlink", "edge.bench.ingest",
                  "edge.bench.latency", "edge.bench.record", "edge.bench.replay",
-                 "edge.bench.failover", "edge.bench.sync", "edge.bench.startup")
+                 "edge.bench.failover", "edge.bench.sync", "edge.bench.startup",
+                 "edge.bench.demo_start")
 HELP = "benchmarks: a table, then one JSON line"
 
 
