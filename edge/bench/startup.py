@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.runtime.memory import rss_mb
+from edge.runtime.memory import MALLOC_ENV, rss_mb
 from edge.runtime.processes import stop_process
 
 CAMERA = "bench"
@@ -458,6 +458,8 @@ async def _run(runs: int, settle_s: float, keep: bool) -> dict[str, Any]:
 
     runtime = Path(tempfile.mkdtemp(prefix="edge-bstart-"))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for key, value in MALLOC_ENV.items():
+        env.setdefault(key, value)  # as systemd and `edge demo` start them
     env[RUNTIME_DIR_ENV] = str(runtime)
     env.pop("NOTIFY_SOCKET", None)
     rtsp_port, mavlink_port = _free_port(), _free_port()

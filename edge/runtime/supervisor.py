@@ -263,6 +263,8 @@ class Supervisor:
         env = dict(os.environ)
         env[RUNTIME_DIR_ENV] = str(self.runtime_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        for key, value in memory.MALLOC_ENV.items():
+            env.setdefault(key, value)  # as the systemd units run them, unless told otherwise
         env.pop("NOTIFY_SOCKET", None)  # our children are not systemd's
         return env
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.runtime.memory import MALLOC_ENV
 from tests.support import REPO, require
 
 UNITS = sorted((REPO / "systemd").glob("*.*"))
@@ -46,3 +47,12 @@ def test_units_are_hardened() -> None:
         for key in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
                     "ProtectSystem=strict", "PrivateTmp=yes", "CapabilityBoundingSet="):
             assert key in text, f"{unit.name} lacks {key}"
+
+
+def test_units_run_with_the_runtime_environment() -> None:
+    for unit in UNITS:
+        if unit.suffix != ".service":
+            continue
+        text = unit.read_text()
+        for key, value in MALLOC_ENV.items():
+            assert f"Environment={key}={value}" in text, f"{unit.name} lacks {key}={value}"
