@@ -12,6 +12,9 @@ Three processes, so each measured figure is one process's own CPU:
   thread, parameter sets, stats) into a `MediaPublisher` (GOP cache, ipc PUB).
   Its CPU is the figure compared with the baseline: ingest and publish, the
   camera service's whole job.
+- **floor** (with ``--breakdown``): the baseline, each packet also sent as it is on a
+  bare PUB socket of its stream to bare SUB sockets in a process of their own: the least
+  any design that sends each unit on a ZeroMQ socket can cost, ours included.
 - **consumer**: one `MediaSubscriber` per camera in a process of its own (as
   the uplink and recorder are), counting what arrives; its CPU is reported
   beside, not in the ratio.
@@ -170,9 +173,24 @@ async def _serve_sims(cameras: int) -> None:
 
 # --------------------------------------------------------------------------- baseline process
 
-def _baseline(urls: list[str], seconds: float) -> Window:
+def _baseline(urls: list[str], seconds: float, publish_dir: str | None = None) -> Window:
+    """The bare demux; with `publish_dir`, the floor of any ZeroMQ media plane: each packet
+    also sent as it is on a bare PUB socket of its stream (ipc in that dir), to bare SUB
+    sockets in a consumer process of its own."""
     import av
+    import zmq
 
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks: list[zmq.Socket[bytes]] = []
+    consumer: subprocess.Popen[str] | None = None
+    if publish_dir is not None:
+        for i in range(len(urls)):
+            sock = ctx.socket(zmq.PUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(f"ipc://{publish_dir}/floor-{i}.sock")
+            socks.append(sock)
+        consumer = _child("_consume_bare",
+                          *(f"--url=ipc://{publish_dir}/floor-{i}.sock" for i in range(len(urls))))
     counts = [StreamCount() for _ in urls]
     started = [threading.Event() for _ in urls]
     stop = threading.Event()
@@ -190,10 +208,13 @@ def _baseline(urls: list[str], seconds: float) -> Window:
         try:
             video = container.streams.video[0]
             count = counts[i]
+            sock = socks[i] if socks else None
             for packet in container.demux(video):
                 if stop.is_set():
                     break
                 if packet.size:
+                    if sock is not None:
+                        sock.send(memoryview(packet))
                     count.add(packet.pts, packet.size)
                     started[i].set()
         finally:
@@ -216,9 +237,47 @@ def _baseline(urls: list[str], seconds: float) -> Window:
     stop.set()
     for t in threads:
         t.join(5)
-    return Window("baseline", len(urls), t1 - t0, cpu1 - cpu0, frames1 - frames0,
-                  bytes1 - bytes0, lost1 - lost0,
+    detail: dict[str, int] = {}
+    if consumer is not None:
+        consumer.send_signal(signal.SIGTERM)
+        consumed = _result(consumer, "_consume_bare", 30)
+        detail["consumer_frames"] = consumed["frames"]
+    for sock in socks:
+        sock.close(linger=0)
+    ctx.destroy(linger=0)
+    return Window("floor" if socks else "baseline", len(urls), t1 - t0, cpu1 - cpu0,
+                  frames1 - frames0, bytes1 - bytes0, lost1 - lost0, detail,
                   threads={k: split1[k] - split0[k] for k in THREAD_KINDS})
+
+
+def _consume_bare(endpoints: list[str]) -> None:
+    """The floor's other end: bare SUB sockets, every message counted, until SIGTERM."""
+    import zmq
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    poller = zmq.Poller()
+    socks = []
+    for endpoint in endpoints:
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        poller.register(sock, zmq.POLLIN)
+        socks.append(sock)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    frames = 0
+    while not stop.is_set():
+        for sock, _ in poller.poll(100):
+            while True:
+                try:
+                    sock.recv(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                frames += 1
+    print(json.dumps({"frames": frames}), flush=True)
+    for sock in socks:
+        sock.close(linger=0)
+    ctx.destroy(linger=0)
 
 
 # --------------------------------------------------------------------------- edge process
@@ -382,10 +441,12 @@ def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> d
         urls: list[str] = json.loads(line)["urls"]
         runs: list[tuple[Window, Window, float, float]] = []
         ingest_only: list[Window] = []
+        floors: list[Window] = []
         for _ in range(repeat):
             base, base_sim = _measure("_baseline", urls, seconds, sim.pid)
             if breakdown:
                 ingest_only.append(_measure("_ingest", urls, seconds, sim.pid)[0])
+                floors.append(_measure("_floor", urls, seconds, sim.pid)[0])
             ours, our_sim = _measure("_edge", urls, seconds, sim.pid)
             runs.append((base, ours, base_sim, our_sim))
     finally:
@@ -418,6 +479,13 @@ def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> d
         row("  of which ingest alone (no media)", "", f"{only.cpu_s_per_stream_min:.3f}",
             f"ratio {only.cpu_s_per_stream_min / base.cpu_s_per_stream_min:.3f}; "
             "the rest is publishing")
+    floor = (sorted(floors, key=lambda w: w.cpu_s_per_stream_min)[(len(floors) - 1) // 2]
+             if floors else None)
+    if floor is not None:
+        # No design that sends each unit on a ZeroMQ socket of its own can cost less.
+        row("  floor: bare demux + bare PUB", f"{floor.cpu_s_per_stream_min:.3f}", "",
+            f"ratio {floor.cpu_s_per_stream_min / base.cpu_s_per_stream_min:.3f}; "
+            f"consumer got {floor.detail.get('consumer_frames', 0)}")
     split = {w.kind: w.us_per_frame() for w in (base, ours, *([only] if only else []))}
     row("CPU us per frame, by thread", "", "", "ingest alone" if only else "")
     for kind, label in (("readers", "  readers (demux, units, publish)"),
@@ -462,6 +530,10 @@ def run(cameras: int, seconds: float, repeat: int, breakdown: bool = False) -> d
         "baseline_us_per_frame": split["baseline"],
         "edge_us_per_frame": split["edge"],
         "ingest_only_us_per_frame": split.get("ingest"),
+        # The least a ZeroMQ media plane costs: the bare demux, each packet sent on a bare PUB.
+        "floor_ratio": (round(floor.cpu_s_per_stream_min / base.cpu_s_per_stream_min, 3)
+                        if floor else None),
+        "floor_us_per_frame": floor.us_per_frame() if floor else None,
         "sustained": sustained and frames_lost == 0,
         "target_ratio": TARGET_RATIO,
         "ok": ratio_ok and sustained and frames_lost == 0,
@@ -477,7 +549,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="baseline/edge pairs; the median ratio is reported (default 1)")
     p.add_argument("--breakdown", action="store_true",
-                   help="also measure the ingest alone, without the media plane")
+                   help="also measure the ingest alone, without the media plane, and the "
+                        "floor of a ZeroMQ media plane (the bare demux, each packet on a bare "
+                        "PUB socket)")
     p.set_defaults(func=cmd_bench_ingest)
 
 
@@ -498,7 +572,8 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
 
 def _main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m edge.bench.ingest")
-    p.add_argument("role", choices=("_sim", "_baseline", "_ingest", "_edge", "_consume"))
+    p.add_argument("role", choices=("_sim", "_baseline", "_floor", "_ingest", "_edge", "_consume",
+                                     "_consume_bare"))
     p.add_argument("--cameras", type=int, default=1)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--url", dest="urls", action="append", default=[])
@@ -509,8 +584,17 @@ def _main(argv: list[str]) -> None:
     if args.role == "_consume":
         asyncio.run(_consume(args.urls))
         return
+    if args.role == "_consume_bare":
+        _consume_bare(args.urls)
+        return
     if args.role == "_baseline":
         window = _baseline(args.urls, args.seconds)
+    elif args.role == "_floor":
+        tmp = tempfile.mkdtemp(prefix="edge-bi-")
+        try:
+            window = _baseline(args.urls, args.seconds, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp = tempfile.mkdtemp(prefix="edge-bi-")  # the media plane's ipc sockets
         try:
