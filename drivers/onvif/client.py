@@ -199,6 +199,10 @@ class OnvifClient:
         await self.close()
         # The library signs every request; without credentials it signs as nobody,
         # which a device that needs none ignores and one that does refuses.
+        # The ONVIF library (zeep, lxml, aiohttp, httpx) is imported in a thread: 0.2 s of
+        # CPU on a quiet machine, which would stall the camera's event loop. The camera
+        # itself is made on the loop: its HTTP connector wants the running loop.
+        await asyncio.to_thread(_import_library)
         camera = _make_camera(self._host, self._port, self._user or "", self._password or "",
                               self.device_url)
         self._camera = camera
@@ -381,6 +385,12 @@ class OnvifClient:
 
 
 # ---------------------------------------------------------------------- reading answers
+
+def _import_library() -> None:
+    # Imported here: onvif.client calls logging.basicConfig() at import, which must
+    # come after whoever runs us has set logging up, or it installs its own handler.
+    import onvif  # noqa: F401
+
 
 def _make_camera(host: str, port: int, user: str | None, password: str | None,
                  device_url: str) -> Any:
