@@ -5,7 +5,9 @@ core); four demo cameras starting together on a loaded machine took 15 s to
 come live.  A loop's bytes depend only on its `EncoderSettings`, its length,
 the encoder build and our own scene code, so it is stored once under
 ``$XDG_CACHE_HOME/edge/sim-camera/`` (default ``~/.cache/edge/sim-camera``),
-keyed by all of those.
+keyed by all of those.  The simulated GB/T 28181 device keeps its PTZ views'
+loops here too (`cached_aus`, keyed by what the caller names plus what every loop
+depends on: `canonical_key`).
 
 File format (all integers big-endian)::
 
@@ -35,6 +37,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -49,12 +52,16 @@ from drivers.sim.camera.encoder import (
     encode_loop,
     loop_from_aus,
 )
+from drivers.sim.camera.viewport import SCENE_VERSION
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"EDGE-SIM-LOOP\x00\x01\n"
-# Bump when the scene, the encoder options or this format change the bytes.
+# Bump when the camera's encoder options or this format change the bytes (the drawing has
+# its own, `viewport.SCENE_VERSION`).
 FORMAT_VERSION = 1
+# What `canonical_key` adds to every key: a caller's fields may not name them.
+_ENVIRONMENT = frozenset({"format", "scene", "encoder", "pyav", "opencv", "numpy"})
 _DIGEST = hashlib.sha256().digest_size
 _warned_unwritable = False
 # How each encoder names its build in the SEI it writes into the first frame.
@@ -127,30 +134,51 @@ def _numpy_version() -> str:
         return str(np.__version__)
 
 
-def cache_key(settings: EncoderSettings, seconds: float) -> str:
-    """Canonical JSON of everything that determines a loop's bytes."""
-    fields = asdict(settings)
-    if not fields["viewport"]:
-        # Keys written before the field existed stay valid: no re-encode on upgrade.
-        del fields["viewport"]
-    key = {
+def canonical_key(fields: Mapping[str, object], codec: Codec) -> str:
+    """Canonical JSON of `fields` (JSON values: what makes this loop, as its caller knows
+    it) and of what every loop's bytes depend on besides: this format, the drawing, the
+    encoder build, PyAV, OpenCV and numpy. None of these imports OpenCV or numpy."""
+    clash = _ENVIRONMENT & fields.keys()
+    if clash:
+        raise ValueError(f"loop cache key fields {sorted(clash)} are the cache's own")
+    key: dict[str, object] = {
+        **fields,
         "format": FORMAT_VERSION,
-        "settings": fields,
-        "seconds": seconds,
-        "encoder": encoder_version(settings.codec),
+        "encoder": encoder_version(codec),
         "pyav": av.__version__,
         # The scene is drawn with OpenCV (text rasterisation) and numpy.
         "opencv": _opencv_version(),
         "numpy": _numpy_version(),
     }
+    if SCENE_VERSION != 1:
+        # Absent at 1, so that the keys written before it existed stay valid.
+        key["scene"] = SCENE_VERSION
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
-def cache_path(settings: EncoderSettings, key: str, directory: Path | None = None) -> Path:
+def cache_key(settings: EncoderSettings, seconds: float) -> str:
+    """Canonical JSON of everything that determines a camera loop's bytes."""
+    fields = asdict(settings)
+    if not fields["viewport"]:
+        # Keys written before the field existed stay valid: no re-encode on upgrade.
+        del fields["viewport"]
+    return canonical_key({"settings": fields, "seconds": seconds}, settings.codec)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def entry_path(label: str, key: str, directory: Path | None = None) -> Path:
+    """Where the loop with `key` is stored: `label` tells a person which loop a file holds,
+    the key's digest tells the cache."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.name)[:40]
-    name = f"{safe}-{settings.width}x{settings.height}-{settings.codec}-{digest}.loop"
-    return (directory or cache_dir()) / name
+    return (directory or cache_dir()) / f"{_safe(label)[:80]}-{digest}.loop"
+
+
+def cache_path(settings: EncoderSettings, key: str, directory: Path | None = None) -> Path:
+    label = f"{_safe(settings.name)[:40]}-{settings.width}x{settings.height}-{settings.codec}"
+    return entry_path(label, key, directory)
 
 
 def serialise(key: str, aus: list[EncodedAU]) -> bytes:
@@ -209,7 +237,11 @@ def deserialise(data: bytes, key: str) -> list[EncodedAU]:
 def load(settings: EncoderSettings, seconds: float) -> list[EncodedAU] | None:
     """The cached loop, or None when there is no usable file."""
     key = cache_key(settings, seconds)
-    path = cache_path(settings, key)
+    return load_entry(key, cache_path(settings, key))
+
+
+def load_entry(key: str, path: Path) -> list[EncodedAU] | None:
+    """The access units stored at `path` for `key`, or None when there is no usable file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -226,9 +258,13 @@ def load(settings: EncoderSettings, seconds: float) -> list[EncodedAU] | None:
 
 def store(settings: EncoderSettings, seconds: float, aus: list[EncodedAU]) -> Path | None:
     """Write the loop atomically; None (logged once) if the cache is not writable."""
-    global _warned_unwritable
     key = cache_key(settings, seconds)
-    path = cache_path(settings, key)
+    return store_entry(key, cache_path(settings, key), aus)
+
+
+def store_entry(key: str, path: Path, aus: list[EncodedAU]) -> Path | None:
+    """Write `aus` for `key` atomically at `path`; None (logged once) if it is not writable."""
+    global _warned_unwritable
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,3 +321,27 @@ def get_loop(
         store(settings, seconds, loop.aus)
         _memory[mkey] = loop
         return loop
+
+
+def cached_aus(label: str, fields: Mapping[str, object], codec: Codec,
+               encode: Callable[[], list[EncodedAU]]) -> list[EncodedAU]:
+    """What `encode()` makes, from disk if any process stored it under the same key, else
+    encoded now and stored (a file that fails a check is encoded again and replaced).
+
+    For loops that are not a camera's `EncoderSettings` (the GB/T 28181 device's PTZ
+    views): `fields` names everything of the caller's that changes the bytes, the key
+    adds what every loop depends on (`canonical_key`); `label` names the file for a
+    person. Blocking (run it in a thread). Nothing is kept in memory: the caller keeps
+    what it serves.
+    """
+    key = canonical_key(fields, codec)
+    path = entry_path(label, key)
+    aus = load_entry(key, path)
+    if aus is not None:
+        log.debug("loop %s from disk cache", label)
+        return aus
+    started = time.monotonic()
+    aus = encode()
+    log.debug("encoded loop %s in %.2f s", label, time.monotonic() - started)
+    store_entry(key, path, aus)
+    return aus

@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from drivers.sim.camera.scene import Frame
 
+# Bump when what is drawn here or by `scene` changes: every cached loop (`loop_cache`,
+# the cameras' and the GB/T 28181 device's) is keyed by it, so the next start redraws.
+SCENE_VERSION = 1
+
 
 @dataclass(frozen=True, slots=True)
 class View:

@@ -9,8 +9,13 @@ Each PTZ move command moves the view one step (pan a eighth of the frame width,
 tilt a eighth of its height, zoom by 1.25x) whatever its speed, and stop does
 nothing: the view is always one of a few quantised positions. Each position's
 picture is a 1 s loop (one GOP, 320x180, 25 fps, libx264 ultrafast: about 0.1 s
-of one core) encoded when first needed, in a worker thread, and kept in a small
-cache. A stream keeps sending the old loop until the new one is ready, then
+of one core) made when first needed, in a worker thread: read from the camera
+simulator's loop cache on disk (`drivers.sim.camera.loop_cache`, keyed by
+everything that changes its bytes: `view_loop_key`), else drawn, encoded and
+stored there; a channel keeps its last few in memory. Drawing needs OpenCV and
+numpy (half of the 110 MB resident of a device that drew at start), so one whose
+loops are all on disk never imports them; a move to a position never cached
+does, then. A stream keeps sending the old loop until the new one is ready, then
 switches to the new loop's first picture, an IDR, so the receiver never sees a
 picture that refers to the old loop. An idle device encodes nothing after its
 first loop per channel; a streaming one only packetises.
@@ -21,22 +26,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
 import av
-import numpy as np
 
 from drivers.gb28181 import ptz_cmd
 from drivers.gb28181.ps_mux import PsMuxer, RtpPacketizer, rfc4571_frame
 from drivers.gb28181.ptz_cmd import PtzCmd
 from drivers.rtsp.annexb import Codec, is_keyframe_nal, join_annexb, split_annexb
-from drivers.sim.camera import viewport
+from drivers.sim.camera import loop_cache, viewport
+from drivers.sim.camera.encoder import EncodedAU
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ PAN_STEPS = 8  # steps either side of the centre; the window is clamped inside t
 TILT_STEPS = 8
 ZOOM_STEPS = (-2, 4)  # 1.25**-2 = 0.64 (wider) .. 1.25**4 = 2.4 (closer)
 CACHED_LOOPS = 16  # per channel: a few positions to go back and forth between
+# Bump when this module changes a view loop's bytes in a way `view_loop_key` does not name
+# (the drawing has `viewport.SCENE_VERSION`): the next start encodes every view again.
+VIEW_LOOP_VERSION = 1
 _CLOCK = 90_000
 
 
@@ -82,6 +91,18 @@ class LoopPicture:
     keyframe: bool
 
 
+def _encoder_options(codec: Codec, fps: int) -> dict[str, str]:
+    # One GOP per loop, closed, parameter sets with the IDR: every loop (and so every
+    # switch to another PTZ view) starts where a fresh decoder can.
+    if codec == "h264":
+        return {"preset": "ultrafast", "tune": "zerolatency",
+                "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:repeat-headers=1"}
+    return {"preset": "ultrafast", "tune": "zerolatency",
+            "x265-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:open-gop=0:"
+                           "bframes=0:repeat-headers=1:info=0:log-level=error:"
+                           "pools=1:frame-threads=1"}
+
+
 def _codec_context(codec: Codec, width: int, height: int, fps: int) -> av.VideoCodecContext:
     ctx = av.CodecContext.create("libx264" if codec == "h264" else "libx265", "w")
     assert isinstance(ctx, av.VideoCodecContext)
@@ -92,24 +113,41 @@ def _codec_context(codec: Codec, width: int, height: int, fps: int) -> av.VideoC
     ctx.gop_size = fps
     ctx.max_b_frames = 0
     ctx.thread_count = 1
-    # One GOP per loop, closed, parameter sets with the IDR: every loop (and so every
-    # switch to another PTZ view) starts where a fresh decoder can.
-    if codec == "h264":
-        ctx.options = {"preset": "ultrafast", "tune": "zerolatency",
-                       "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:"
-                                      "repeat-headers=1"}
-    else:
-        ctx.options = {"preset": "ultrafast", "tune": "zerolatency",
-                       "x265-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:open-gop=0:"
-                                      "bframes=0:repeat-headers=1:info=0:log-level=error:"
-                                      "pools=1:frame-threads=1"}
+    ctx.options = _encoder_options(codec, fps)
     ctx.open()
     return ctx
 
 
-def encode_view_loop(name: str, view: View, *, codec: Codec = "h264", width: int = WIDTH,
-                     height: int = HEIGHT, fps: int = FPS) -> list[LoopPicture]:
-    """One second of channel `name` seen through `view` (blocking, CPU-bound: use a thread)."""
+def _key_fields(name: str, view: View, codec: Codec, width: int, height: int,
+                fps: int) -> dict[str, object]:
+    # The window as well as the steps: a change to `View.window` changes the key by itself.
+    return {"gb28181_view": {
+        "version": VIEW_LOOP_VERSION, "name": name, "view": asdict(view),
+        "window": asdict(view.window()), "codec": codec, "width": width, "height": height,
+        "fps": fps, "frames": fps, "gop": fps, "bitrate": BITRATE,
+        "options": _encoder_options(codec, fps)}}
+
+
+def view_loop_key(name: str, view: View, *, codec: Codec = "h264", width: int = WIDTH,
+                  height: int = HEIGHT, fps: int = FPS) -> str:
+    """The loop cache's key for this view loop (`loop_cache.canonical_key`)."""
+    return loop_cache.canonical_key(_key_fields(name, view, codec, width, height, fps), codec)
+
+
+def view_loop(name: str, view: View, *, codec: Codec = "h264", width: int = WIDTH,
+              height: int = HEIGHT, fps: int = FPS) -> list[LoopPicture]:
+    """One second of channel `name` seen through `view`: from the loop cache on disk, else
+    encoded now (`encode_view`) and stored. Blocking (CPU-bound on a miss): use a thread."""
+    label = f"gb-{name}-p{view.pan}t{view.tilt}z{view.zoom}-{width}x{height}-{codec}"
+    aus = loop_cache.cached_aus(
+        label, _key_fields(name, view, codec, width, height, fps), codec,
+        lambda: encode_view(name, view, codec=codec, width=width, height=height, fps=fps))
+    return [LoopPicture(join_annexb(au.nals), au.keyframe) for au in aus]
+
+
+def encode_view(name: str, view: View, *, codec: Codec = "h264", width: int = WIDTH,
+                height: int = HEIGHT, fps: int = FPS) -> list[EncodedAU]:
+    """Draw and encode `view_loop`'s pictures, uncached (imports OpenCV and numpy)."""
     window = view.window()
     scene = viewport.ViewportScene(name, width, height, fps, lambda: window)
     ctx = _codec_context(codec, width, height, fps)
@@ -121,14 +159,13 @@ def encode_view_loop(name: str, view: View, *, codec: Codec = "h264", width: int
         frame.pts = index
         packets.extend(ctx.encode(frame))
     packets.extend(ctx.encode(None))
-    pictures = []
+    aus = []
     for packet in packets:
-        nals = split_annexb(bytes(packet))
-        pictures.append(LoopPicture(join_annexb(nals),
-                                    any(is_keyframe_nal(codec, n) for n in nals)))
-    if not pictures or not pictures[0].keyframe:
+        nals = tuple(split_annexb(bytes(packet)))
+        aus.append(EncodedAU(nals, any(is_keyframe_nal(codec, n) for n in nals)))
+    if not aus or not aus[0].keyframe:
         raise RuntimeError(f"the {codec} loop of {name} does not start with a keyframe")
-    return pictures
+    return aus
 
 
 class ChannelVideo:
@@ -162,13 +199,14 @@ class ChannelVideo:
         return self.view
 
     async def refresh(self) -> None:
-        """Encode (or take from the cache) the loop for the current view, until it is current."""
+        """Take the loop for the current view from memory, disk or an encode, until it is
+        current."""
         async with self._lock:
             while self.loop_view != self.view:
                 view = self.view
                 pictures = self._cache.get(view)
                 if pictures is None:
-                    pictures = await asyncio.to_thread(encode_view_loop, self.name, view,
+                    pictures = await asyncio.to_thread(view_loop, self.name, view,
                                                        codec=self.codec)
                     self._cache[view] = pictures
                     while len(self._cache) > CACHED_LOOPS:
@@ -208,7 +246,7 @@ class MediaStream:
         generation = self.video.generation
         index = 0
         start = loop.time()
-        ts0 = int.from_bytes(np.random.bytes(4), "big")
+        ts0 = secrets.randbits(32)
         n = 0
         while True:
             if self.video.generation != generation and self.video.loop is not None:

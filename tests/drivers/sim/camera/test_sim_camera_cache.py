@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -60,6 +61,17 @@ def test_key_covers_everything_that_changes_the_bytes() -> None:
     assert "x264 - core" in base  # the encoder build itself
     # A plain camera's key is what it was before PTZ cameras: its cached loops stay valid.
     assert "viewport" not in base
+
+
+def test_a_camera_key_names_what_it_did_before_other_loops_shared_the_cache() -> None:
+    # The GB/T 28181 device's loops came later: every camera's cached file stays valid.
+    key = json.loads(loop_cache.cache_key(TINY, SECONDS))
+    assert set(key) == {"format", "settings", "seconds", "encoder", "pyav", "opencv", "numpy"}
+
+
+def test_a_callers_field_cannot_stand_for_the_caches_own() -> None:
+    with pytest.raises(ValueError, match="encoder"):
+        loop_cache.canonical_key({"encoder": "mine", "view": 1}, "h264")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "other-key"])
