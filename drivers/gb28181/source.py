@@ -64,6 +64,7 @@ from drivers.source import (
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
+EARLY_MEDIA_MAX_BYTES = 2 * 1024 * 1024  # a 1080p keyframe is a few hundred KB
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 15.0
 # How often the session checks for silence, and gives up on RTP held behind a gap.
@@ -110,6 +111,9 @@ InviteFn = Callable[[MediaPlan, int], Awaitable[Invited]]
 ByeFn = Callable[[str], Awaitable[None]]
 KeyframeFn = Callable[[], Awaitable[None]]
 EndedFn = Callable[[str], Awaitable[str | None]]  # why the device ended it; None: unknown
+# Returns True once the device comes online after it was not (a registration); False when
+# it never will be heard of (the link is closing).
+OnlineFn = Callable[[], Awaitable[bool]]
 
 
 def _stream_info(unit: PsAccessUnit) -> StreamInfo | None:
@@ -138,6 +142,9 @@ class _Media:
         self.plan = plan
         self.port = 0
         self.receiver: RtpPsReceiver | None = None  # set once the device said yes
+        # What came before the device's answer reached us (see `_bytes`), in order.
+        self._early: list[tuple[bytes, bool]] = []
+        self._early_bytes = 0
         self.received = 0  # datagrams or TCP reads
         self.last_received = 0.0  # monotonic
         self._udp: asyncio.DatagramTransport | None = None
@@ -221,10 +228,24 @@ class _Media:
     def datagram(self, data: bytes) -> None:
         self._bytes(data, stream=False)
 
+    def start_receiving(self, receiver: RtpPsReceiver) -> None:
+        """The device said yes: read its media with `receiver`, from what came early on."""
+        self.receiver = receiver
+        early, self._early, self._early_bytes = self._early, [], 0
+        for data, stream in early:
+            self._bytes(data, stream=stream)
+
     def _bytes(self, data: bytes, *, stream: bool) -> None:
         receiver = self.receiver
         if receiver is None:
-            return  # before the device's answer: nobody asked for it
+            # A device streams once it has answered, and its answer reaches us through the
+            # platform and the bus a moment later: those first packets carry the keyframe
+            # a decoder starts from, without which the picture waits a whole GOP. Kept,
+            # bounded; the receiver's SSRC filter drops what was not the device's.
+            if self._early_bytes + len(data) <= EARLY_MEDIA_MAX_BYTES:
+                self._early.append((data, stream))
+                self._early_bytes += len(data)
+            return
         self.received += 1
         self.last_received = time.monotonic()
         units = receiver.stream(data) if stream else receiver.datagram(data)
@@ -251,7 +272,8 @@ class GbSource:
                  sink: AccessUnitSink, on_state: StateCallback | None = None,
                  retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
                  waiting: str = WAITING, linger_s: float = 0.0,
-                 keyframe: KeyframeFn | None = None, ended: EndedFn | None = None) -> None:
+                 keyframe: KeyframeFn | None = None, ended: EndedFn | None = None,
+                 online: OnlineFn | None = None) -> None:
         self.name = name
         self.sink = sink
         self._plan = plan
@@ -259,6 +281,7 @@ class GbSource:
         self._bye = bye
         self._keyframe = keyframe
         self._ended = ended
+        self._online = online
         self._on_state = on_state
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
@@ -360,8 +383,25 @@ class GbSource:
             # Down, as an RTSP camera that refuses or drops us is: retried with backoff.
             self._set_state(SourceState.DOWN, reason)
             log.info("%s: %s; inviting again in %.1f s", self.name, reason, delay)
-            await asyncio.sleep(delay)
+            await self._retry_wait(delay)
             delay = min(delay * 2, self.retry_max_s)
+
+    async def _retry_wait(self, delay: float) -> None:
+        """`delay`, cut short when the device registers: a dome that powers up after the
+        vehicle (or a demo's simulated one starting beside its camera) is invited at once
+        instead of up to a backoff later."""
+        if self._online is None:
+            await asyncio.sleep(delay)
+            return
+        deadline = asyncio.get_running_loop().time() + delay
+        try:
+            async with asyncio.timeout_at(deadline):
+                if await self._online():
+                    log.info("%s: the device registered; inviting now", self.name)
+                    return
+        except TimeoutError:
+            return
+        await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def _session(self, plan: MediaPlan) -> None:
         media = _Media(self, plan)
@@ -376,7 +416,7 @@ class GbSource:
             invited = await self._invite(plan, media.port)
             session_id = self.session_id = invited.session_id
             self.sessions += 1
-            media.receiver = RtpPsReceiver(invited.ssrc)
+            media.start_receiving(RtpPsReceiver(invited.ssrc))
             self._media = media
             if plan.transport == "tcp-active":
                 await media.connect(invited.device_host, invited.device_port)

@@ -131,7 +131,8 @@ async def drone_stream_urls(bus: BusClient, drone_id: str,
 def _gb28181(spec: Gb28181SourceConfig, setup: SourceSetup) -> Source:
     link = GbServiceLink(setup.bus, spec, setup.log, stream=setup.name)
     return GbSource(name=setup.name, plan=link.plan, invite=link.invite, bye=link.bye,
-                    keyframe=link.keyframe, ended=link.ended, sink=setup.sink,
+                    keyframe=link.keyframe, ended=link.ended, online=link.online,
+                    sink=setup.sink,
                     on_state=setup.on_state)
 
 
@@ -214,6 +215,25 @@ class GbServiceLink:
         finally:
             sub.close()
         return None
+
+    async def online(self) -> bool:
+        """True once the device's status turns online after it was not; False if the bus
+        client closes first. The status is a state topic: its first message is the
+        current one, so an online device waits for its next registration."""
+        was_online: bool | None = None
+        sub = self.bus.subscribe(topics.gb_status(self.spec.device_id))
+        try:
+            async for env in sub:
+                msg = env.message
+                if not isinstance(msg, GbDeviceStatus):
+                    continue
+                online = msg.state == "online"
+                if online and was_online is False:
+                    return True
+                was_online = online
+        finally:
+            sub.close()
+        return False
 
     async def _ask(self, request: GbInvite | GbBye | GbKeyframe, timeout: float) -> Reply:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from fractions import Fraction
 
@@ -17,9 +18,11 @@ import pytest
 
 from drivers.gb28181.gb_sdp import MediaTransport
 from drivers.gb28181.platform import GbError, GbPlatform
+from drivers.gb28181.ps_mux import PsMuxer, RtpPacketizer
 from drivers.gb28181.sip_transport import Peer
 from drivers.gb28181.source import GbSource, GbSourceError, Invited, MediaPlan
 from drivers.sim.gb28181.device import GbDeviceError, SimGbDevice, channel_ids
+from drivers.sim.gb28181.media import View, view_loop
 from drivers.source import AccessUnit, SourceState
 from tests.support import eventually
 
@@ -198,3 +201,77 @@ async def test_media_port_from_the_configured_range() -> None:
     # The one port of the range is taken: nobody is invited to a port we do not hold.
     assert reasons[0].startswith(f"cannot open a udp media port on 127.0.0.1:{taken}-{taken}:")
     assert not asked
+
+
+async def test_media_sent_before_the_answer_arrives_is_kept() -> None:
+    # A device streams once it has answered; its answer reaches the camera through the
+    # platform and the bus a moment later. The first packets carry the keyframe: dropped,
+    # the picture would wait a whole GOP (here: for ever, nothing else is sent).
+    rec = Recorder()
+    pictures = view_loop("early", View())[:3]
+    muxer, packetizer = PsMuxer("h264"), RtpPacketizer(4321)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    async def plan() -> MediaPlan:
+        return MediaPlan(bind_host="127.0.0.1", no_media_s=30.0)
+
+    async def invite(plan: MediaPlan, port: int) -> Invited:
+        for i, picture in enumerate(pictures):
+            ps = muxer.mux(picture.data, i * 3600, keyframe=picture.keyframe)
+            for packet in packetizer.packetize(ps, i * 3600):
+                sender.sendto(packet, ("127.0.0.1", port))
+        # Loopback datagrams are in the socket already; let the loop read them before
+        # the answer is "here".
+        await asyncio.sleep(0.2)
+        return Invited("early-call", 4321)
+
+    async def bye(session_id: str) -> None:
+        pass
+
+    source = GbSource(name="dome/main", plan=plan, invite=invite, bye=bye, sink=rec.sink,
+                      on_state=rec.on_state)
+    await source.start()
+    try:
+        # The demuxer ends a picture when the next begins: the first two come out.
+        await eventually(lambda: len(rec.units) >= 2, within=10,
+                         what="the pictures sent before the answer")
+    finally:
+        await source.stop()
+        sender.close()
+    assert rec.units[0].keyframe and [u.pts for u in rec.units[:2]] == [0, 3600]
+    assert (SourceState.LIVE, "") in rec.states
+
+
+async def test_a_device_that_registers_is_invited_at_once_not_after_the_backoff() -> None:
+    rec = Recorder()
+    asked: list[int] = []
+    registered = asyncio.Event()
+
+    async def plan() -> MediaPlan:
+        return MediaPlan(bind_host="127.0.0.1", no_media_s=30.0)
+
+    async def invite(plan: MediaPlan, port: int) -> Invited:
+        asked.append(port)
+        if not registered.is_set():
+            raise GbSourceError(f"device {DEVICE_ID} is offline: not registered yet")
+        return Invited("call", 1234)
+
+    async def bye(session_id: str) -> None:
+        pass
+
+    async def online() -> bool:
+        await registered.wait()
+        return True
+
+    # A backoff far longer than the test's bound: only the registration can bring the
+    # second INVITE in time.
+    source = GbSource(name="dome/main", plan=plan, invite=invite, bye=bye, sink=rec.sink,
+                      on_state=rec.on_state, retry_first_s=300.0, online=online)
+    await source.start()
+    try:
+        await eventually(lambda: rec.reasons(SourceState.DOWN), within=10, what="down")
+        assert len(asked) == 1
+        registered.set()
+        await eventually(lambda: len(asked) == 2, within=10, what="the second INVITE")
+    finally:
+        await source.stop()
