@@ -11,6 +11,15 @@ source is replaced only if the URI did change.
 While no URI is known the state is DOWN with the device's answer as the
 reason ("wrong user name or password"), not ResolvedSource's generic waiting
 line, so that an operator sees why; asking is retried with capped backoff.
+
+With a :class:`~drivers.onvif.uri_memory.UriMemory`, the URI the device gave
+last time is read at once, before the ONVIF library is even imported (asking a
+cheap dome takes seconds), while the device is asked as above; its answer
+replaces the remembered URI only if it differs, and is remembered. A device
+that cannot be asked while the remembered URI plays is a warning in the log:
+the camera is live. Until the device has answered, a remembered URI that does
+not play shows the device's problem as the reason, since nothing has vouched
+for that URI and the device's answer says more.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from collections.abc import AsyncGenerator
 
 from drivers.onvif.client import DEFAULT_TIMEOUT, OnvifClient
 from drivers.onvif.errors import OnvifError
+from drivers.onvif.uri_memory import UriMemory
 from drivers.resolved_source import Connect, ResolvedSource
 from drivers.rtsp.demux import redact_url
 from drivers.source import (
@@ -47,7 +57,8 @@ class OnvifSource:
     def __init__(self, address: str, credentials: str | None, profile: str, connect: Connect,
                  *, name: str, sink: AccessUnitSink, on_state: StateCallback | None = None,
                  timeout: float = DEFAULT_TIMEOUT, stale_after: float = STALE_AFTER_S,
-                 retry: tuple[float, float] = (RETRY_MIN_S, RETRY_MAX_S)) -> None:
+                 retry: tuple[float, float] = (RETRY_MIN_S, RETRY_MAX_S),
+                 memory: UriMemory | None = None) -> None:
         self.name = name
         self.sink = sink
         self.address = address
@@ -58,7 +69,11 @@ class OnvifSource:
         self._timeout = timeout
         self._stale_after = stale_after
         self._retry = retry
-        self._problem: str | None = None  # why there is no URI yet, as the device said
+        self._memory = memory
+        # Why there is no URI the device gave yet, as the device said.
+        self._problem: str | None = None
+        # The URI being read is only remembered: the device has not answered yet.
+        self._unconfirmed = False
         self._reported: tuple[SourceState, str] | None = None
         # Since when the current RTSP source has been anything but live; None while live.
         self._failing_since: float | None = None
@@ -87,15 +102,26 @@ class OnvifSource:
 
     # Internals.
 
+    def _instead(self, state: SourceState, reason: str) -> str | None:
+        """The device's problem, where it is to be shown instead of what the source says."""
+        if self._problem is None:
+            return None
+        if state is SourceState.CONNECTING and reason == ASKING:
+            return self._problem
+        if state is SourceState.DOWN and self._unconfirmed:
+            return self._problem
+        return None
+
     def _shown(self, stats: SourceStats) -> SourceStats:
-        if self._problem is not None and stats.state is SourceState.CONNECTING \
-                and stats.reason == ASKING:
-            return dataclasses.replace(stats, state=SourceState.DOWN, reason=self._problem)
+        problem = self._instead(stats.state, stats.reason)
+        if problem is not None:
+            return dataclasses.replace(stats, state=SourceState.DOWN, reason=problem)
         return stats
 
     def _relay(self, state: SourceState, reason: str) -> None:
-        if self._problem is not None and state is SourceState.CONNECTING and reason == ASKING:
-            state, reason = SourceState.DOWN, self._problem
+        problem = self._instead(state, reason)
+        if problem is not None:
+            state, reason = SourceState.DOWN, problem
         if (state, reason) == self._reported:
             return
         self._reported = (state, reason)
@@ -129,9 +155,22 @@ class OnvifSource:
                  profile.encoding, profile.width, profile.height, redact_url(uri))
         return uri
 
+    def _recall(self) -> str | None:
+        if self._memory is None:
+            return None
+        uri = self._memory.recall(self.address, self._profile)
+        if uri is not None:
+            log.info("%s: starting on the remembered stream URI %s, asking the ONVIF device "
+                     "meanwhile", self.name, redact_url(uri))
+        return uri
+
     async def _uris(self) -> AsyncGenerator[str, None]:
-        current: str | None = None
+        current = self._recall()
+        if current is not None:
+            self._unconfirmed = True
+            yield current
         delay = self._retry[0]
+        warned: str | None = None  # the device's problem last logged as a warning
         while True:
             try:
                 uri = await self._resolve()
@@ -140,15 +179,25 @@ class OnvifSource:
                     log.exception("%s: reading the ONVIF answer failed", self.name)
                     e = OnvifError(f"ONVIF {self.address}: unexpected answer "
                                    f"({type(e).__name__}; see the log)")
-                if current is None:
+                # A device that stays unreachable behind a stream that plays (ONVIF turned
+                # off after set-up) would otherwise warn at every retry, for ever.
+                level = logging.DEBUG if str(e) == warned else logging.WARNING
+                if self._unconfirmed:
+                    log.log(level, "%s: asking for the stream URI failed, reading the "
+                            "remembered one: %s", self.name, e)
+                elif current is not None:  # the RTSP source's own reason says more about it
+                    log.log(level, "%s: asking again for the stream URI failed: %s", self.name, e)
+                warned = str(e) if current is not None else None
+                if current is None or self._unconfirmed:
                     self._set_problem(str(e))
-                else:  # the RTSP source's own reason says more about the stream
-                    log.warning("%s: asking again for the stream URI failed: %s", self.name, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry[1])
                 continue
-            delay = self._retry[0]
+            delay, warned = self._retry[0], None
             self.resolutions += 1
+            if self._memory is not None:
+                self._memory.remember(self.address, self._profile, uri)
+            self._unconfirmed = False
             self._set_problem(None)
             if uri != current:
                 current = uri

@@ -251,7 +251,10 @@ class GbServiceLink:
 @source_kind(OnvifSourceConfig)
 def _onvif(spec: OnvifSourceConfig, setup: SourceSetup) -> Source:
     from drivers.onvif.source import OnvifSource  # onvif-zeep-async is big: only when used
+    from drivers.onvif.uri_memory import UriMemory
 
+    # Starting on last time's URI saves the seconds a device takes to answer (issue 17).
     return OnvifSource(spec.onvif, setup.credentials, spec.profile,
                        lambda url, sink, on_state: _rtsp_at(url, setup, sink, on_state),
-                       name=setup.name, sink=setup.sink, on_state=setup.on_state)
+                       name=setup.name, sink=setup.sink, on_state=setup.on_state,
+                       memory=UriMemory())

@@ -2,16 +2,22 @@
 
 Real peers throughout: the simulated camera and its ONVIF device on 127.0.0.1.
 A camera that "reboots onto another port" is the simulated camera closed and
-started again on a new port, which its ONVIF device then hands out.
+started again on a new port, which its ONVIF device then hands out. A device
+that does not answer is its simulator closed: nothing listens on its port.
+The URI memory is in the test's own directory, never the user's cache.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 from drivers.onvif.source import ASKING, OnvifSource
+from drivers.onvif.uri_memory import UriMemory
 from drivers.rtsp import RtspSource
 from drivers.sim.onvif import PtzState, SimOnvifDevice
 from drivers.source import AccessUnitSink, SourceState, StateCallback
@@ -25,22 +31,35 @@ States = list[tuple[SourceState, str]]
 Make = Callable[..., tuple[OnvifSource, States]]
 
 
-def rtsp(url: str, sink: AccessUnitSink, on_state: StateCallback) -> RtspSource:
-    return RtspSource(url, name="cam/main", sink=sink, on_state=on_state)
+class Rtsp:
+    """The RTSP sources' factory, keeping each URL it was asked to read."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __call__(self, url: str, sink: AccessUnitSink, on_state: StateCallback) -> RtspSource:
+        self.urls.append(url)
+        return RtspSource(url, name="cam/main", sink=sink, on_state=on_state)
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Make]:
+def rtsp() -> Rtsp:
+    return Rtsp()
+
+
+@pytest.fixture
+async def make(rtsp: Rtsp) -> AsyncIterator[Make]:
     """Factory: an OnvifSource (stopped after the test) and the states it reports."""
     sources: list[OnvifSource] = []
 
     def build(address: str, credentials: str | None = CREDENTIALS, profile: str = "main", *,
               sink: AccessUnitSink | None = None, stale_after: float = 15.0,
-              retry: tuple[float, float] = (1.0, 30.0)) -> tuple[OnvifSource, States]:
+              retry: tuple[float, float] = (1.0, 30.0),
+              memory: UriMemory | None = None) -> tuple[OnvifSource, States]:
         states: States = []
         source = OnvifSource(address, credentials, profile, rtsp, name="cam/main",
                              sink=sink or Units(), on_state=lambda s, r: states.append((s, r)),
-                             stale_after=stale_after, retry=retry)
+                             stale_after=stale_after, retry=retry, memory=memory)
         sources.append(source)
         return source, states
 
@@ -117,3 +136,126 @@ async def reboot_onto_another_port(cam: OnvifCamera) -> None:
     await cam.camera.close()
     cam.camera.port = 0  # whatever is free: the device hands out the new URL
     await cam.camera.start()
+
+
+# Starting on the URI remembered from last time (issue 17).
+
+def memory_file(memory: UriMemory, address: str, profile: str = "main") -> dict[str, object]:
+    path = memory.path(address, profile)
+    assert path is not None
+    loaded: dict[str, object] = json.loads(path.read_text())
+    return loaded
+
+
+async def test_a_remembered_uri_plays_while_the_device_does_not_answer(
+        make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    memory = UriMemory(tmp_path)
+    async with onvif_camera() as cam:
+        first, _ = make(cam.address, memory=memory)
+        await first.start()
+        await eventually(lambda: live(first), within=20, what="the first source to be live")
+        await first.stop()
+        assert memory_file(memory, cam.address)["uri"] == cam.camera.url("main")
+
+        await cam.device.close()  # the device is gone; its camera streams on
+        units = Units()
+        refused = f"ONVIF {cam.address}: GetServices: "
+
+        def said(level: int) -> int:
+            return sum(refused in r.getMessage() for r in caplog.records if r.levelno == level)
+
+        with caplog.at_level(logging.DEBUG, logger="drivers.onvif.source"):
+            second, states = make(cam.address, memory=memory, sink=units, retry=(0.2, 0.5))
+            await second.start()
+            assert (await units.take(1, within=20))[0].keyframe
+            await eventually(lambda: live(second), within=10, what="the second source to be live")
+            await eventually(lambda: said(logging.DEBUG) >= 2, within=20,
+                             what="the device to be asked three times")
+        # The device's problem is a warning, once, and not the camera's: it stays live, and
+        # never said down.
+        assert said(logging.WARNING) == 1
+        assert live(second) and second.resolutions == 0
+        assert not any(state is SourceState.DOWN for state, _ in states)
+        assert any("remembered stream URI" in r.getMessage() for r in caplog.records
+                   if r.levelno == logging.INFO)
+
+
+@pytest.mark.parametrize("wrong", ["path", "port"])
+async def test_a_wrong_remembered_uri_is_replaced_by_the_devices_answer(
+        make: Make, rtsp: Rtsp, tmp_path: Path, wrong: str) -> None:
+    memory = UriMemory(tmp_path)
+    async with onvif_camera() as cam:
+        answer = cam.camera.url("main")
+        stale = (answer.replace("/main", "/gone") if wrong == "path"
+                 else f"rtsp://127.0.0.1:{free_port()}/cam/main")
+        memory.remember(cam.address, "main", stale)
+        source, _ = make(cam.address, memory=memory)
+        await source.start()
+        await eventually(lambda: live(source), within=20, what="the source to be live")
+        assert rtsp.urls == [stale, answer]
+        assert source.resolutions == 1
+        assert memory_file(memory, cam.address)["uri"] == answer
+
+
+async def test_a_remembered_uri_that_fails_shows_why_the_device_did_not_answer(
+        make: Make, rtsp: Rtsp, tmp_path: Path) -> None:
+    # Nothing vouches for a remembered URI: while it fails, the device's problem says more.
+    memory = UriMemory(tmp_path)
+    address = f"http://127.0.0.1:{free_port()}/onvif/device_service"
+    memory.remember(address, "main", f"rtsp://127.0.0.1:{free_port()}/cam/main")
+    source, states = make(address, memory=memory, retry=(0.2, 0.5))
+    await source.start()
+    refused = f"ONVIF {address}: GetServices: "
+    await eventually(lambda: source.stats.reason.startswith(refused), within=20,
+                     what="the device's problem as the reason")
+    assert source.stats.state is SourceState.DOWN
+    assert any(s is SourceState.DOWN and r.startswith(refused) for s, r in states)
+    assert len(rtsp.urls) == 1  # it kept trying the remembered URI all the same
+
+
+@pytest.mark.parametrize("case", ["malformed", "another device", "not rtsp"])
+async def test_a_memory_file_not_for_this_stream_is_ignored(
+        make: Make, rtsp: Rtsp, tmp_path: Path, case: str) -> None:
+    memory = UriMemory(tmp_path)
+    async with onvif_camera() as cam:
+        path = memory.path(cam.address, "main")
+        assert path is not None
+        answer = cam.camera.url("main")
+        if case == "malformed":
+            path.write_text('{"version": 1, "address": "' + cam.address)
+        elif case == "another device":  # a stream that plays, were it wrongly read
+            path.write_text(json.dumps({
+                "version": 1, "address": "http://127.0.0.1:1/onvif/device_service",
+                "profile": "main", "uri": cam.camera.url("sub")}))
+        else:
+            memory.remember(cam.address, "main", "http" + answer[4:])
+        source, _ = make(cam.address, memory=memory)
+        await source.start()
+        await eventually(lambda: live(source), within=20, what="the source to be live")
+        # Nothing was read before the device answered; the answer is remembered now.
+        assert rtsp.urls == [answer]
+        assert memory_file(memory, cam.address) == {
+            "version": 1, "address": cam.address, "profile": "main", "uri": answer}
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Path:
+    """A memory directory that cannot be made, for root too (which CI runs as): a file
+    stands where its parent directory should be."""
+    (tmp_path / "cache").write_text("")
+    return tmp_path / "cache" / "onvif"
+
+
+async def test_an_unwritable_memory_does_not_stop_the_source(
+        make: Make, unwritable: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with onvif_camera() as cam:
+        with caplog.at_level(logging.WARNING):
+            main, _ = make(cam.address, profile="main", memory=UriMemory(unwritable))
+            sub, _ = make(cam.address, profile="sub", memory=UriMemory(unwritable))
+            await main.start()
+            await sub.start()
+            await eventually(lambda: live(main) and live(sub), within=20,
+                             what="both sources to be live")
+    # Said once for both streams, naming the directory.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(unwritable) in warnings[0]
