@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from edge.bench import arguments
 from edge.runtime.processes import stop_process
 
 if TYPE_CHECKING:
@@ -449,34 +450,14 @@ async def _run(config_arg: str, runs: int, seconds: float) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- command
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1..100, got {value}")
-    return value
-
-
-def _run_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    # 0 would be `edge demo`'s "until Ctrl-C".
-    if not 1 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"must be 1..600 s, got {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo", help="edge demo's time to every camera live, and its memory, against its "
                      "simulated cameras read by bare PyAV clients")
-    p.add_argument("--runs", type=_positive_int, default=3,
+    p.add_argument("--runs", type=arguments.runs, default=3,
                    help="runs; each figure is the median (default 3)")
-    p.add_argument("--seconds", type=_run_seconds, default=15.0, metavar="S",
+    # From 1: 0 would be `edge demo`'s "until Ctrl-C".
+    p.add_argument("--seconds", type=arguments.seconds(1, 600), default=15.0, metavar="S",
                    help="how long each demo runs; its memory is read as it stops (default 15)")
     p.add_argument("--config", default="config/demo.toml", metavar="PATH",
                    help="the demo's config (default: config/demo.toml)")

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.bench import arguments
 from edge.runtime.memory import MALLOC_ENV, rss_mb
 from edge.runtime.processes import stop_process
 
@@ -484,33 +485,13 @@ async def _run(runs: int, settle_s: float, keep: bool) -> dict[str, Any]:
     return report(results, settle_s)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1..100, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"must be 0..600 s, got {text}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "startup", help="start-up time and memory of edge --help, the bus, a camera and a "
                         "drone service against a bare interpreter")
-    p.add_argument("--runs", type=_positive_int, default=3,
+    p.add_argument("--runs", type=arguments.runs, default=3,
                    help="runs; each figure is the median (default 3)")
-    p.add_argument("--settle", type=_seconds, default=2.0, metavar="S",
+    p.add_argument("--settle", type=arguments.seconds(0, 600), default=2.0, metavar="S",
                    help="seconds a service runs after its last milestone before its memory "
                         "is read (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the runtime dir and its logs")

@@ -21,6 +21,7 @@ is a config variant, a driver and a factory, and no edit to the service.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -203,17 +204,11 @@ class GbServiceLink:
         """Once the service lists `session_id` as ended without our asking (the device's
         BYE, ...): why. None if the bus client closes first. The device's status is a
         state topic, so an end that came before this call is in the cached one."""
-        sub = self.bus.subscribe(topics.gb_status(self.spec.device_id))
-        try:
-            async for env in sub:
-                msg = env.message
-                if not isinstance(msg, GbDeviceStatus):
-                    continue
-                for end in msg.ended:
+        async with contextlib.aclosing(self._statuses()) as statuses:
+            async for status in statuses:
+                for end in status.ended:
                     if end.session_id == session_id:
                         return end.reason or "the gb28181 service ended the session"
-        finally:
-            sub.close()
         return None
 
     async def online(self) -> bool:
@@ -221,19 +216,23 @@ class GbServiceLink:
         client closes first. The status is a state topic: its first message is the
         current one, so an online device waits for its next registration."""
         was_online: bool | None = None
-        sub = self.bus.subscribe(topics.gb_status(self.spec.device_id))
-        try:
-            async for env in sub:
-                msg = env.message
-                if not isinstance(msg, GbDeviceStatus):
-                    continue
-                online = msg.state == "online"
+        async with contextlib.aclosing(self._statuses()) as statuses:
+            async for status in statuses:
+                online = status.state == "online"
                 if online and was_online is False:
                     return True
                 was_online = online
+        return False
+
+    async def _statuses(self) -> AsyncGenerator[GbDeviceStatus, None]:
+        """The device's status messages, the cached one first, until the client closes."""
+        sub = self.bus.subscribe(topics.gb_status(self.spec.device_id))
+        try:
+            async for env in sub:
+                if isinstance(env.message, GbDeviceStatus):
+                    yield env.message
         finally:
             sub.close()
-        return False
 
     async def _ask(self, request: GbInvite | GbBye | GbKeyframe, timeout: float) -> Reply:
         try:
