@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge.bench import arguments
+from edge.runtime import ports
 from edge.runtime.processes import stop_process
 
 if TYPE_CHECKING:
@@ -173,23 +174,12 @@ def _first_packet(url: str, deadline: float, give_up: threading.Event) -> float 
     return last
 
 
-async def _answering(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
 async def baseline(plan: Plan, work: Path) -> float:
     """Seconds from just before `edge sim cameras` is created to a first video packet of
     every stream the baseline reads."""
     for port, name in plan.ports.items():
         # Else the clients would read someone else's camera, and the demo fail to listen.
-        if await _answering(port):
+        if await ports.answers(port):
             raise _problem(f"127.0.0.1:{port} (simulated camera {name}) already answers: is "
                            f"another demo of {plan.config_path} running?")
     log_path = work / "sim-cameras.log"

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.bench import arguments
+from edge.runtime import ports
 from edge.runtime.memory import MALLOC_ENV, rss_mb
 from edge.runtime.processes import stop_process
 
@@ -324,17 +325,6 @@ async def _rtsp_ok(port: int, path: str) -> bool:
             await writer.wait_closed()
 
 
-async def _tcp_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
 async def _until(name: str, world: World, proc: asyncio.subprocess.Process,
                  check: Callable[[], Awaitable[bool]]) -> None:
     loop = asyncio.get_running_loop()
@@ -355,7 +345,7 @@ async def _start_sims(world: World, rtsp_port: int, mavlink_port: int) -> None:
                              f"tcp:127.0.0.1:{mavlink_port}")
     await _until("sim-camera", world, cam, lambda: _rtsp_ok(rtsp_port, f"{CAMERA}/main"))
     await _until("sim-camera", world, cam, lambda: _rtsp_ok(rtsp_port, f"{CAMERA}/sub"))
-    await _until("sim-drone", world, drone, lambda: _tcp_open(mavlink_port))
+    await _until("sim-drone", world, drone, lambda: ports.answers(mavlink_port))
 
 
 # --------------------------------------------------------------------------- one run

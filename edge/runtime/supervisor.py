@@ -32,7 +32,7 @@ from edge.config import ConfigError, VehicleConfig, load_config
 from edge.config.demo import gb_platform_address
 from edge.config.secrets import SecretRef
 from edge.config.toml_lines import key_lines
-from edge.runtime import memory
+from edge.runtime import memory, ports
 from edge.services import SERVICES, split_name
 
 log = logging.getLogger("supervisor")
@@ -106,20 +106,13 @@ def on_picture_path(child: Child) -> bool:
         or child.kind == "service" and kind in ("bus", "camera", "drone", "gb28181")
 
 
-async def _wait_for_ports(ports: Sequence[int], timeout: float) -> None:
-    """Until every local TCP port in `ports` accepts a connection, or `timeout`."""
+async def _wait_for_ports(wanted: Sequence[int], timeout: float) -> None:
+    """Until every local TCP port in `wanted` accepts a connection, or `timeout`."""
     deadline = time.monotonic() + timeout
-    for port in ports:
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            break
+    for port in wanted:
+        # Another process's port: nothing to wait on but asking again.
+        while time.monotonic() < deadline and not await ports.answers(port):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 def edge_argv(*args: str) -> list[str]:
