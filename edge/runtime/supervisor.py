@@ -1,7 +1,9 @@
 """The demo supervisor: the whole vehicle as subprocesses on one machine.
 
-It starts the broker first, then the simulators, then one process per
-service, each exactly as systemd would (`edge run NAME`), with a private
+It starts the broker and the simulated cameras first, then what the first
+pictures need (cameras, drones, the GB/T 28181 platform and its simulated
+devices), then the rest (see `Supervisor.start`): one process per service, each
+exactly as systemd would (`edge run NAME`), with a private
 runtime dir for ipc endpoints so two demos can run side by side. A child that
 exits is restarted with exponential backoff. Children run in their own process
 groups (a Ctrl-C at the terminal reaches only us, so we control the order of
