@@ -48,9 +48,18 @@ def _need_world() -> None:
     require(why is None, f"the link emulator cannot run here: {why}")
 
 
-def _host_tuns() -> list[str]:
-    """Our temporary TUN names left in this namespace (there should never be any)."""
-    return [n for n in os.listdir("/sys/class/net") if n.startswith("edl")]
+def _host_tuns(within_s: float = 5.0) -> list[str]:
+    """Our temporary TUN names left in this namespace (there should never be any).
+
+    A world being built by another test at the same time (the other xdist worker) has
+    one here for a moment, between opening it and moving it into its namespace: only
+    names still here after `within_s` count."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = [n for n in os.listdir("/sys/class/net") if n.startswith("edl")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 # -- a run of `edge sim link` ------------------------------------------------------------
