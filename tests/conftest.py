@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -16,21 +15,15 @@ from edge.bus.client import BusClient
 from edge.bus.endpoints import Endpoints
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _private_service_cache() -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _private_service_cache(monkeypatch: pytest.MonkeyPatch,
+                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """The services' cache (`$CACHE_DIRECTORY`, systemd's; the ONVIF cameras' remembered
-    stream URIs) in a directory of this run, inherited by every process it starts: a URI
-    remembered by an earlier run, for a simulator on a port now reused, must not steer a
-    test. The simulators' loop cache (`$XDG_CACHE_HOME`) stays shared: it only saves time."""
-    d = tempfile.mkdtemp(prefix="edge-cache-")
-    before = os.environ.get("CACHE_DIRECTORY")
-    os.environ["CACHE_DIRECTORY"] = d
-    yield
-    if before is None:
-        os.environ.pop("CACHE_DIRECTORY", None)
-    else:
-        os.environ["CACHE_DIRECTORY"] = before
-    shutil.rmtree(d, ignore_errors=True)
+    stream URIs) in a directory of this test, inherited by every process it starts: a URI
+    remembered by another test, for a simulator on a port now reused, must not steer
+    this one. The simulators' loop cache (`$XDG_CACHE_HOME`) stays shared: it only saves
+    time."""
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ cheap dome takes seconds), while the device is asked as above; its answer
 replaces the remembered URI only if it differs, and is remembered. A device
 that cannot be asked while the remembered URI plays is a warning in the log:
 the camera is live. Until the device has answered, a remembered URI that does
-not play shows the device's problem as the reason, since nothing has vouched
-for that URI and the device's answer says more.
+not play shows the camera as still asking the device (its own error, a stale
+port's "connection refused", would mislead), then the device's problem as the
+reason: nothing has vouched for that URI, and the device's answer says more.
 """
 
 from __future__ import annotations
@@ -102,26 +103,29 @@ class OnvifSource:
 
     # Internals.
 
-    def _instead(self, state: SourceState, reason: str) -> str | None:
-        """The device's problem, where it is to be shown instead of what the source says."""
-        if self._problem is None:
-            return None
-        if state is SourceState.CONNECTING and reason == ASKING:
-            return self._problem
+    def _instead(self, state: SourceState, reason: str) -> tuple[SourceState, str] | None:
+        """What to show instead of what the source says, if anything: the device's problem
+        while there is no URI it gave; and while a remembered URI does not play and the
+        device has not answered yet, that the device is being asked (the remembered URI's
+        own error, a stale port's "connection refused", would only mislead)."""
+        if state is SourceState.CONNECTING and reason == ASKING and self._problem is not None:
+            return SourceState.DOWN, self._problem
         if state is SourceState.DOWN and self._unconfirmed:
-            return self._problem
+            if self._problem is not None:
+                return SourceState.DOWN, self._problem
+            return SourceState.CONNECTING, ASKING
         return None
 
     def _shown(self, stats: SourceStats) -> SourceStats:
-        problem = self._instead(stats.state, stats.reason)
-        if problem is not None:
-            return dataclasses.replace(stats, state=SourceState.DOWN, reason=problem)
+        instead = self._instead(stats.state, stats.reason)
+        if instead is not None:
+            return dataclasses.replace(stats, state=instead[0], reason=instead[1])
         return stats
 
     def _relay(self, state: SourceState, reason: str) -> None:
-        problem = self._instead(state, reason)
-        if problem is not None:
-            state, reason = SourceState.DOWN, problem
+        instead = self._instead(state, reason)
+        if instead is not None:
+            state, reason = instead
         if (state, reason) == self._reported:
             return
         self._reported = (state, reason)
@@ -197,13 +201,13 @@ class OnvifSource:
             self.resolutions += 1
             if self._memory is not None:
                 self._memory.remember(self.address, self._profile, uri)
-            self._unconfirmed = False
             self._set_problem(None)
             if uri != current:
                 current = uri
-                yield uri
+                yield uri  # resumed once the source reads it: the stale one says no more
             elif self._failing_since is not None:
                 self._failing_since = time.monotonic()  # same URI: give it another round
+            self._unconfirmed = False
             await self._until_stale()
 
     async def _until_stale(self) -> None:

@@ -189,12 +189,16 @@ async def test_a_wrong_remembered_uri_is_replaced_by_the_devices_answer(
         stale = (answer.replace("/main", "/gone") if wrong == "path"
                  else f"rtsp://127.0.0.1:{free_port()}/cam/main")
         memory.remember(cam.address, "main", stale)
-        source, _ = make(cam.address, memory=memory)
+        source, states = make(cam.address, memory=memory)
         await source.start()
         await eventually(lambda: live(source), within=20, what="the source to be live")
         assert rtsp.urls == [stale, answer]
         assert source.resolutions == 1
         assert memory_file(memory, cam.address)["uri"] == answer
+        # The stale URI's own error never showed: until the device answered, the camera
+        # was asking it (then live on the answer).
+        downs = [r for s, r in states if s is SourceState.DOWN]
+        assert not downs, downs
 
 
 async def test_a_remembered_uri_that_fails_shows_why_the_device_did_not_answer(
