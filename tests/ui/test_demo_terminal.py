@@ -191,12 +191,34 @@ def check_demo(tmux: Tmux, config_path: Path, demo_dir: Path) -> None:
     target = drones[0]  # the drone pane's cursor starts on its first row
     before = drone_row(tmux.screen(), target)
     assert before is not None and before["mode"] != COPTER_HOLD_MODE, before
-    tmux("send-keys", "-t", "demo", "2")  # the drone pane
-    tmux("send-keys", "-t", "demo", "h")
+    asked = f"Hold position: drone {target}?"
+    # A refusal is a toast that fades in seconds: looked for while waiting, so that it
+    # fails the test with its words rather than as a dialog that never came.
+    refusals = ("nothing to command", "cannot command it")
+    seen: list[str] = []
+
+    def dialog_or_refusal() -> bool:
+        screen = tmux.screen()
+        seen.extend(line.strip() for line in screen.splitlines()
+                    if any(r in line for r in refusals))
+        return asked in screen or bool(seen)
+
     # Functional bounds: the demo's 20-odd processes and another test on a 2-core
     # machine can hold a key press up for seconds.
-    wait_for("the confirmation dialog",
-             lambda: f"Hold position: drone {target}?" in tmux.screen(), 30, tmux.screen)
+    for attempt in range(2):
+        tmux("send-keys", "-t", "demo", "2")  # the drone pane
+        tmux("send-keys", "-t", "demo", "h")
+        try:
+            wait_for("the confirmation dialog", dialog_or_refusal, 15 if attempt == 0 else 30,
+                     tmux.screen)
+            break
+        except AssertionError:
+            # Twice in CI (1 run in 3) the first press opened nothing, with the drone pane
+            # focused and no toast seen; pressed again, so that a key lost on its way
+            # through tmux does not fail the demo. The second press must work.
+            if attempt:
+                raise
+    assert not seen, f"the dashboard refused the command: {seen}"
     tmux("send-keys", "-t", "demo", "y")
     # The event log keeps the reply (a notification fades); 15 s: the bus request's own
     # timeout is 3 s, so by then any reply or timeout is on the screen.
