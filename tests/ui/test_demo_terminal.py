@@ -213,7 +213,7 @@ def check_demo(tmux: Tmux, config_path: Path, demo_dir: Path) -> None:
                      tmux.screen)
             break
         except AssertionError:
-            # Twice in CI (1 run in 3) the first press opened nothing, with the drone pane
+            # Twice in CI (2 runs of 5) the first press opened nothing, with the drone pane
             # focused and no toast seen; pressed again, so that a key lost on its way
             # through tmux does not fail the demo. The second press must work.
             if attempt:
