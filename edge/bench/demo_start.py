@@ -34,12 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -52,7 +50,7 @@ from urllib.parse import urlsplit
 
 from edge.bench import arguments
 from edge.runtime import ports
-from edge.runtime.processes import stop_process
+from edge.runtime.processes import die_with_parent, output_tail, stop_process
 
 if TYPE_CHECKING:
     from edge.config import VehicleConfig
@@ -73,25 +71,12 @@ BASELINE_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "100000",
 PYAV_TIMEOUT_S = 5.0  # each blocking open or read of the baseline's clients
 SIM_STOP_S = 6.0
 DEMO_STOP_S = 30.0  # it stops its children in order, SIGKILL after 5 s each
-LOG_TAIL_LINES = 12
-_PR_SET_PDEATHSIG = 1
 
 
 def _problem(text: str) -> Exception:
     from edge.cli import OperatorError
 
     return OperatorError(text)
-
-
-def _tail(path: Path) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(no output)"
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a bench killed outright leaves no demo.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child_env(runtime: Path | None = None) -> dict[str, str]:
@@ -190,7 +175,7 @@ async def baseline(plan: Plan, work: Path) -> float:
         t0 = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             *plan.sim_argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            env=_child_env(runtime), preexec_fn=_die_with_parent)
+            env=_child_env(runtime), preexec_fn=die_with_parent)
     exited = asyncio.create_task(proc.wait())
     try:
         deadline = time.monotonic() + BASELINE_TIMEOUT_S
@@ -202,7 +187,7 @@ async def baseline(plan: Plan, work: Path) -> float:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
                 raise _problem(f"the simulated cameras exited with {proc.returncode}:\n"
-                               f"{_tail(log_path)}")
+                               f"{output_tail(log_path)}")
             failed = {cam: t.result() for cam, t in reads.items()
                       if t.done() and isinstance(t.result(), str)}
             if failed:
@@ -211,7 +196,7 @@ async def baseline(plan: Plan, work: Path) -> float:
                 cam, why = sorted(failed.items())[0]
                 raise _problem(f"baseline: no video from camera {cam}'s stream "
                                f"{redact_url(plan.streams[cam])} (given "
-                               f"{BASELINE_TIMEOUT_S:.0f} s): {why}\n{_tail(log_path)}")
+                               f"{BASELINE_TIMEOUT_S:.0f} s): {why}\n{output_tail(log_path)}")
         return max(float(t.result()) for t in reads.values()) - t0
     finally:
         exited.cancel()
@@ -268,10 +253,10 @@ async def _announced_runtime_dir(proc: asyncio.subprocess.Process, err_path: Pat
         if m:
             return Path(m.group(1))
         if proc.returncode is not None:
-            raise _problem(f"edge demo exited with {proc.returncode}:\n{_tail(err_path)}")
+            raise _problem(f"edge demo exited with {proc.returncode}:\n{output_tail(err_path)}")
         if time.monotonic() > deadline:
             raise _problem(f"edge demo did not name its runtime dir within "
-                           f"{ANNOUNCE_TIMEOUT_S:.0f} s:\n{_tail(err_path)}")
+                           f"{ANNOUNCE_TIMEOUT_S:.0f} s:\n{output_tail(err_path)}")
         # A line on a file it writes: nothing to wait on instead.
         await asyncio.sleep(0.02)
 
@@ -283,7 +268,7 @@ def _summary(out_path: Path, err_path: Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         summary = None
     if not isinstance(summary, dict) or not isinstance(summary.get("services"), dict):
-        raise _problem(f"edge demo printed no JSON summary:\n{_tail(err_path)}")
+        raise _problem(f"edge demo printed no JSON summary:\n{output_tail(err_path)}")
     return summary
 
 
@@ -295,7 +280,7 @@ async def demo(plan: Plan, seconds: float, work: Path, run: int) -> DemoRun:
         t0_wall_ns = time.time_ns()
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-            env=_child_env(), preexec_fn=_die_with_parent)
+            env=_child_env(), preexec_fn=die_with_parent)
     watch: LiveWatch | None = None
     try:
         runtime_dir = await _announced_runtime_dir(proc, err_path)
@@ -304,14 +289,14 @@ async def demo(plan: Plan, seconds: float, work: Path, run: int) -> DemoRun:
             await asyncio.wait_for(proc.wait(), seconds + DEMO_EXIT_SLACK_S)
         except TimeoutError:
             raise _problem(f"edge demo did not stop within {DEMO_EXIT_SLACK_S:.0f} s of its "
-                           f"--seconds {seconds:g}:\n{_tail(err_path)}") from None
+                           f"--seconds {seconds:g}:\n{output_tail(err_path)}") from None
         first = dict(watch.first_live_ns)
     finally:
         if watch is not None:
             await watch.close()
         await stop_process(proc, DEMO_STOP_S)
     if proc.returncode != 0:
-        raise _problem(f"edge demo exited with {proc.returncode}:\n{_tail(err_path)}")
+        raise _problem(f"edge demo exited with {proc.returncode}:\n{output_tail(err_path)}")
     return DemoRun(live_s={cam: (first[cam] - t0_wall_ns) / 1e9 for cam in plan.cameras
                            if cam in first},
                    not_live=[cam for cam in plan.cameras if cam not in first],

@@ -46,7 +46,7 @@ from typing import Any
 from edge.bench import arguments
 from edge.runtime import ports
 from edge.runtime.memory import MALLOC_ENV, rss_mb
-from edge.runtime.processes import stop_process
+from edge.runtime.processes import output_tail, stop_process
 
 CAMERA = "bench"
 DRONE_LINK = "bench"
@@ -62,7 +62,6 @@ READY_TIMEOUT_S = 30.0
 LIVE_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 6.0  # the runtime stops a service within 4 s
-LOG_TAIL_LINES = 12
 
 
 def _problem(text: str) -> Exception:
@@ -85,11 +84,6 @@ def _proc_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _tail(path: Path) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(no output)"
 
 
 def _config(runtime: Path, rtsp_port: int, mavlink_port: int) -> Path:
@@ -167,13 +161,13 @@ class Launcher:
             line = await asyncio.wait_for(self.proc.stdout.readline(), EXIT_TIMEOUT_S)
         except TimeoutError:
             raise _problem(f"{name} did not exit within {EXIT_TIMEOUT_S:.0f} s:\n"
-                           f"{_tail(log)}") from None
+                           f"{output_tail(log)}") from None
         if not line:
-            raise _problem(f"the launcher exited:\n{_tail(self.world.log('launcher'))}")
+            raise _problem(f"the launcher exited:\n{output_tail(self.world.log('launcher'))}")
         figures: dict[str, float] = json.loads(line)
         code = figures.pop("code")
         if code != 0:
-            raise _problem(f"{name} exited with {code:g}:\n{_tail(log)}")
+            raise _problem(f"{name} exited with {code:g}:\n{output_tail(log)}")
         return figures
 
     async def close(self) -> None:
@@ -222,7 +216,7 @@ class Started:
         assert self.proc is not None
         if self.proc.returncode is not None:
             raise _problem(f"{self.name} exited with {self.proc.returncode}:\n"
-                           f"{_tail(self.world.log(self.name))}")
+                           f"{output_tail(self.world.log(self.name))}")
 
     async def ready(self) -> float:
         """Seconds from the start to its READY=1."""
@@ -233,7 +227,7 @@ class Started:
             left = deadline - loop.time()
             if left <= 0:
                 raise _problem(f"{self.name} did not say READY=1 within {READY_TIMEOUT_S:.0f} s:"
-                               f"\n{_tail(self.world.log(self.name))}")
+                               f"\n{output_tail(self.world.log(self.name))}")
             try:
                 # Short waits: a child that dies is noticed within a quarter second.
                 data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), min(left, 0.25))
@@ -286,7 +280,7 @@ class LiveWatch:
                 return (min(stamps) - service.t0_wall_ns) / 1e9
             await asyncio.sleep(0.05)  # a dict filled by the watch task: nothing to await
         raise _problem(f"{service.name} did not report live within {LIVE_TIMEOUT_S:.0f} s:\n"
-                       f"{_tail(service.world.log(service.name))}")
+                       f"{output_tail(service.world.log(service.name))}")
 
     async def close(self) -> None:
         self._task.cancel()
@@ -331,10 +325,10 @@ async def _until(name: str, world: World, proc: asyncio.subprocess.Process,
     deadline = loop.time() + SIM_TIMEOUT_S
     while not await check():
         if proc.returncode is not None:
-            raise _problem(f"{name} exited with {proc.returncode}:\n{_tail(world.log(name))}")
+            raise _problem(f"{name} exited with {proc.returncode}:\n{output_tail(world.log(name))}")
         if loop.time() > deadline:
             raise _problem(f"{name} was not ready within {SIM_TIMEOUT_S:.0f} s:\n"
-                           f"{_tail(world.log(name))}")
+                           f"{output_tail(world.log(name))}")
         await asyncio.sleep(0.2)
 
 

@@ -40,11 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words[:2] == ["run", "bus"] and "asyncio" not in sys.modules:
-        # Before the parser's modules import asyncio, which loads OpenSSL for its TLS
-        # transports: 4 of the broker's 42 MB (issue 17). The broker never speaks TLS
-        # (its tcp endpoints are CURVE, libzmq's own); a later `import ssl` would fail.
-        sys.modules["ssl"] = None  # type: ignore[assignment]
+    if words[:1] == ["run"] and len(words) > 1 and "asyncio" not in sys.modules:
+        from edge.services import SERVICES, split_name  # a table: imports nothing heavy
+
+        spec = SERVICES.get(split_name(words[1])[0])
+        if spec is not None and not spec.tls:
+            # Before the parser's modules import asyncio, which loads OpenSSL for its TLS
+            # transports: 4 of the broker's 42 MB (issue 17). Such a service never speaks
+            # TLS (the broker's tcp endpoints are CURVE, libzmq's own); a later
+            # `import ssl` would fail.
+            sys.modules["ssl"] = None  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
     # Here, not at the top: `edge --help` and a mistyped command need no config schema.
     from edge.config import ConfigError

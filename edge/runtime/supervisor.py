@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -35,6 +34,7 @@ from edge.config.demo import gb_platform_address
 from edge.config.secrets import SecretRef
 from edge.config.toml_lines import key_lines
 from edge.runtime import memory, ports
+from edge.runtime.processes import die_with_parent
 from edge.services import SERVICES, split_name
 
 log = logging.getLogger("supervisor")
@@ -45,7 +45,6 @@ HEALTHY_RUN_S = 30.0  # a child that ran this long restarts quickly again
 STOP_GRACE_S = 5.0
 # How long a step of the start waits for the one before it to be up (see `start`).
 STAGE_WAIT_S = 3.0
-_PR_SET_PDEATHSIG = 1
 CAMERA_SIM = "drivers.sim.camera"
 ONVIF_SIM = "drivers.sim.onvif"
 DRONE_SIM = "drivers.sim.drone"
@@ -54,12 +53,6 @@ SIM_CLI = "edge.cli.sim"
 #: the demo's one process for all its simulated cameras, and the one for its drones
 SIM_CAMERAS = "sim-cameras"
 SIM_DRONES = "sim-drones"
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -314,7 +307,7 @@ class Supervisor:
         try:
             return await asyncio.create_subprocess_exec(
                 *child.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-                env=self.env(), process_group=0, preexec_fn=_die_with_parent)
+                env=self.env(), process_group=0, preexec_fn=die_with_parent)
         finally:
             logf.close()
 

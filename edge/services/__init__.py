@@ -24,6 +24,8 @@ class ServiceSpec:
     target: str  # "module:Class"
     instances: Callable[[VehicleConfig], list[str]] | None = None  # None: one per vehicle
     enabled: Callable[[VehicleConfig], bool] = lambda cfg: True
+    # False: the process never speaks TLS, so it runs without OpenSSL loaded (see edge.cli).
+    tls: bool = True
 
     def load(self) -> type[Service]:
         module, cls = self.target.split(":")
@@ -41,7 +43,7 @@ SERVICES: dict[str, ServiceSpec] = {
     spec.kind: spec
     for spec in (
         ServiceSpec("bus", "the control-bus broker (proxy, last-value cache, request routing)",
-                    "edge.services.bus:BusService"),
+                    "edge.services.bus:BusService", tls=False),
         ServiceSpec("camera", "one camera: its sources onto the media plane, status, thumbnails",
                     "edge.services.camera:CameraService",
                     instances=lambda cfg: [c.id for c in cfg.cameras]),
